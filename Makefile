@@ -1,0 +1,52 @@
+# bc-sync developer commands. Everything runs inside .venv, created on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint format schemas demo bench chaos emulator clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make test: the whole suite (needs RabbitMQ: AMQP_URL, else localhost:5672, else Docker)
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+## make lint: ruff (lint + format check) and mypy --strict
+lint: $(STAMP)
+	$(BIN)/ruff check worker tests
+	$(BIN)/ruff format --check worker tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format worker tests
+	$(BIN)/ruff check --fix worker tests
+
+## make schemas: regenerate schemas/ from worker/events
+schemas: $(STAMP)
+	$(BIN)/python -m worker.events.schemas
+
+## make demo: the product end to end against the BC emulator
+demo: $(STAMP)
+	$(BIN)/python -m worker.demo
+
+## make bench [QUICK=1]: performance scenarios, report in bench-report.md
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench $(if $(QUICK),--quick,)
+
+## make chaos: the full-size soak with faults (the CI runs a reduced size in make test)
+chaos: $(STAMP)
+	CHAOS_FULL=1 $(BIN)/pytest -q tests/chaos -p no:cacheprovider
+
+## make emulator: run the BC emulator alone
+emulator: $(STAMP)
+	$(BIN)/python -m tests.emulator --port 8443 --seed demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bc-sync.db outbox bench-report.md

@@ -1,0 +1,1 @@
+"""Placeholder until the emulator lands: the emulator helper replaces this file."""

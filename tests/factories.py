@@ -1,0 +1,118 @@
+"""Sample Moment events shaped exactly like DESIGN §11, for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+ORG = "org-acme"
+
+
+def customer(number: str = "10006", *, country: str = "SE", **over: Any) -> dict[str, Any]:
+    c: dict[str, Any] = {
+        "id": f"c-{number}",
+        "number": number,
+        "name": f"Kund {number} AB",
+        "organization_number": "556677-8899",
+        "vat_number": "SE556677889901",
+        "email": "billing@acme.se",
+        "phone": "+46 8 123 45",
+        "website": None,
+        "currency_code": "SEK",
+        "payment_terms_days": 30,
+        "invoice_address": {
+            "line1": "Storgatan 1",
+            "line2": None,
+            "postal_code": "111 22",
+            "city": "Stockholm",
+            "country_code": country,
+        },
+    }
+    c.update(over)
+    return c
+
+
+def project(
+    number: str = "4005",
+    *,
+    name: str = "Website relaunch",
+    department: str | None = "200",
+    tag_code: str | None = "200",
+    cust: dict[str, Any] | None = None,
+    **over: Any,
+) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "id": f"p-{number}",
+        "number": number,
+        "name": name,
+        "customer": cust or customer(),
+        "department": (
+            {"id": "d-1", "name": "Consulting", "external_number": department}
+            if department is not None
+            else None
+        ),
+        "tags": [{"group": "Avdelning", "name": "Consulting", "code": tag_code}]
+        if tag_code
+        else [],
+    }
+    p.update(over)
+    return p
+
+
+def invoice(
+    number: str = "1864",
+    *,
+    cust: dict[str, Any] | None = None,
+    lines: list[dict[str, Any]] | None = None,
+    **over: Any,
+) -> dict[str, Any]:
+    c = cust or customer()
+    inv: dict[str, Any] = {
+        "id": f"i-{number}",
+        "number": number,
+        "invoice_date": "2026-11-20",
+        "due_date": "2026-12-20",
+        "currency_code": "SEK",
+        "your_reference": "PO-77",
+        "our_reference": "Anna",
+        "customer": c,
+        "lines": lines
+        or [
+            {
+                "description": "Consulting, November",
+                "quantity": 10,
+                "unit_price": 1200.0,
+                "discount_percent": 0,
+                "account_number": "3010",
+                "vat_code": "25",
+                "project": project(cust=c),
+            }
+        ],
+    }
+    inv.update(over)
+    return inv
+
+
+def envelope(
+    type_: str, data: dict[str, Any], *, org: str = ORG, id_: str | None = None
+) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": id_ or str(uuid.uuid4()),
+        "source": "/moment/test",
+        "type": type_,
+        "time": "2026-11-25T10:00:00Z",
+        "organizationid": org,
+        "datacontenttype": "application/json",
+        "data": copy.deepcopy(data),
+    }
+
+
+def body(type_: str, data: dict[str, Any], **kw: Any) -> bytes:
+    return json.dumps(envelope(type_, data, **kw)).encode()
+
+
+def customer_event(number: str = "10006", **kw: Any) -> bytes:
+    return body("moment.customer.created", {"customer": customer(number)}, **kw)

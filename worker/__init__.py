@@ -1,0 +1,3 @@
+"""bc-sync: the Moment <-> Business Central integration worker."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,261 @@
+"""Per-subject request limits: BC online serves each service principal (tenant, client) at most
+5 requests at once and 6,000 per 5-minute sliding window (bc-api.md §6).
+
+One :class:`SubjectLimiter` per subject, so one organization's limits never slow another's. The
+limiter adapts to 429s: it halves the subject's allowed concurrency and pauses the subject until
+``Retry-After``; successes then restore one slot at a time. Memory is bounded: a window is a
+fixed number of time buckets, and idle subjects are dropped from the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+from worker.bc.errors import BcThrottled
+
+# Successes needed (since the last cut) before the concurrency limit grows back by one.
+RECOVERY_SUCCESSES = 10
+# Pause after a 429 that carried no Retry-After.
+DEFAULT_PAUSE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    """Limits of one subject (BC online's documented values by default)."""
+
+    max_concurrency: int = 5
+    budget: int = 6000
+    window_s: float = 300.0
+    bucket_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1 or self.budget < 1 or self.window_s <= 0:
+            raise ValueError("limits must be positive")
+        if not 0 < self.bucket_s <= self.window_s:
+            raise ValueError("bucket_s must be in (0, window_s]")
+
+
+class SubjectLimiter:
+    """Concurrency slots plus a sliding-window request budget for one subject.
+
+    The window is kept as counts per ``bucket_s`` bucket; a bucket is counted until it has
+    entirely left the window, so the limiter may under-use the budget slightly but never
+    exceeds it.
+    """
+
+    def __init__(
+        self, config: LimitConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config or LimitConfig()
+        self._clock = clock
+        self._cond = asyncio.Condition()
+        self._limit = self.config.max_concurrency
+        self._in_flight = 0
+        self._waiting = 0
+        self._paused_until = 0.0
+        self._successes = 0
+        self._buckets: deque[list[float]] = deque()  # [bucket start, count]
+        self._used = 0
+        self.last_used = clock()
+        self.max_in_flight = 0
+        self.throttle_events = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """Concurrency currently allowed (lower than the maximum after a 429)."""
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def idle(self) -> bool:
+        return self._in_flight == 0 and self._waiting == 0
+
+    def paused_for(self) -> float:
+        """Seconds until the subject may send again after a 429 (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock())
+
+    def used_in_window(self) -> int:
+        self._expire(self._clock())
+        return self._used
+
+    def _expire(self, now: float) -> None:
+        window = self.config.window_s
+        while self._buckets and self._buckets[0][0] + self.config.bucket_s <= now - window:
+            self._used -= int(self._buckets.popleft()[1])
+
+    def _record(self, now: float) -> None:
+        start = math.floor(now / self.config.bucket_s) * self.config.bucket_s
+        if self._buckets and self._buckets[-1][0] == start:
+            self._buckets[-1][1] += 1
+        else:
+            self._buckets.append([start, 1])
+        self._used += 1
+
+    def _budget_wait(self, now: float) -> float:
+        """Seconds until one more request fits in the window (0 when it fits now)."""
+        self._expire(now)
+        if self._used < self.config.budget:
+            return 0.0
+        # Drop buckets from the oldest until the budget frees a request.
+        freed = 0
+        for start, count in self._buckets:
+            freed += int(count)
+            if self._used - freed < self.config.budget:
+                return max(0.0, start + self.config.bucket_s + self.config.window_s - now)
+        return self.config.window_s
+
+    # -- acquire / release ---------------------------------------------------------------------
+
+    async def acquire(self, max_wait: float) -> None:
+        """Take a slot, waiting at most ``max_wait`` seconds.
+
+        Raises :class:`BcThrottled` at once (with ``retry_after``) when the subject is paused or
+        out of budget for longer than ``max_wait``, so the caller can park its work instead of
+        holding it in memory.
+        """
+        deadline = self._clock() + max_wait
+        async with self._cond:
+            self._waiting += 1
+            try:
+                while True:
+                    now = self._clock()
+                    pause = self._paused_until - now
+                    if pause > 0:
+                        timed = pause
+                    elif self._in_flight >= self._limit:
+                        timed = None
+                    else:
+                        timed = self._budget_wait(now)
+                        if timed <= 0:
+                            break
+                    left = deadline - now
+                    if timed is not None and timed > left:
+                        raise BcThrottled(
+                            "Business Central's request limit for this app is reached; "
+                            "try again later.",
+                            retry_after=timed,
+                            code="LocalRateLimit",
+                        )
+                    if left <= 0:
+                        raise BcThrottled(
+                            "Too many Business Central requests are queued for this app.",
+                            retry_after=None,
+                            code="LocalQueueTimeout",
+                        )
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._cond.wait(), timeout=left if timed is None else timed
+                        )
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+                self._record(now)
+                self.last_used = now
+            finally:
+                self._waiting -= 1
+
+    async def release(self, *, throttled: bool = False, retry_after: float | None = None) -> None:
+        """Give the slot back; ``throttled`` when BC answered 429 to this request."""
+        async with self._cond:
+            self._in_flight -= 1
+            now = self._clock()
+            self.last_used = now
+            if throttled:
+                self.throttle_events += 1
+                self._successes = 0
+                self._limit = max(1, self._limit // 2)
+                pause = DEFAULT_PAUSE_S if retry_after is None else max(0.0, retry_after)
+                self._paused_until = max(self._paused_until, now + pause)
+            else:
+                self._successes += 1
+                if self._limit < self.config.max_concurrency and (
+                    self._successes >= RECOVERY_SUCCESSES
+                ):
+                    self._limit += 1
+                    self._successes = 0
+            self._cond.notify_all()
+
+    @asynccontextmanager
+    async def slot(self, max_wait: float) -> AsyncIterator[SlotHandle]:
+        """``async with limiter.slot(30) as s: …; s.throttled(retry_after)`` on a 429."""
+        await self.acquire(max_wait)
+        handle = SlotHandle()
+        try:
+            yield handle
+        finally:
+            await asyncio.shield(
+                self.release(throttled=handle.was_throttled, retry_after=handle.retry_after)
+            )
+
+
+class SlotHandle:
+    """Lets the code holding a slot report a 429 before the slot is released."""
+
+    __slots__ = ("retry_after", "was_throttled")
+
+    def __init__(self) -> None:
+        self.was_throttled = False
+        self.retry_after: float | None = None
+
+    def throttled(self, retry_after: float | None) -> None:
+        self.was_throttled = True
+        self.retry_after = retry_after
+
+
+class Limiters:
+    """The limiters of every subject, created on first use; idle ones are forgotten."""
+
+    def __init__(
+        self,
+        config: LimitConfig | None = None,
+        *,
+        max_subjects: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or LimitConfig()
+        self._clock = clock
+        self._max = max_subjects
+        self._by_subject: OrderedDict[Hashable, SubjectLimiter] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._by_subject)
+
+    def get(self, subject: Hashable) -> SubjectLimiter:
+        limiter = self._by_subject.get(subject)
+        if limiter is not None:
+            self._by_subject.move_to_end(subject)
+            return limiter
+        if len(self._by_subject) >= self._max:
+            self._prune()
+        limiter = SubjectLimiter(self.config, clock=self._clock)
+        self._by_subject[subject] = limiter
+        return limiter
+
+    def peek(self, subject: Hashable) -> SubjectLimiter | None:
+        return self._by_subject.get(subject)
+
+    def _prune(self) -> None:
+        # A subject idle for a whole window has no budget left to remember: safe to drop.
+        now = self._clock()
+        stale = [
+            key
+            for key, lim in self._by_subject.items()
+            if lim.idle and lim.paused_for() == 0 and now - lim.last_used > self.config.window_s
+        ]
+        for key in stale:
+            del self._by_subject[key]
+        if len(self._by_subject) >= self._max:
+            # Still full of recently used subjects: drop the least recently used idle ones
+            # rather than grow without bound (their budget history is lost, a tolerable cost).
+            for key in [k for k, lim in self._by_subject.items() if lim.idle][: self._max // 4]:
+                del self._by_subject[key]

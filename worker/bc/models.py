@@ -1,0 +1,410 @@
+"""Small typed views of the BC records the client returns (enums decoded, etags kept).
+
+Each model is built from a BC JSON row by ``from_row``; fields BC did not send get empty
+defaults, so a BC version that drops a field degrades instead of crashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from worker.bc.odata import decode_enum
+
+Row = Mapping[str, Any]
+
+
+def _s(row: Row, key: str) -> str:
+    value = row.get(key)
+    return "" if value is None else str(value)
+
+
+def _enum(row: Row, key: str) -> str:
+    return decode_enum(_s(row, key))
+
+
+def _date(row: Row, key: str) -> date | None:
+    value = row.get(key)
+    if not value or value == "0001-01-01":
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def _datetime(row: Row, key: str) -> datetime | None:
+    value = row.get(key)
+    if not value:
+        return None
+    text = str(value)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return None if parsed.year <= 1 else parsed
+
+
+def _dec(row: Row, key: str) -> Decimal:
+    value = row.get(key)
+    if value is None or isinstance(value, bool):
+        return Decimal(0)
+    try:
+        return Decimal(str(value))
+    except ArithmeticError:
+        return Decimal(0)
+
+
+def _etag(row: Row) -> str:
+    return _s(row, "@odata.etag")
+
+
+@dataclass(frozen=True, slots=True)
+class Company:
+    id: str
+    name: str
+    display_name: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> Company:
+        return cls(_s(row, "id"), _s(row, "name"), _s(row, "displayName"))
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyInformation:
+    id: str
+    display_name: str
+    country: str  # the domestic country for posting groups
+    currency_code: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> CompanyInformation:
+        return cls(
+            _s(row, "id"), _s(row, "displayName"), _s(row, "country"), _s(row, "currencyCode")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GeneralLedgerSetup:
+    local_currency_code: str
+    shortcut_dimension_codes: tuple[str, ...]  # shortcut 1..8 (1 and 2 are the global ones)
+
+    @classmethod
+    def from_row(cls, row: Row) -> GeneralLedgerSetup:
+        codes = tuple(_s(row, f"shortcutDimension{i}Code") for i in range(1, 9))
+        return cls(_s(row, "localCurrencyCode"), codes)
+
+    @property
+    def dimension_codes(self) -> tuple[str, ...]:
+        """The configured shortcut dimension codes, blanks left out."""
+        return tuple(c for c in self.shortcut_dimension_codes if c)
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    id: str
+    code: str
+    display_name: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> Dimension:
+        return cls(_s(row, "id"), _s(row, "code"), _s(row, "displayName"))
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionValue:
+    """A dimension value as the standard API shows it (read-only there)."""
+
+    id: str
+    code: str
+    dimension_id: str
+    display_name: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> DimensionValue:
+        return cls(_s(row, "id"), _s(row, "code"), _s(row, "dimensionId"), _s(row, "displayName"))
+
+
+@dataclass(frozen=True, slots=True)
+class PageDimensionValue:
+    """A row of the ODataV4 'Dimension Values' page (where values are written)."""
+
+    dimension_code: str
+    code: str
+    name: str
+    blocked: bool
+    etag: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> PageDimensionValue:
+        return cls(
+            _s(row, "Dimension_Code"),
+            _s(row, "Code"),
+            _s(row, "Name"),
+            bool(row.get("Blocked")),
+            _etag(row),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PostingGroup:
+    code: str
+    description: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> PostingGroup:
+        return cls(_s(row, "Code"), _s(row, "Description"))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerCard:
+    """The posting groups of a customer, from the ODataV4 'Customer Card' page."""
+
+    number: str
+    gen_bus_posting_group: str
+    customer_posting_group: str
+    etag: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> CustomerCard:
+        return cls(
+            _s(row, "No"),
+            _s(row, "Gen_Bus_Posting_Group"),
+            _s(row, "Customer_Posting_Group"),
+            _etag(row),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    number: str
+    display_name: str
+    country: str
+    currency_code: str
+    email: str
+    blocked: str  # decoded: " " (not blocked), "Ship", "Invoice", "All"
+    etag: str
+    last_modified: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Customer:
+        return cls(
+            _s(row, "id"),
+            _s(row, "number"),
+            _s(row, "displayName"),
+            _s(row, "country"),
+            _s(row, "currencyCode"),
+            _s(row, "email"),
+            _enum(row, "blocked"),
+            _etag(row),
+            _datetime(row, "lastModifiedDateTime"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentTerms:
+    id: str
+    code: str
+    display_name: str
+    due_date_calculation: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> PaymentTerms:
+        return cls(
+            _s(row, "id"), _s(row, "code"), _s(row, "displayName"), _s(row, "dueDateCalculation")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SalesInvoiceLine:
+    id: str
+    document_id: str
+    sequence: int
+    line_type: str  # decoded, e.g. "Account"
+    line_object_number: str
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+
+    @classmethod
+    def from_row(cls, row: Row) -> SalesInvoiceLine:
+        return cls(
+            _s(row, "id"),
+            _s(row, "documentId"),
+            int(row.get("sequence") or 0),
+            _enum(row, "lineType"),
+            _s(row, "lineObjectNumber"),
+            _s(row, "description"),
+            _dec(row, "quantity"),
+            _dec(row, "unitPrice"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SalesInvoice:
+    id: str
+    number: str  # the draft number, renamed to the posted number after posting
+    external_document_number: str
+    customer_number: str
+    status: str  # decoded: "Draft", "Open", "Paid", "Canceled", "Corrective", "In Review", " "
+    invoice_date: date | None
+    posting_date: date | None
+    due_date: date | None
+    currency_code: str
+    total_amount_including_tax: Decimal
+    etag: str
+    lines: tuple[SalesInvoiceLine, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: Row) -> SalesInvoice:
+        lines = row.get("salesInvoiceLines")
+        return cls(
+            _s(row, "id"),
+            _s(row, "number"),
+            _s(row, "externalDocumentNumber"),
+            _s(row, "customerNumber"),
+            _enum(row, "status"),
+            _date(row, "invoiceDate"),
+            _date(row, "postingDate"),
+            _date(row, "dueDate"),
+            _s(row, "currencyCode"),
+            _dec(row, "totalAmountIncludingTax"),
+            _etag(row),
+            tuple(SalesInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
+            if isinstance(lines, list)
+            else (),
+        )
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == "Draft"
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionSetLine:
+    dimension_id: str  # the line's key: the dimension's id
+    code: str
+    value_id: str
+    value_code: str
+    value_display_name: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> DimensionSetLine:
+        return cls(
+            _s(row, "id"),
+            _s(row, "code"),
+            _s(row, "valueId"),
+            _s(row, "valueCode"),
+            _s(row, "valueDisplayName"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseInvoiceLine:
+    id: str  # stable: the expense id in Moment
+    document_id: str
+    sequence: int
+    line_type: str
+    line_object_number: str
+    description: str
+    quantity: Decimal
+    unit_cost: Decimal
+    net_amount: Decimal
+    amount_including_tax: Decimal
+    dimensions: tuple[DimensionSetLine, ...]
+
+    @classmethod
+    def from_row(cls, row: Row) -> PurchaseInvoiceLine:
+        dims = row.get("dimensionSetLines")
+        return cls(
+            _s(row, "id"),
+            _s(row, "documentId"),
+            int(row.get("sequence") or 0),
+            _enum(row, "lineType"),
+            _s(row, "lineObjectNumber"),
+            _s(row, "description"),
+            _dec(row, "quantity"),
+            _dec(row, "unitCost"),
+            _dec(row, "netAmount"),
+            _dec(row, "amountIncludingTax"),
+            tuple(DimensionSetLine.from_row(d) for d in dims if isinstance(d, Mapping))
+            if isinstance(dims, list)
+            else (),
+        )
+
+    def dimension(self, code: str) -> DimensionSetLine | None:
+        """The line's value for a dimension code, if it has one."""
+        for dim in self.dimensions:
+            if dim.code == code:
+                return dim
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseInvoice:
+    id: str
+    number: str
+    status: str
+    vendor_number: str
+    vendor_name: str
+    vendor_invoice_number: str
+    invoice_date: date | None
+    posting_date: date | None
+    currency_code: str
+    last_modified: datetime | None
+    lines: tuple[PurchaseInvoiceLine, ...]
+
+    @classmethod
+    def from_row(cls, row: Row) -> PurchaseInvoice:
+        lines = row.get("purchaseInvoiceLines")
+        return cls(
+            _s(row, "id"),
+            _s(row, "number"),
+            _enum(row, "status"),
+            _s(row, "vendorNumber"),
+            _s(row, "vendorName"),
+            _s(row, "vendorInvoiceNumber"),
+            _date(row, "invoiceDate"),
+            _date(row, "postingDate"),
+            _s(row, "currencyCode"),
+            _datetime(row, "lastModifiedDateTime"),
+            tuple(PurchaseInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
+            if isinstance(lines, list)
+            else (),
+        )
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == "Draft"
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseInvoicePage:
+    """One page of the expense import: posted invoices only, and the newest
+    ``lastModifiedDateTime`` seen on the page (drafts included) for the watermark."""
+
+    invoices: tuple[PurchaseInvoice, ...]
+    last_modified: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LineDimension:
+    """One dimension value to set on a sales invoice line."""
+
+    line_id: str
+    dimension_code: str
+    value_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class LineDimensionResult:
+    """What :meth:`BcConnection.set_line_dimensions` did: created and updated counts."""
+
+    created: int
+    updated: int

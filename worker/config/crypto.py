@@ -1,0 +1,114 @@
+"""Client secrets encrypted at rest with Fernet keys from ``BC_SYNC_SECRET_KEY``.
+
+The setting holds one or more comma-separated keys: the first encrypts, every key decrypts, so
+a key is rotated by putting a new key first, running ``Store.rotate()`` and then dropping the old
+key. Error messages name the setting and never contain a key or a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+if TYPE_CHECKING:
+    from worker.config.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+SETTING = "BC_SYNC_SECRET_KEY"
+GENERATE_HINT = (
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+# Used only with BC_SYNC_DEMO=true and no key set: everybody can read it, so it protects nothing.
+DEMO_KEY = base64.urlsafe_b64encode(b"bc-sync demo key, not a secret!!").decode()
+
+
+class SecretKeyError(Exception):
+    """``BC_SYNC_SECRET_KEY`` is missing or malformed; the message says how to fix it."""
+
+
+class SecretDecryptError(SecretKeyError):
+    """A stored secret cannot be decrypted with any configured key."""
+
+
+class SecretBox:
+    """Encrypts and decrypts client secrets; ``keys[0]`` encrypts, all keys decrypt."""
+
+    def __init__(self, keys: Sequence[str | bytes]) -> None:
+        parts = [k.strip() for k in keys if k and k.strip()]
+        if not parts:
+            raise SecretKeyError(
+                f"{SETTING} is not set: it encrypts client secrets at rest. Generate a key with "
+                f"{GENERATE_HINT} and set {SETTING} to it."
+            )
+        fernets: list[Fernet] = []
+        for number, key in enumerate(parts, start=1):
+            try:
+                fernets.append(Fernet(key))
+            except (ValueError, TypeError):
+                which = f"key {number} of {len(parts)}" if len(parts) > 1 else "the key"
+                raise SecretKeyError(
+                    f"{SETTING}: {which} is not a valid Fernet key (32 url-safe base64-encoded "
+                    f"bytes). Generate one with {GENERATE_HINT}"
+                ) from None
+        self._primary = fernets[0]
+        self._all = MultiFernet(fernets)
+        self.key_count = len(fernets)
+
+    @classmethod
+    def from_setting(cls, value: str) -> SecretBox:
+        """From the setting's text: keys separated by commas."""
+        return cls(value.split(","))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SecretBox:
+        """From process settings; falls back to a fixed, public key only in the demo."""
+        value = settings.secret_key.get_secret_value() if settings.secret_key else ""
+        if not value.strip() and settings.demo:
+            log.warning(
+                "secret_key_demo",
+                message=f"{SETTING} is not set: using the built-in demo key, which protects "
+                "nothing. Set a real key outside the demo.",
+            )
+            value = DEMO_KEY
+        return cls.from_setting(value)
+
+    def encrypt(self, secret: str) -> str:
+        """Ciphertext (ASCII) of ``secret`` under the first key."""
+        return self._primary.encrypt(secret.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        """The secret; :class:`SecretDecryptError` when no configured key fits."""
+        try:
+            return self._all.decrypt(token.encode("ascii")).decode("utf-8")
+        except (InvalidToken, UnicodeError):
+            raise SecretDecryptError(
+                f"a stored client secret cannot be decrypted with the keys in {SETTING}: the key "
+                "that encrypted it was removed or changed. Put that key back (after the first "
+                "one) or save the integration again with its client secret."
+            ) from None
+
+    def rotate(self, token: str) -> str:
+        """Re-encrypt ciphertext under the first key (it may have been made with any key)."""
+        try:
+            return self._all.rotate(token.encode("ascii")).decode("ascii")
+        except (InvalidToken, UnicodeError):
+            raise SecretDecryptError(
+                f"a stored client secret cannot be decrypted with the keys in {SETTING}, so it "
+                "cannot be re-encrypted; put the old key back after the new one."
+            ) from None
+
+    def is_current(self, token: str) -> bool:
+        """Whether ``token`` is already encrypted under the first key."""
+        try:
+            self._primary.decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeError):
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"SecretBox(keys={self.key_count})"

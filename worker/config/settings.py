@@ -1,0 +1,154 @@
+"""Process settings (DESIGN §11): ``BC_SYNC_*`` environment variables, also read from ``.env``."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one readable line naming it."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker. Names are fixed: ops and deploy files rely on them."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BC_SYNC_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
+    exchange: str = Field("moment.events", min_length=1)
+    queue_prefix: str = Field("bc-sync", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    database_url: SecretStr = SecretStr("sqlite+aiosqlite:///./bc-sync.db")
+    bc_api_url: str = "https://api.businesscentral.dynamics.com"
+    authority_url: str = "https://login.microsoftonline.com"
+    ca_file: Path | None = None
+    client_id: str | None = None
+    secret_key: SecretStr | None = None
+    api_token: SecretStr | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    smtp_url: SecretStr | None = None
+    mail_from: str = "bc-sync@localhost"
+    outbox_dir: Path = Path("./outbox")
+    prefetch: int = Field(32, ge=1, le=10_000)
+    # NoDecode: a comma-separated list, not JSON.
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = (10, 60, 600, 3600, 21600)
+    poll_interval_s: float = Field(300, gt=0)
+    log_format: Literal["console", "json"] | None = None
+    log_level: str = "INFO"
+    # Seconds a stopping worker waits for in-flight handlers before requeueing them.
+    shutdown_grace_s: float = Field(25, ge=0)
+    # Service names under which the BC admin published the ODataV4 pages (bc-contract.md).
+    odata_dimension_values: str = "DimensionValues"
+    odata_customer_card: str = "CustomerCard"
+    odata_gen_bus_posting_groups: str = "GenBusinessPostingGroups"
+    odata_customer_posting_groups: str = "CustomerPostingGroups"
+    # Notification digest window and the delay of the first mail after a quiet period.
+    digest_window_s: float = Field(900, gt=0)
+    digest_first_delay_s: float = Field(60, ge=0)
+    demo: bool = False
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            if not parts:
+                raise ValueError("needs at least one delay in seconds, e.g. 10,60,600")
+            try:
+                return tuple(float(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"must be comma-separated seconds, got {value!r}") from None
+        if isinstance(value, (int, float)):
+            return (float(value),)
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _positive_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("every delay must be a positive number of seconds")
+        return value
+
+    @field_validator("bc_api_url", "authority_url")
+    @classmethod
+    def _https_root(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (msal and BC accept only https)")
+        return value.rstrip("/")
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_scheme(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("smtp://", "smtps://")):
+            raise ValueError("must start with smtp:// (STARTTLS when offered) or smtps:// (TLS)")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @property
+    def attempts(self) -> int:
+        """Total deliveries of one event: the first try plus one per ladder step."""
+        return len(self.retry_delays) + 1
+
+    def queue(self, name: str) -> str:
+        """Full name of one of our queues, e.g. ``bc-sync.exports``."""
+        return f"{self.queue_prefix}.{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a validation error into one readable line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "BC_SYNC_" + "_".join(str(p) for p in err["loc"][:1]).upper()
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("; ".join(lines)) from None
+    except SourceError as exc:
+        # e.g. 'error parsing value for field "prefetch" from source "EnvSettingsSource"'
+        raise SettingsError(str(exc).split("\n")[0]) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()
+
+
+def exit_on_bad_settings() -> Settings:
+    """For entry points: print the bad setting in one line and exit 2."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(f"bc-sync: invalid setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,161 @@
+"""Failure classes shared by handlers and the consumer, and the catalogue of stable error codes.
+
+A handler raises one of these; the consumer maps each class to exactly one action:
+``InvalidEvent`` and ``Permanent`` → dead letter at once; ``Transient`` → in-process retry,
+then a hop on the retry ladder; anything else → treated as transient (never lost).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What an error code means for a Moment admin: a short title and what to do about it."""
+
+    title: str
+    fix: str
+    transient: bool = False
+
+
+CATALOGUE: dict[str, ErrorInfo] = {
+    "EVENT-INVALID": ErrorInfo(
+        "The event from Moment did not follow the event contract.",
+        "Nothing to change in Business Central. Moment's developers must fix the event; "
+        "ops can replay it afterwards.",
+    ),
+    "EVENT-UNKNOWN-TYPE": ErrorInfo(
+        "The event type is not one bc-sync handles.",
+        "Moment's developers should check the routing key and the event type.",
+    ),
+    "CONFIG-MISMATCH": ErrorInfo(
+        "The event belongs to another organization than its configuration.",
+        "Moment's developers should check the event's organization id.",
+    ),
+    "BC-CREDENTIALS-REJECTED": ErrorInfo(
+        "Business Central or Microsoft Entra ID rejected the integration's credentials.",
+        "Check the tenant ID and client secret in the integration settings, and that the app "
+        "is listed and enabled on Business Central's 'Microsoft Entra Applications' page.",
+        transient=True,
+    ),
+    "BC-THROTTLED": ErrorInfo(
+        "Business Central asked us to slow down (too many requests).",
+        "Nothing to do: bc-sync retries by itself.",
+        transient=True,
+    ),
+    "BC-UNAVAILABLE": ErrorInfo(
+        "Business Central could not be reached or had a temporary problem.",
+        "Nothing to do unless it lasts: bc-sync retries by itself. If it persists, check "
+        "Business Central's service status.",
+        transient=True,
+    ),
+    "BC-ENVIRONMENT-MISSING": ErrorInfo(
+        "The Business Central environment does not exist.",
+        "Correct the environment name in the integration settings.",
+    ),
+    "BC-COMPANY-MISSING": ErrorInfo(
+        "The company does not exist in the Business Central environment.",
+        "Correct the company name in the integration settings; write it as Business Central "
+        "shows it.",
+    ),
+    "BC-SERVICE-NOT-PUBLISHED": ErrorInfo(
+        "A page that bc-sync needs is not published as a web service in Business Central.",
+        "Publish the named page on Business Central's 'Web Services' page under the named "
+        "service name.",
+    ),
+    "BC-POSTING-GROUP-MISSING": ErrorInfo(
+        "A posting group chosen in the integration settings does not exist in Business Central.",
+        "Add the posting group in Business Central or choose another one in the integration "
+        "settings.",
+    ),
+    "BC-DIMENSION-MISSING": ErrorInfo(
+        "A dimension chosen in the integration settings does not exist in Business Central.",
+        "Add the dimension in Business Central or choose another one in the integration settings.",
+    ),
+    "BC-DIMENSION-VALUE-MISSING": ErrorInfo(
+        "A dimension value (project or department) does not exist in Business Central.",
+        "Create the value in Business Central, or switch on project export so bc-sync "
+        "creates projects itself; check the department codes in Moment.",
+    ),
+    "BC-ACCOUNT-MISSING": ErrorInfo(
+        "An invoice line uses a G/L account that does not exist in Business Central.",
+        "Add the account in Business Central's chart of accounts, or correct the account "
+        "number on the article in Moment. Then ask ops to replay the invoice.",
+    ),
+    "BC-CUSTOMER-MISSING": ErrorInfo(
+        "The invoice's customer does not exist in Business Central.",
+        "Create the customer in Business Central, or switch on customer export so bc-sync "
+        "creates customers itself.",
+    ),
+    "BC-DEPARTMENT-MISSING": ErrorInfo(
+        "An invoice line's project has no department code in Moment.",
+        "Set the project's department (or its tag in the configured tag group) in Moment, "
+        "then ask ops to replay the invoice.",
+    ),
+    "BC-VALIDATION": ErrorInfo(
+        "Business Central rejected the data.",
+        "Read Business Central's message below, correct the data in Moment or in Business "
+        "Central, then ask ops to replay.",
+    ),
+    "INTERNAL-ERROR": ErrorInfo(
+        "bc-sync hit an unexpected error.",
+        "Ops should look at the worker's logs for this event id; replay once fixed.",
+        transient=True,
+    ),
+}
+
+
+def info(code: str) -> ErrorInfo:
+    """The catalogue entry of a code; unknown codes get a generic entry instead of failing."""
+    return CATALOGUE.get(code, CATALOGUE["BC-VALIDATION"])
+
+
+class HandlerError(Exception):
+    """Base of every failure a handler reports on purpose."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        bc_status: int | None = None,
+        bc_code: str | None = None,
+        subject: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.bc_status = bc_status
+        self.bc_code = bc_code
+        self.subject = subject  # the object concerned, e.g. "invoice 1864"
+
+
+class InvalidEvent(HandlerError):
+    """The message is not a valid event (bad JSON, schema, unknown type): dead letter at once."""
+
+    def __init__(self, message: str, *, code: str = "EVENT-INVALID") -> None:
+        super().__init__(code, message)
+
+
+class Permanent(HandlerError):
+    """Retrying cannot help (e.g. a missing posting group): dead letter and notify."""
+
+
+class Transient(HandlerError):
+    """Retrying later may help (network, 429, 5xx, a concurrent create)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        notify: bool = False,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(code, message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+        # Rejected credentials are parked on the ladder like any transient failure, but a
+        # person must hear about them at once.
+        self.notify = notify

@@ -1,0 +1,208 @@
+"""The event contract: CloudEvents envelope and the data of every event type (DESIGN §3, §11).
+
+These models are the source of ``schemas/``. Unknown extra fields are accepted (forward
+compatible) and dropped; missing or wrongly typed fields make the event invalid.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True)]
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Money = Annotated[float, Field(allow_inf_nan=False)]
+CurrencyCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^([A-Z]{3})?$")
+]
+CountryCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Z]{2}$")
+]
+
+
+class Model(BaseModel):
+    """Base of every contract model: extra fields ignored, values immutable."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Address(Model):
+    line1: Text | None = None
+    line2: Text | None = None
+    postal_code: Text | None = None
+    city: Text | None = None
+    country_code: CountryCode
+
+
+class Customer(Model):
+    """A Moment customer snapshot; ``number`` is the key in BC."""
+
+    id: NonEmpty
+    number: NonEmpty
+    name: NonEmpty
+    organization_number: Text | None = None
+    vat_number: Text | None = None
+    email: Text | None = None
+    phone: Text | None = None
+    website: Text | None = None
+    currency_code: CurrencyCode | None = None
+    payment_terms_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    invoice_address: Address
+
+
+class Department(Model):
+    id: NonEmpty
+    name: Text
+    external_number: Text | None = None
+
+
+class Tag(Model):
+    group: Text
+    name: Text
+    code: Text | None = None
+
+
+class Project(Model):
+    """A Moment project snapshot; ``number`` becomes the project dimension value code."""
+
+    id: NonEmpty
+    number: NonEmpty
+    name: NonEmpty
+    customer: Customer | None = None
+    department: Department | None = None
+    tags: list[Tag] = Field(default_factory=list)
+
+
+class InvoiceLine(Model):
+    description: Text
+    quantity: Money
+    unit_price: Money
+    discount_percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0
+    account_number: NonEmpty
+    vat_code: Text | None = None
+    project: Project | None = None
+
+
+class Invoice(Model):
+    """A Moment invoice snapshot; ``number`` becomes BC's external document number."""
+
+    id: NonEmpty
+    number: NonEmpty
+    invoice_date: date
+    due_date: date
+    currency_code: CurrencyCode | None = None
+    your_reference: Text | None = None
+    our_reference: Text | None = None
+    customer: Customer
+    lines: Annotated[list[InvoiceLine], Field(min_length=1)]
+
+
+class Expense(Model):
+    """A posted BC purchase-invoice line on a project, for Moment to import as an expense."""
+
+    id: NonEmpty
+    project_number: NonEmpty
+    activity: Text
+    billable: bool
+    date: date
+    description: Text
+    quantity: float | None
+    unit_cost: float | None
+    amount: float | None
+    currency_code: Text
+    vendor_number: Text | None
+    vendor_name: Text | None
+    document_number: Text
+    vendor_invoice_number: Text | None
+
+
+# --- data of each event type -------------------------------------------------------------
+
+
+class CustomerData(Model):
+    customer: Customer
+
+
+class ProjectData(Model):
+    project: Project
+
+
+class InvoiceData(Model):
+    invoice: Invoice
+
+
+class ExpenseImportedData(Model):
+    expense: Expense
+
+
+class ExportedData(Model):
+    """Sync status for Moment: which BC record a Moment object became."""
+
+    object_type: Literal["customer", "project", "invoice"]
+    moment_id: str
+    moment_number: str
+    bc_id: str | None = None
+    bc_number: str | None = None
+    status: str | None = None
+    total_excluding_tax: float | None = None
+    total_including_tax: float | None = None
+    currency_code: str | None = None
+
+
+class FailureExample(Model):
+    object_type: str
+    moment_number: str | None
+    message: str
+
+
+class FailureGroup(Model):
+    code: str
+    count: int
+    title: str
+    fix: str
+    examples: list[FailureExample]
+
+
+class IntegrationFailedData(Model):
+    """A digest of failures for a Moment user to see in-app."""
+
+    recipient_user_id: str
+    window_start: datetime
+    window_end: datetime
+    failures: list[FailureGroup]
+    resolved: list[FailureExample] = Field(default_factory=list)
+    summary: str
+
+
+INCOMING: dict[str, type[Model]] = {
+    "moment.customer.created": CustomerData,
+    "moment.customer.updated": CustomerData,
+    "moment.project.created": ProjectData,
+    "moment.project.updated": ProjectData,
+    "moment.invoice.created": InvoiceData,
+}
+OUTGOING: dict[str, type[Model]] = {
+    "bc.expense.imported": ExpenseImportedData,
+    "bc.customer.exported": ExportedData,
+    "bc.project.exported": ExportedData,
+    "bc.invoice.exported": ExportedData,
+    "bc.integration.failed": IntegrationFailedData,
+}
+ALL_TYPES: dict[str, type[Model]] = {**INCOMING, **OUTGOING}
+
+
+class Envelope(BaseModel):
+    """CloudEvents 1.0, structured mode, with the ``organizationid`` extension."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: NonEmpty
+    source: NonEmpty
+    type: NonEmpty
+    time: datetime | None = None
+    organizationid: NonEmpty
+    datacontenttype: str = "application/json"
+    data: dict[str, Any]

@@ -1,0 +1,139 @@
+"""Generate ``schemas/``: one JSON Schema per event type and an AsyncAPI 3 document.
+
+Run ``make schemas`` (``python -m worker.events.schemas``); a test fails when the checked-in
+files drift from the models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.events.models import ALL_TYPES, INCOMING, Envelope
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+ENVELOPE_FIELDS = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "organizationid",
+    "datacontenttype",
+)
+
+
+def event_schema(type_: str) -> dict[str, Any]:
+    """The JSON Schema of one whole CloudEvent of this type (envelope + data)."""
+    data_schema = ALL_TYPES[type_].model_json_schema(
+        mode="serialization" if type_ not in INCOMING else "validation"
+    )
+    defs = data_schema.pop("$defs", {})
+    envelope = Envelope.model_json_schema()
+    props = {k: v for k, v in envelope["properties"].items() if k in ENVELOPE_FIELDS}
+    props["type"] = {"const": type_, "type": "string", "description": "Routing key = type."}
+    props["data"] = data_schema
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://moment.se/schemas/bc-sync/{type_}.json",
+        "title": type_,
+        "description": (
+            "CloudEvents 1.0 structured-mode event (content type application/cloudevents+json). "
+            "Unknown extra fields are accepted and ignored."
+        ),
+        "type": "object",
+        "properties": props,
+        "required": ["specversion", "id", "source", "type", "organizationid", "data"],
+        "additionalProperties": True,
+    }
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def asyncapi() -> dict[str, Any]:
+    """An AsyncAPI 3.0 document of the exchange, its routing keys and who sends what."""
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for type_ in ALL_TYPES:
+        key = type_.replace(".", "_")
+        messages[key] = {
+            "name": type_,
+            "contentType": "application/cloudevents+json",
+            "payload": {"$ref": f"./{type_}.json"},
+        }
+        channels[key] = {
+            "address": type_,
+            "messages": {key: {"$ref": f"#/components/messages/{key}"}},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {"name": "moment.events", "type": "topic", "durable": True},
+                }
+            },
+        }
+        incoming = type_ in INCOMING
+        operations[("consume_" if incoming else "publish_") + key] = {
+            "action": "receive" if incoming else "send",
+            "channel": {"$ref": f"#/channels/{key}"},
+            "summary": (
+                f"Moment publishes {type_}; bc-sync consumes it from its exports queue."
+                if incoming
+                else f"bc-sync publishes {type_} for Moment."
+            ),
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "bc-sync events",
+            "version": "1.0.0",
+            "description": "Events between Moment and the Business Central sync worker, on the "
+            "topic exchange `moment.events` (routing key = CloudEvents type).",
+        },
+        "defaultContentType": "application/cloudevents+json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages},
+    }
+
+
+def render() -> dict[str, str]:
+    """File name → exact file text of everything in ``schemas/``."""
+    files = {f"{t}.json": event_schema(t) for t in ALL_TYPES}
+    files["asyncapi.json"] = asyncapi()
+    return {
+        name: json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        for name, doc in files.items()
+    }
+
+
+def write(directory: Path = SCHEMA_DIR) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    rendered = render()
+    for stale in directory.glob("*.json"):
+        if stale.name not in rendered:
+            stale.unlink()
+    for name, text in rendered.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return sorted(rendered)
+
+
+def drift(directory: Path = SCHEMA_DIR) -> list[str]:
+    """Names of files that differ from what the models generate (empty when in sync)."""
+    rendered = render()
+    present = {p.name for p in directory.glob("*.json")} if directory.is_dir() else set()
+    out = [n for n in sorted(present - set(rendered))]
+    for name, text in rendered.items():
+        path = directory / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            out.append(name)
+    return sorted(out)
+
+
+if __name__ == "__main__":
+    for written in write():
+        print(f"schemas/{written}")
+    sys.exit(0)

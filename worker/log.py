@@ -1,0 +1,136 @@
+"""Structured logging: JSON in production, readable text on a terminal, secrets redacted.
+
+Context (organization, event id, type, attempt) is bound with ``structlog.contextvars`` by the
+consumer, so every line logged while handling a message carries it without threading it through.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+# Keys whose values are secrets wherever they appear in an event dict.
+_SECRET_KEYS = re.compile(
+    r"(secret|password|passwd|token|authorization|api[_-]?key|credential|cookie|fernet)", re.I
+)
+# Secret-looking fragments inside free text: bearer tokens, JWTs, URL userinfo, form fields.
+_SECRET_TEXT = [
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),
+    (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "[REDACTED-JWT]"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@"), r"\1[REDACTED]@"),
+    (
+        re.compile(
+            r"(?i)((?:client_secret|access_token|password|secret)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"
+        ),
+        r"\1[REDACTED]",
+    ),
+]
+REDACTED = "[REDACTED]"
+
+# Literal secrets registered at run time (client secrets of loaded configs, the API token), so
+# that even an unexpected place that prints one gets it masked.
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value in every future log line (ignores short values)."""
+    if value and len(value) >= 6:
+        _known_secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    """Mask secret-looking fragments and known secrets in free text."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, repl in _SECRET_TEXT:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEYS.search(key) and value is not None and not isinstance(value, bool | int):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(key, v) for v in value]
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: remove secrets and tokens from every field."""
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(key, event_dict[key])
+    return event_dict
+
+
+def configure(fmt: str | None = None, level: str = "INFO") -> None:
+    """Set up structlog and route stdlib logging (aio-pika, aiohttp) through the same output."""
+    use_json = (fmt or ("console" if sys.stderr.isatty() else "json")) == "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.format_exc_info
+        if use_json
+        else structlog.processors.StackInfoRenderer(),
+        redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        cache_logger_on_first_use=True,
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Library chatter at INFO is noise for ops; their warnings still come through.
+    for noisy in ("aio_pika", "aiormq", "aiohttp.access", "msal", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (test capture swaps it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+@contextmanager
+def bound(**context: Any) -> Iterator[None]:
+    """Bind context for every log line inside the block (restored afterwards)."""
+    tokens = structlog.contextvars.bind_contextvars(**context)
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)

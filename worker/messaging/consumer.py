@@ -1,0 +1,405 @@
+"""The exports consumer: deliver each event to its handler and make its outcome durable.
+
+Outcome → action (the message is acked only after the action is confirmed by the broker):
+- success, or skipped (no config / object switched off) → ack;
+- ``InvalidEvent`` or ``Permanent`` → publish to the dead-letter queue with headers, then ack;
+- ``Transient`` or an unexpected exception → publish to the next retry-ladder queue with
+  ``x-bc-attempt`` + 1, then ack; when the ladder is used up → dead letter;
+- shutdown past the grace period → nack with requeue (redelivered later, never lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+
+from worker import metrics
+from worker.config.settings import Settings
+from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
+from worker.events.envelope import Event, parse
+from worker.events.handlers import FailureReport, Observer, Outcome, Registry, subject_of
+from worker.events.models import INCOMING
+from worker.log import bound, redact_text
+from worker.messaging import headers as H
+from worker.messaging.publisher import Publisher, make_message
+from worker.messaging.topology import Topology
+
+log = structlog.get_logger(__name__)
+
+MAX_HEADER_TEXT = 1000
+RECONNECT_INTERVAL_S = 2.0  # dead-letter messages are for people; keep headers small
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _peek(body: bytes) -> dict[str, Any]:
+    """Best-effort id/org/type of an invalid message, for logs and dead-letter headers."""
+    try:
+        raw = json.loads(body)
+    except Exception:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: str(raw[k])[:200]
+        for k in ("id", "organizationid", "type")
+        if isinstance(raw.get(k), str | int)
+    }
+
+
+class Consumer:
+    """Consumes the exports queue with a robust connection; see the module docstring."""
+
+    name = "consume"
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        observers: Sequence[Observer] = (),
+        connection: AbstractRobustConnection | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topology = Topology.from_settings(settings)
+        self.registry = registry
+        self.observers = list(observers)
+        self._connection = connection
+        self._own_connection = connection is None
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._publisher: Publisher | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        assert self._connection is not None, "consumer not started"
+        return self._connection
+
+    @property
+    def publisher(self) -> Publisher:
+        assert self._publisher is not None, "consumer not started"
+        return self._publisher
+
+    async def start(self) -> None:
+        """Connect, declare the topology, and start consuming."""
+        if self._connection is None:
+            name = f"bc-sync consumer {socket.gethostname()}:{os.getpid()}"
+            self._connection = await aio_pika.connect_robust(
+                self.settings.amqp_url.get_secret_value(),
+                client_properties={"connection_name": name},
+                reconnect_interval=RECONNECT_INTERVAL_S,
+            )
+        channel = await self._connection.channel()
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        queues = await self.topology.apply(channel)
+        self._publisher = Publisher(self._connection, self.topology.exchange)
+        self._queue = queues[self.topology.exports.name]
+        self._consumer_tag = await self._queue.consume(self._on_message)
+        metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(1)
+        log.info("consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch)
+
+    @property
+    def consuming(self) -> bool:
+        """True while our connection and channel are open and our consumer is registered."""
+        return (
+            not self._stopping
+            and self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+            and self._consumer_tag is not None
+        )
+
+    async def broker_consumer_count(self) -> int:
+        """Consumers the broker sees on the exports queue (checked, not assumed)."""
+        if not self.consuming:
+            return 0
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(self.topology.exports.name, passive=True)
+            count = queue.declaration_result.consumer_count
+            return int(count or 0)
+        finally:
+            await channel.close()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking messages, let in-flight ones finish within ``grace``, requeue the rest."""
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        if self._queue is not None and self._consumer_tag is not None:
+            with suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
+        metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(0)
+        pending = set(self._inflight)
+        if pending:
+            log.info("draining", in_flight=len(pending), grace_s=grace)
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+                log.warning("requeued unfinished messages", count=len(still))
+        if self._publisher is not None:
+            with suppress(Exception):
+                await self._publisher.close()
+        if self._own_connection and self._connection is not None:
+            with suppress(Exception):
+                await self._connection.close()
+        log.info("consumer stopped")
+
+    # --- message handling -------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            await self._process(message)
+        except asyncio.CancelledError:
+            # Shutdown past the grace period: hand the message back, it is not done.
+            with suppress(Exception):
+                await message.nack(requeue=True)
+            metrics.EVENTS_HANDLED.labels(type="any", outcome="requeued").inc()
+        finally:
+            self._inflight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        hdrs = dict(message.headers or {})
+        attempt = _int(hdrs.get(H.ATTEMPT), 1)
+        routing_key = str(hdrs.get(H.ROUTING_KEY) or message.routing_key or "")
+        expected = routing_key if routing_key in INCOMING else None
+        label = routing_key if routing_key in INCOMING else "invalid"
+        metrics.EVENTS_CONSUMED.labels(type=label).inc()
+        event: Event[Any] | None = None
+        try:
+            event = parse(message.body, routing_key=expected)
+        except InvalidEvent as exc:
+            peek = _peek(message.body)
+            with bound(
+                org=peek.get("organizationid"),
+                event_id=peek.get("id"),
+                event_type=peek.get("type"),
+                attempt=attempt,
+            ):
+                await self._dead_letter(message, hdrs, exc, "invalid", attempt, None, routing_key)
+            metrics.EVENTS_HANDLED.labels(type=label, outcome="dead_lettered").inc()
+            return
+        label = event.type
+        with bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt):
+            outcome_label = await self._handle(message, hdrs, event, attempt, routing_key)
+        metrics.EVENTS_HANDLED.labels(type=label, outcome=outcome_label).inc()
+        metrics.HANDLER_SECONDS.labels(type=label).observe(time.perf_counter() - started)
+
+    async def _handle(
+        self,
+        message: AbstractIncomingMessage,
+        hdrs: dict[str, Any],
+        event: Event[Any],
+        attempt: int,
+        routing_key: str,
+    ) -> str:
+        handler = self.registry.get(event.type)
+        try:
+            if handler is None:
+                raise InvalidEvent(f"no handler for {event.type}", code="EVENT-UNKNOWN-TYPE")
+            outcome = await handler(event)
+        except (InvalidEvent, Permanent) as exc:
+            cls = "invalid" if isinstance(exc, InvalidEvent) else "permanent"
+            await self._dead_letter(message, hdrs, exc, cls, attempt, event, routing_key)
+            return "dead_lettered"
+        except Transient as exc:
+            return await self._retry(message, hdrs, exc, attempt, event, routing_key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug or an unforeseen failure: never lose the message, treat it as transient.
+            log.exception("handler crashed")
+            wrapped = Transient("INTERNAL-ERROR", f"{type(exc).__name__}: {exc}")
+            return await self._retry(message, hdrs, wrapped, attempt, event, routing_key)
+        await self._notify_success(event, outcome)
+        await message.ack()
+        if outcome.kind == "skipped":
+            metrics.SKIPPED.labels(type=event.type, reason=outcome.reason or "").inc()
+            log.info("skipped", reason=outcome.reason)
+            return "skipped"
+        log.info("succeeded", **(outcome.detail or {}))
+        return "succeeded"
+
+    async def _retry(
+        self,
+        message: AbstractIncomingMessage,
+        hdrs: dict[str, Any],
+        exc: Transient,
+        attempt: int,
+        event: Event[Any],
+        routing_key: str,
+    ) -> str:
+        if attempt >= self.settings.attempts:
+            await self._dead_letter(
+                message, hdrs, exc, "attempts_exhausted", attempt, event, routing_key
+            )
+            return "dead_lettered"
+        delay = self.settings.retry_delays[attempt - 1]
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        queue = self.topology.retry_queue(delay)
+        now = _now()
+        new_headers = {
+            **hdrs,
+            H.ATTEMPT: attempt + 1,
+            H.ROUTING_KEY: routing_key,
+            H.FIRST_FAILURE: hdrs.get(H.FIRST_FAILURE, now),
+            H.LAST_FAILURE: now,
+            H.ERROR_CODE: exc.code,
+            H.ERROR_MESSAGE: _short(exc.message),
+        }
+        if not await self._route(message, queue, new_headers):
+            return "requeued"
+        await self._report(exc, event, attempt, final=False)
+        with suppress(Exception):
+            await message.ack()
+        metrics.RETRY_HOPS.labels(type=event.type, delay=str(self.topology.delay_of(queue))).inc()
+        log.warning(
+            "retry scheduled",
+            code=exc.code,
+            error=_short(exc.message),
+            next_attempt=attempt + 1,
+            delay_s=self.topology.delay_of(queue),
+        )
+        return "retried"
+
+    async def _dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        hdrs: dict[str, Any],
+        exc: HandlerError,
+        error_class: str,
+        attempt: int,
+        event: Event[Any] | None,
+        routing_key: str,
+    ) -> None:
+        now = _now()
+        peek = _peek(message.body) if event is None else {}
+        object_type, _, number = subject_of(event) if event is not None else (None, None, None)
+        new_headers: dict[str, Any] = {
+            **hdrs,
+            H.ROUTING_KEY: routing_key,
+            H.ERROR_CODE: exc.code,
+            H.ERROR_MESSAGE: _short(exc.message),
+            H.ERROR_CLASS: error_class,
+            H.ATTEMPTS: attempt,
+            H.FIRST_FAILURE: hdrs.get(H.FIRST_FAILURE, now),
+            H.LAST_FAILURE: now,
+            H.ORG: event.org if event else peek.get("organizationid", ""),
+            H.EVENT_ID: event.id if event else peek.get("id", ""),
+            H.EVENT_TYPE: event.type if event else peek.get("type", ""),
+            H.SUBJECT: exc.subject or (f"{object_type} {number}" if object_type else ""),
+        }
+        new_headers.pop(H.ATTEMPT, None)
+        if exc.bc_status is not None:
+            new_headers[H.BC_STATUS] = exc.bc_status
+        if exc.bc_code:
+            new_headers[H.BC_CODE] = exc.bc_code
+        if not await self._route(message, self.topology.dead.name, new_headers):
+            return
+        await self._report(exc, event, attempt, final=True, peek=peek)
+        with suppress(Exception):
+            await message.ack()
+        metrics.DEAD_LETTERS.labels(code=exc.code).inc()
+        log.error(
+            "dead-lettered", code=exc.code, error=_short(exc.message), error_class=error_class
+        )
+
+    async def _route(
+        self, message: AbstractIncomingMessage, queue: str, new_headers: dict[str, Any]
+    ) -> bool:
+        """Publish a copy to ``queue`` with a confirm; on failure give the original back."""
+        copy = make_message(
+            message.body,
+            message_id=message.message_id,
+            headers=new_headers,
+            content_type=message.content_type or "application/cloudevents+json",
+        )
+        try:
+            await self.publisher.to_queue(queue, copy)
+        except Exception as exc:
+            log.error("could not route message; requeueing", queue=queue, error=str(exc))
+            with suppress(Exception):
+                await message.nack(requeue=True)
+            return False
+        return True
+
+    async def _report(
+        self,
+        exc: HandlerError,
+        event: Event[Any] | None,
+        attempt: int,
+        *,
+        final: bool,
+        peek: dict[str, Any] | None = None,
+    ) -> None:
+        object_type, moment_id, number = subject_of(event) if event else (None, None, None)
+        peek = peek or {}
+        report = FailureReport(
+            org=event.org if event else peek.get("organizationid"),
+            event_id=event.id if event else peek.get("id"),
+            event_type=event.type if event else peek.get("type"),
+            object_type=object_type,
+            moment_id=moment_id,
+            moment_number=number,
+            code=exc.code,
+            message=_short(exc.message),
+            attempts=attempt,
+            final=final,
+            notify_now=isinstance(exc, Transient) and exc.notify,
+        )
+        for observer in self.observers:
+            try:
+                await observer.on_failure(report)
+            except Exception:
+                log.exception("failure observer failed", observer=type(observer).__name__)
+
+    async def _notify_success(self, event: Event[Any], outcome: Outcome) -> None:
+        for observer in self.observers:
+            try:
+                await observer.on_success(event, outcome)
+            except Exception:
+                log.exception("success observer failed", observer=type(observer).__name__)
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _short(text: str) -> str:
+    text = redact_text(text)
+    return text if len(text) <= MAX_HEADER_TEXT else text[: MAX_HEADER_TEXT - 1] + "…"

@@ -1,0 +1,74 @@
+"""Every Prometheus metric of the worker, in one place (DESIGN §9).
+
+Labels stay bounded: event types, outcomes, error codes, BC resources and statuses. Moment ids are
+never labels; organizations appear only on the poller lag, where one series per connected
+organization is what ops asks for.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "bcsync_events_consumed_total", "Events taken from the exports queue.", ["type"]
+)
+EVENTS_HANDLED = Counter(
+    "bcsync_events_handled_total",
+    "Outcome of one delivery: succeeded, skipped, retried, dead_lettered, requeued.",
+    ["type", "outcome"],
+)
+HANDLER_SECONDS = Histogram(
+    "bcsync_handler_seconds",
+    "Time from delivery to outcome, per event type.",
+    ["type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RETRY_HOPS = Counter(
+    "bcsync_retry_hops_total", "Events sent to a retry-ladder queue.", ["type", "delay"]
+)
+DEAD_LETTERS = Counter(
+    "bcsync_dead_letters_total", "Events dead-lettered, by error code.", ["code"]
+)
+DEAD_LETTER_DEPTH = Gauge(
+    "bcsync_dead_letter_depth", "Messages in the dead-letter queue (sampled)."
+)
+CONSUMERS = Gauge(
+    "bcsync_consumers", "Consumers this process has registered, per queue.", ["queue"]
+)
+SKIPPED = Counter(
+    "bcsync_events_skipped_total",
+    "Events acked without work: no configuration, or the object type switched off.",
+    ["type", "reason"],
+)
+
+BC_REQUESTS = Histogram(
+    "bcsync_bc_request_seconds",
+    "Business Central request latency by resource, method and HTTP status.",
+    ["resource", "method", "status"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BC_THROTTLED = Counter("bcsync_bc_throttled_total", "429 answers from Business Central.")
+BC_RETRIES = Counter(
+    "bcsync_bc_retries_total", "In-process retries of Business Central requests.", ["reason"]
+)
+BC_TOKEN_REQUESTS = Counter(
+    "bcsync_bc_token_requests_total", "Token requests sent to Entra ID, by result.", ["result"]
+)
+BC_LAST_SUCCESS = Gauge(
+    "bcsync_bc_last_success_timestamp_seconds", "Unix time of the last successful BC call."
+)
+
+EXPENSES_PUBLISHED = Counter(
+    "bcsync_expenses_published_total", "bc.expense.imported events published."
+)
+POLLER_LAG = Gauge(
+    "bcsync_poller_lag_seconds", "Now minus the expense watermark, per organization.", ["org"]
+)
+NOTIFICATIONS_SENT = Counter(
+    "bcsync_notifications_sent_total",
+    "Notifications delivered, by channel (email, moment) and result.",
+    ["channel", "result"],
+)
+CREDENTIALS_REJECTED = Counter(
+    "bcsync_credentials_rejected_total", "Calls that failed because credentials were rejected."
+)

@@ -1,0 +1,56 @@
+"""Running long-lived roles until SIGTERM/SIGINT, then stopping them in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Service(Protocol):
+    """A role of the worker: consumer, poller, API, notifier."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGTERM or SIGINT (a second signal is ignored: draining is under way)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("stopping", signal=sig.name)
+    stop.set()
+
+
+async def run_services(services: Sequence[Service], stop: asyncio.Event | None = None) -> None:
+    """Start every service, wait for ``stop`` (signals by default), then stop them in reverse."""
+    if stop is None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+            log.info("role started", role=service.name)
+        await stop.wait()
+    finally:
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("role failed to stop cleanly", role=service.name)
+        log.info("stopped")
