@@ -173,6 +173,9 @@ async def test_attempts_used_up_dead_letters_with_history(settings: Settings) ->
         assert dead.headers[H.FIRST_FAILURE] <= dead.headers[H.LAST_FAILURE]
         assert dead.headers[H.SUBJECT] == "customer 9"
         assert [r.final for r in recorder.failures] == [False, False, True]
+        history = dead.headers[H.HISTORY]
+        assert [h["attempt"] for h in history] == [1, 2, 3]
+        assert [h["class"] for h in history] == ["transient", "transient", "attempts_exhausted"]
         assert all([await depth(settings, spec.name) == 0 for _, spec in topo.retries])
     finally:
         await consumer.stop()

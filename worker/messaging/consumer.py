@@ -43,7 +43,8 @@ from worker.messaging.topology import Topology
 log = structlog.get_logger(__name__)
 
 MAX_HEADER_TEXT = 1000
-RECONNECT_INTERVAL_S = 2.0  # dead-letter messages are for people; keep headers small
+RECONNECT_INTERVAL_S = 2.0
+MAX_HISTORY = 20  # dead-letter messages are for people; keep headers small
 
 
 def _now() -> str:
@@ -278,6 +279,7 @@ class Consumer:
             H.LAST_FAILURE: now,
             H.ERROR_CODE: exc.code,
             H.ERROR_MESSAGE: _short(exc.message),
+            H.HISTORY: _history(hdrs, now, exc, "transient", attempt),
         }
         if not await self._route(message, queue, new_headers):
             return "requeued"
@@ -320,6 +322,7 @@ class Consumer:
             H.EVENT_ID: event.id if event else peek.get("id", ""),
             H.EVENT_TYPE: event.type if event else peek.get("type", ""),
             H.SUBJECT: exc.subject or (f"{object_type} {number}" if object_type else ""),
+            H.HISTORY: _history(hdrs, now, exc, error_class, attempt),
         }
         new_headers.pop(H.ATTEMPT, None)
         if exc.bc_status is not None:
@@ -391,6 +394,24 @@ class Consumer:
                 await observer.on_success(event, outcome)
             except Exception:
                 log.exception("success observer failed", observer=type(observer).__name__)
+
+
+def _history(
+    hdrs: dict[str, Any], now: str, exc: HandlerError, error_class: str, attempt: int
+) -> list[dict[str, Any]]:
+    """The failure history carried in the headers, with this failure appended (bounded)."""
+    previous = hdrs.get(H.HISTORY)
+    history = [h for h in previous if isinstance(h, dict)] if isinstance(previous, list) else []
+    history.append(
+        {
+            "at": now,
+            "code": exc.code,
+            "class": error_class,
+            "message": _short(exc.message)[:300],
+            "attempt": attempt,
+        }
+    )
+    return history[-MAX_HISTORY:]
 
 
 def _int(value: Any, default: int) -> int:

@@ -14,6 +14,7 @@ ORG = "x-bc-org"
 EVENT_ID = "x-bc-event-id"
 EVENT_TYPE = "x-bc-event-type"
 SUBJECT = "x-bc-subject"  # the Moment object, e.g. "invoice 1864"
+HISTORY = "x-bc-history"  # list of {at, code, class, message, attempt}: every failure so far
 REPLAY_ID = "x-bc-replay-id"
 REPLAYED_AT = "x-bc-replayed-at"
 

@@ -1,0 +1,177 @@
+"""The admin HTTP API (aiohttp): bearer auth on ``/v1``, health, readiness and metrics.
+
+Route modules add themselves through ``add_routes(app)`` and read what they need from
+:class:`ApiContext` (``request.app[CONTEXT]``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from worker.config.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ReadinessCheck(Protocol):
+    """One part of readiness: returns (ok, detail)."""
+
+    async def __call__(self) -> tuple[bool, Any]: ...
+
+
+@dataclass
+class ApiContext:
+    """What the routes need; roles that do not run in this process are simply absent."""
+
+    settings: Settings
+    services: dict[str, Any] = field(default_factory=dict)
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+CALLER = "caller"  # request key: name of the API token that authenticated
+
+
+def parse_tokens(raw: str | None) -> dict[str, str]:
+    """``BC_SYNC_API_TOKEN``: one token, or ``name=token`` pairs separated by commas.
+
+    Returns token → name; the name appears in audit log lines, the token never does.
+    """
+    tokens: dict[str, str] = {}
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, token = part.partition("=")
+        if sep and name and token:
+            tokens[token] = name
+        else:
+            tokens[part] = "admin"
+    return tokens
+
+
+def _auth_middleware(tokens: dict[str, str]) -> Middleware:
+    encoded = [(t.encode(), n) for t, n in tokens.items()]
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/") and request.path != "/v1":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        name = None
+        if scheme.lower() == "bearer" and presented:
+            given = presented.strip().encode()
+            # Compare against every token (constant time each) so timing shows nothing.
+            for token, token_name in encoded:
+                if hmac.compare_digest(given, token):
+                    name = token_name
+        if name is None:
+            return web.json_response(
+                {"error": "unauthorized"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="bc-sync"'},
+            )
+        request[CALLER] = name
+        return await handler(request)
+
+    return auth
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Never answer with a stack trace: unexpected errors become a plain 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("api request failed", path=request.path, method=request.method)
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process and its event loop are alive (the loop answered this request)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when every registered check passes: broker, consumers, store, ..."""
+    ctx = request.app[CONTEXT]
+    results: dict[str, Any] = {}
+    ready = True
+    for name, check in ctx.readiness.items():
+        try:
+            ok, detail = await check()
+        except Exception as exc:
+            ok, detail = False, type(exc).__name__
+        results[name] = {"ok": ok, "detail": detail}
+        ready = ready and ok
+    return web.json_response(
+        {"status": "ready" if ready else "unready", "checks": results, "time": time.time()},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+def create_app(
+    ctx: ApiContext, route_modules: Sequence[Callable[[web.Application], None]] = ()
+) -> web.Application:
+    tokens = parse_tokens(
+        ctx.settings.api_token.get_secret_value() if ctx.settings.api_token else None
+    )
+    if not tokens:
+        raise ValueError("BC_SYNC_API_TOKEN is required for the admin API")
+    app = web.Application(
+        middlewares=[_errors_middleware, _auth_middleware(tokens)], client_max_size=1024**2
+    )
+    app[CONTEXT] = ctx
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    for add_routes in route_modules:
+        add_routes(app)
+    return app
+
+
+class ApiServer:
+    """The ``api`` role: serves the app on BC_SYNC_HTTP_HOST:BC_SYNC_HTTP_PORT."""
+
+    name = "api"
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        # Port 0 (tests): read back the port the OS chose.
+        sockets = getattr(site._server, "sockets", None)
+        if self.port == 0 and sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("api listening", url=f"http://{self.host}:{self.port}")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
