@@ -50,6 +50,11 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "Business Central's service status.",
         transient=True,
     ),
+    "BC-BUSY": ErrorInfo(
+        "Another worker was exporting the same object at the same moment.",
+        "Nothing to do: bc-sync retries by itself.",
+        transient=True,
+    ),
     "BC-ENVIRONMENT-MISSING": ErrorInfo(
         "The Business Central environment does not exist.",
         "Correct the environment name in the integration settings.",
@@ -97,6 +102,11 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "Business Central rejected the data.",
         "Read Business Central's message below, correct the data in Moment or in Business "
         "Central, then ask ops to replay.",
+    ),
+    "DELIVERY-LIMIT": ErrorInfo(
+        "The event was delivered many times without an outcome (workers crashed or lost their "
+        "connection while handling it).",
+        "Ops should look at the worker logs for this event id, then replay it.",
     ),
     "INTERNAL-ERROR": ErrorInfo(
         "bc-sync hit an unexpected error.",

@@ -1,0 +1,155 @@
+"""What every sync handler needs: the organization's config, its BC connection, cached company
+facts, claims against concurrent work, and where to report outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from worker.bc import BcConnection, BcCredentials, BcError, BcHub
+from worker.config.model import IntegrationConfig
+from worker.config.settings import Settings
+from worker.errors import Transient
+from worker.events.envelope import Event
+from worker.events.models import ExportedData
+from worker.sync.errors import classify
+
+log = structlog.get_logger(__name__)
+
+FACTS_TTL_S = 600.0  # company country, currency, payment terms, dimension ids change rarely
+CLAIM_TTL_S = 120.0  # longer than any single invoice export; a crashed holder's claim expires
+
+
+class ConfigSource(Protocol):
+    async def config(self, org_id: str) -> IntegrationConfig | None: ...
+
+
+class Claims(Protocol):
+    """Short leases in the shared store, so two workers never export the same invoice at once."""
+
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    async def release(self, name: str, owner: str) -> None: ...
+
+
+class OutcomeRecorder(Protocol):
+    async def record_success(
+        self, org_id: str, object_type: str, ref: str | None = None
+    ) -> None: ...
+
+
+Emit = Callable[[str, str, ExportedData, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CompanyFacts:
+    """What the transforms need to know about the BC company."""
+
+    country: str
+    local_currency: str
+    payment_terms: tuple[tuple[str, str, str], ...]  # (id, code, due-date formula)
+    dimension_ids: dict[str, str]  # dimension code → id
+
+
+class SyncContext:
+    """Shared by the handlers of one worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        configs: ConfigSource,
+        hub: BcHub,
+        *,
+        claims: Claims,
+        outcomes: OutcomeRecorder | None = None,
+        emit: Emit | None = None,
+    ) -> None:
+        self.settings = settings
+        self.configs = configs
+        self.hub = hub
+        self.claims = claims
+        self.outcomes = outcomes
+        self.emit = emit
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
+        self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    def connection(self, config: IntegrationConfig) -> BcConnection:
+        secret = config.client_secret
+        assert secret is not None, "a stored config always has its secret"
+        creds = BcCredentials(
+            tenant_id=config.tenant_id,
+            client_id=config.effective_client_id(self.settings),
+            client_secret=secret,
+            environment=config.environment,
+            company_name=config.company_name,
+        )
+        return self.hub.connection(creds)
+
+    async def facts(self, bc: BcConnection) -> CompanyFacts:
+        """Company facts, cached per company for FACTS_TTL_S (4 reads, run concurrently)."""
+        c = bc.credentials
+        key = (c.tenant_id.lower(), c.environment, c.company_name)
+        cached = self._facts.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        lock = self._facts_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._facts.get(key)
+            if cached and cached[0] > time.monotonic():
+                return cached[1]
+            info, setup, terms, dims = await asyncio.gather(
+                bc.company_information(),
+                bc.general_ledger_setup(),
+                bc.payment_terms(),
+                bc.dimensions(),
+            )
+            facts = CompanyFacts(
+                country=info.country,
+                local_currency=setup.local_currency_code or info.currency_code,
+                payment_terms=tuple((t.id, t.code, t.due_date_calculation) for t in terms),
+                dimension_ids={d.code.upper(): d.id for d in dims},
+            )
+            self._facts[key] = (time.monotonic() + FACTS_TTL_S, facts)
+            return facts
+
+    def forget_facts(self, bc: BcConnection) -> None:
+        c = bc.credentials
+        self._facts.pop((c.tenant_id.lower(), c.environment, c.company_name), None)
+
+    @asynccontextmanager
+    async def claim(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name`` exclusively across workers, or raise Transient to retry later."""
+        if not await self.claims.acquire(name, self.owner, CLAIM_TTL_S):
+            raise Transient(
+                "BC-BUSY", f"Another worker is exporting {name.split('/', 1)[-1]} right now."
+            )
+        try:
+            yield
+        finally:
+            try:
+                await self.claims.release(name, self.owner)
+            except Exception:
+                log.warning("could not release claim; it expires by itself", claim=name)
+
+    async def succeeded(
+        self, event: Event[Any], object_type: str, data: ExportedData, ref: str
+    ) -> None:
+        """Record the success and tell Moment (``bc.<object>.exported``, deterministic id)."""
+        if self.outcomes is not None:
+            await self.outcomes.record_success(event.org, object_type, ref)
+        if self.emit is not None:
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bc-sync:{event.id}:exported"))
+            await self.emit(f"bc.{object_type}.exported", event.org, data, event_id)
+
+
+def bc_failure(exc: BcError, subject: str, config: IntegrationConfig) -> Exception:
+    """Shorthand for handlers: classify a BC error for this subject and company."""
+    return classify(exc, subject=subject, company=config.company_name)

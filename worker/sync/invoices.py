@@ -1,0 +1,210 @@
+"""``moment.invoice.created`` → a posted BC sales invoice with line dimensions, exactly once.
+
+The happy path makes 5 calls whatever the line count: find by external document number,
+create the draft with its lines, set every line's dimensions in one ``$batch``, post, read back.
+A missing customer or project dimension value is detected from BC's answer and created from the
+event's snapshots (when that export is on), then the step is repeated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from worker.bc import BcConnection, BcError, LineDimension
+from worker.bc.models import SalesInvoice
+from worker.config.model import IntegrationConfig
+from worker.errors import Permanent
+from worker.events.envelope import Event
+from worker.events.handlers import Outcome
+from worker.events.models import ExportedData, Invoice
+from worker.sync import customers, projects
+from worker.sync.context import CompanyFacts, SyncContext, bc_failure
+from worker.sync.transforms import (
+    NUMBER_MAX,
+    LineDims,
+    bc_code,
+    invoice_payload,
+    line_dimensions,
+    projects_of,
+)
+
+log = structlog.get_logger(__name__)
+
+
+async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
+    config = await ctx.configs.config(event.org)
+    if config is None:
+        return Outcome.skipped("not_configured")
+    if not config.export_invoices:
+        return Outcome.skipped("export_off")
+    invoice: Invoice = event.data.invoice
+    subject = f"invoice {invoice.number}"
+    # Everything that can be wrong with the event itself fails here, before any write.
+    customer_number = bc_code(invoice.customer.number, NUMBER_MAX, "Customer number", subject)
+    dims = line_dimensions(
+        invoice,
+        project_dimension=config.project_dimension,
+        department_dimension=config.department_dimension,
+        department_source=config.department_source,
+        tag_group=config.department_tag_group,
+    )
+    bc = ctx.connection(config)
+    try:
+        facts = await ctx.facts(bc)
+        payload = invoice_payload(
+            invoice, customer_number=customer_number, local_currency=facts.local_currency
+        )
+        async with ctx.claim(f"invoice/{event.org}/{invoice.number}"):
+            posted = await _export(ctx, bc, config, facts, invoice, payload, dims)
+    except BcError as exc:
+        raise bc_failure(exc, subject, config) from None
+    await ctx.succeeded(
+        event,
+        "invoice",
+        ExportedData(
+            object_type="invoice",
+            moment_id=invoice.id,
+            moment_number=invoice.number,
+            bc_id=posted.id,
+            bc_number=posted.number,
+            status=posted.status,
+            total_including_tax=float(posted.total_amount_including_tax),
+            currency_code=posted.currency_code or facts.local_currency,
+        ),
+        ref=invoice.number,
+    )
+    return Outcome.ok(invoice=invoice.number, bc_number=posted.number, status=posted.status)
+
+
+async def _export(
+    ctx: SyncContext,
+    bc: BcConnection,
+    config: IntegrationConfig,
+    facts: CompanyFacts,
+    invoice: Invoice,
+    payload: dict[str, Any],
+    dims: list[LineDims],
+) -> SalesInvoice:
+    found = await bc.find_sales_invoice(
+        payload["externalDocumentNumber"], payload["customerNumber"]
+    )
+    if found is not None and not found.is_draft:
+        log.info("already posted", bc_number=found.number)
+        return found
+    if found is None:
+        draft = await _create_draft(ctx, bc, config, invoice, payload)
+    else:
+        log.info("resuming draft", draft=found.number)
+        draft = found
+    lines = draft.lines or tuple(await bc.sales_invoice_lines(draft.id))
+    await _set_dimensions(ctx, bc, config, facts, invoice, dims, lines)
+    await bc.post_sales_invoice(draft.id)
+    return await bc.get_sales_invoice(draft.id)
+
+
+async def _create_draft(
+    ctx: SyncContext,
+    bc: BcConnection,
+    config: IntegrationConfig,
+    invoice: Invoice,
+    payload: dict[str, Any],
+) -> SalesInvoice:
+    try:
+        return await bc.create_sales_invoice(payload)
+    except BcError as exc:
+        if exc.transient or await bc.find_customer(payload["customerNumber"]) is not None:
+            raise
+    # BC refused the draft because the customer does not exist.
+    if not config.export_customers:
+        raise Permanent(
+            "BC-CUSTOMER-MISSING",
+            f"Customer {payload['customerNumber']} does not exist in company "
+            f"'{config.company_name}'. Create it in Business Central or switch on customer export.",
+            subject=f"invoice {invoice.number}",
+        )
+    await customers.upsert(ctx, bc, config, invoice.customer)
+    return await bc.create_sales_invoice(payload)
+
+
+async def _set_dimensions(
+    ctx: SyncContext,
+    bc: BcConnection,
+    config: IntegrationConfig,
+    facts: CompanyFacts,
+    invoice: Invoice,
+    dims: list[LineDims],
+    lines: tuple[Any, ...],
+) -> None:
+    by_sequence = {line.sequence: line.id for line in lines}
+    wanted = [
+        LineDimension(by_sequence[d.sequence], dimension, value)
+        for d in dims
+        if d.sequence in by_sequence
+        for dimension, value in d.values
+    ]
+    if len({d.sequence for d in dims} - set(by_sequence)) > 0:
+        raise Permanent(
+            "BC-VALIDATION",
+            "The draft invoice in Business Central has other lines than the Moment invoice.",
+            subject=f"invoice {invoice.number}",
+        )
+    if not wanted:
+        return
+    try:
+        await bc.set_line_dimensions(wanted)
+        return
+    except BcError as exc:
+        if exc.transient:
+            raise
+        first = exc
+    # A dimension value is missing: create the projects (when exported) or name what is missing.
+    await _ensure_values(bc, config, facts, invoice, first)
+    await bc.set_line_dimensions(wanted)
+
+
+async def _ensure_values(
+    bc: BcConnection,
+    config: IntegrationConfig,
+    facts: CompanyFacts,
+    invoice: Invoice,
+    cause: BcError,
+) -> None:
+    subject = f"invoice {invoice.number}"
+    missing: list[str] = []
+    if config.project_dimension:
+        dim_id = projects.dimension_id(config, facts, config.project_dimension)
+        for project in projects_of(invoice):
+            if config.export_projects:
+                await projects.upsert(bc, config, facts, project)
+            elif await bc.find_dimension_value(dim_id, project.number.upper()) is None:
+                missing.append(f"{config.project_dimension} '{project.number.upper()}'")
+    if config.department_dimension:
+        dim_id = projects.dimension_id(config, facts, config.department_dimension)
+        codes = {
+            value
+            for d in line_dimensions(
+                invoice,
+                project_dimension=None,
+                department_dimension=config.department_dimension,
+                department_source=config.department_source,
+                tag_group=config.department_tag_group,
+            )
+            for _, value in d.values
+        }
+        for code in sorted(codes):
+            if await bc.find_dimension_value(dim_id, code) is None:
+                missing.append(f"{config.department_dimension} '{code}'")
+    if missing:
+        raise Permanent(
+            "BC-DIMENSION-VALUE-MISSING",
+            f"Dimension value {', '.join(missing)} does not exist in company "
+            f"'{config.company_name}'."
+            + ("" if config.export_projects else " Switch on project export or create it in BC."),
+            bc_status=cause.status,
+            bc_code=cause.code,
+            subject=subject,
+        )
+    if not config.export_projects:
+        raise cause  # nothing missing that we know of: BC's own reason stands
