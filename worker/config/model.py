@@ -56,8 +56,8 @@ _BAD_TEXT_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
 _DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-# At least two labels; the last (top-level domain) starts with a letter, so no IP addresses.
-_DOMAIN = re.compile(rf"(?:{_DNS_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
+# At least two labels; the top-level domain is letters (or IDNA "xn--…"), so no IP addresses.
+_DOMAIN = re.compile(rf"(?:{_DNS_LABEL}\.)+(?:[a-z]{{2,63}}|xn--[a-z0-9-]{{1,59}})")
 _ENVIRONMENT = re.compile(r"[A-Za-z0-9_-]+")
 _USER_ID = re.compile(r"[^\s@/\\?#%]+")
 # RFC 5322 dot-atom local part (ASCII), as accepted by ordinary mail servers.
@@ -327,7 +327,9 @@ def _user_id(value: object) -> str | None:
     if text is None:
         return None
     if len(text) > USER_ID_MAX or not _USER_ID.fullmatch(text):
-        raise _fail("invalid", ": '{value}' is not the id of a Moment user.", value=text[:USER_ID_MAX])
+        raise _fail(
+            "invalid", ": '{value}' is not the id of a Moment user.", value=text[:USER_ID_MAX]
+        )
     return text
 
 

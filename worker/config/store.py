@@ -10,6 +10,8 @@ repository class that takes the ``Store`` and uses ``store.read()`` / ``store.wr
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -174,8 +176,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        # WAL: readers never block the writer and the writer never blocks readers.
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL itself is switched on once per file by Store.migrate(); it then sticks.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -261,7 +262,31 @@ class Store:
 
     async def migrate(self) -> list[int]:
         """Bring the schema up to date; safe to run from several processes at once."""
+        if self.dialect == "sqlite":
+            await self._enable_wal()
         return await run_migrations(self.engine, self.migrations)
+
+    async def _enable_wal(self) -> None:
+        """Put the SQLite file in write-ahead-log mode (persistent; readers and the writer
+        no longer block each other)."""
+        # Changing the journal mode needs the file to itself, and SQLite answers "locked" at
+        # once instead of waiting when another connection does the same: retry a little.
+        for attempt in range(1, 41):
+            try:
+                async with self.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    # The driver connection directly: the mode cannot change inside a
+                    # transaction, and every statement through SQLAlchemy begins one.
+                    driver: Any = raw.driver_connection
+                    cursor = await driver.execute("PRAGMA journal_mode")
+                    mode = str((await cursor.fetchone())[0]).lower()
+                    if mode not in ("wal", "memory"):
+                        await driver.execute("PRAGMA journal_mode = WAL")
+                    return
+            except (OperationalError, sqlite3.OperationalError) as exc:
+                if "locked" not in str(exc) or attempt == 40:
+                    raise
+                await asyncio.sleep(min(0.01 * attempt, 0.1))
 
     async def close(self) -> None:
         await self.engine.dispose()
