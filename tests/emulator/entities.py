@@ -22,7 +22,9 @@ EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 EMPTY_DATE = "0001-01-01"
 EMPTY_DATETIME = "0001-01-01T00:00:00Z"
 
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+GUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DATETIME_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?(Z|[+-]\d{2}:\d{2})$"
@@ -43,7 +45,9 @@ EDM = {
 
 
 def escape_enum(name: str) -> str:
-    """OData identifier escaping of an enum member (bc-api §3): ``"G/L Account"`` → ``G_x002F_L_x0020_Account``.
+    """OData identifier escaping of an enum member (bc-api §3).
+
+    ``"G/L Account"`` → ``G_x002F_L_x0020_Account``.
 
     The blank member ``" "`` becomes ``"_x0020_"``.
     """
@@ -64,7 +68,8 @@ def odatav4_name(caption: str) -> str:
     """ODataV4 page-service field name from a BC caption (bc-api §1.3).
 
     Spaces, ``/`` and ``-`` become ``_``; dots and parentheses are dropped; ``'`` becomes
-    ``_x0027_``; ``%`` becomes ``Percent``. E.g. "Gen. Bus. Posting Group" → ``Gen_Bus_Posting_Group``,
+    ``_x0027_``; ``%`` becomes ``Percent``. E.g. "Gen. Bus. Posting Group" →
+    ``Gen_Bus_Posting_Group``,
     "Country/Region Code" → ``Country_Region_Code``, "No." → ``No``.
     """
     s = caption.replace("%", "Percent").replace("'", "_x0027_")
@@ -190,8 +195,14 @@ def coerce(f: Field, value: Any) -> Any:
     """Convert one JSON body value to the stored form, raising BC's errors."""
 
     def bad() -> BCError:
-        shown = "null" if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
-        return bad_request(f"Cannot convert the literal '{shown}' to the expected type '{EDM[f.type]}'.")
+        shown = (
+            "null"
+            if value is None
+            else (str(value).lower() if isinstance(value, bool) else str(value))
+        )
+        return bad_request(
+            f"Cannot convert the literal '{shown}' to the expected type '{EDM[f.type]}'."
+        )
 
     t = f.type
     if t == "string":
@@ -309,38 +320,40 @@ DIM_PARENT_TYPE = (
     "Purchase_x0020_Invoice_x0020_Line",
     "General_x0020_Ledger_x0020_Entry",
 )
-DIM_VALUE_TYPE = tuple(escape_enum(n) for n in ("Standard", "Heading", "Total", "Begin-Total", "End-Total"))
+DIM_VALUE_TYPE = tuple(
+    escape_enum(n) for n in ("Standard", "Heading", "Total", "Begin-Total", "End-Total")
+)
 
 
-def S(name: str, n: int | None = None, *, ro: bool = False, code: bool = False) -> Field:  # noqa: N802
+def S(name: str, n: int | None = None, *, ro: bool = False, code: bool = False) -> Field:
     return Field(name, "string", n, ro=ro, code=code)
 
 
-def G(name: str, *, ro: bool = False) -> Field:  # noqa: N802
+def G(name: str, *, ro: bool = False) -> Field:
     return Field(name, "guid", ro=ro)
 
 
-def N(name: str, *, ro: bool = False) -> Field:  # noqa: N802
+def N(name: str, *, ro: bool = False) -> Field:
     return Field(name, "number", ro=ro)
 
 
-def B(name: str, *, ro: bool = False) -> Field:  # noqa: N802
+def B(name: str, *, ro: bool = False) -> Field:
     return Field(name, "bool", ro=ro)
 
 
-def D(name: str, *, ro: bool = False) -> Field:  # noqa: N802
+def D(name: str, *, ro: bool = False) -> Field:
     return Field(name, "date", ro=ro)
 
 
-def E(name: str, members: tuple[str, ...], *, ro: bool = False) -> Field:  # noqa: N802
+def E(name: str, members: tuple[str, ...], *, ro: bool = False) -> Field:
     return Field(name, "enum", ro=ro, enum=members)
 
 
-def ID() -> Field:  # noqa: N802
+def ID() -> Field:
     return Field("id", "guid", ro=True)
 
 
-def LMDT() -> Field:  # noqa: N802
+def LMDT() -> Field:
     return Field("lastModifiedDateTime", "datetime", ro=True)
 
 
@@ -421,7 +434,13 @@ PAYMENT_TERM = EntitySpec(
 DIMENSION = EntitySpec(
     "dimension",
     "dimensions",
-    (ID(), S("code", 20, code=True), S("displayName", 30), S("consolidationCode", 20, code=True), LMDT()),
+    (
+        ID(),
+        S("code", 20, code=True),
+        S("displayName", 30),
+        S("consolidationCode", 20, code=True),
+        LMDT(),
+    ),
     navigations=("dimensionValues",),
 )
 
@@ -522,7 +541,14 @@ COMPANY_INFORMATION = EntitySpec(
     modify=True,
 )
 
-_ADDR = (("AddressLine1", 100), ("AddressLine2", 50), ("City", 30), ("Country", 10), ("State", 30), ("PostCode", 20))
+_ADDR = (
+    ("AddressLine1", 100),
+    ("AddressLine2", 50),
+    ("City", 30),
+    ("Country", 10),
+    ("State", 30),
+    ("PostCode", 20),
+)
 
 
 def _address(prefix: str, *, ro: bool = False) -> tuple[Field, ...]:
@@ -717,8 +743,15 @@ API_SPECS: dict[str, EntitySpec] = {
 # ---- ODataV4 page web services (bc-contract.md) -----------------------------------------------
 
 
-def V(caption: str, type_: str = "string", n: int | None = None, *, ro: bool = False, code: bool = False,  # noqa: N802
-      enum: tuple[str, ...] = ()) -> Field:
+def V(
+    caption: str,
+    type_: str = "string",
+    n: int | None = None,
+    *,
+    ro: bool = False,
+    code: bool = False,
+    enum: tuple[str, ...] = (),
+) -> Field:
     return Field(odatav4_name(caption), type_, n, ro=ro, code=code, enum=enum, caption=caption)
 
 
@@ -780,6 +813,10 @@ V4_GEN_BUS_POSTING_GROUPS = EntitySpec(
 V4_CUSTOMER_POSTING_GROUPS = EntitySpec(
     "CustomerPostingGroups",
     "CustomerPostingGroups",
-    (V("Code", n=20, code=True), V("Description", n=100), V("Receivables Account", n=20, code=True)),
+    (
+        V("Code", n=20, code=True),
+        V("Description", n=100),
+        V("Receivables Account", n=20, code=True),
+    ),
     qualified_prefix="NAV.",
 )

@@ -152,7 +152,9 @@ def resource_not_found(segment: str) -> BCError:
     UNCONFIRMED status: bc-api §5.1 maps unknown resources to 404; the code and text are the ones
     Microsoft lists for ``BadRequest_ResourceNotFound``.
     """
-    return BCError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{segment}'.")
+    return BCError(
+        404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{segment}'."
+    )
 
 
 def method_not_allowed(method: str, entity_set: str) -> BCError:
@@ -166,7 +168,9 @@ def method_not_allowed(method: str, entity_set: str) -> BCError:
 
 def not_implemented(what: str) -> BCError:
     """Something real BC supports but this emulator does not (said plainly, never silently)."""
-    return BCError(501, "BadRequest_MethodNotImplemented", f"Not implemented by the BC emulator: {what}")
+    return BCError(
+        501, "BadRequest_MethodNotImplemented", f"Not implemented by the BC emulator: {what}"
+    )
 
 
 def bad_request(message: str) -> BCError:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .entities import now_iso
+from .entities import EMPTY_DATETIME, EMPTY_GUID, now_iso
 
 Undo = Callable[[], None]
 
@@ -139,10 +139,14 @@ class Table:
     # -- mutations (journaled)
 
     def insert(self, data: dict[str, Any], row_id: str | None = None) -> Row:
-        rid = row_id or str(uuid.uuid4())
-        if self.modified_field:
-            data.setdefault(self.modified_field, now_iso())
-        data.setdefault("id", rid)
+        given = data.get("id")
+        if not given or given == EMPTY_GUID:
+            given = None
+        rid = row_id or given or str(uuid.uuid4())
+        if given is None:
+            data["id"] = rid
+        if self.modified_field and data.get(self.modified_field) in (None, EMPTY_DATETIME):
+            data[self.modified_field] = now_iso()
         row = Row(rid, data, self.versions.etag(), next(self._seq))
         self.rows[rid] = row
         self._index(row)
@@ -239,10 +243,14 @@ class Company:
         self.country = ""
         self.currency = ""
         self.vat: dict[str, float] = {}
+        self.currencies: dict[str, str] = {}  # currency code → its id (SystemId)
         # service name → page kind
         self.services: dict[str, str] = {}
-        self.series: dict[str, str] = {}
+        self.series: dict[str, str] = dict(DEFAULT_SERIES)  # series → next number
         self.posting_requires_posting_groups = True
+        # "Config. Tmpl. Selection Rules" stand-in: country ("*" = any) → internal customer fields
+        self.templates: list[tuple[str, dict[str, str]]] = []
+        self.etag = world.versions.etag()
 
         def t(name: str, **kw: Any) -> Table:
             return Table(name, tx, ver, **kw)
@@ -274,18 +282,20 @@ class Company:
 
     def next_number(self, series: str) -> str:
         """Take the next number of a number series (journaled like any other write)."""
-        last = self.series.get(series)
-        nxt = DEFAULT_SERIES[series] if last is None else inc_str(last)
-        self.series[series] = nxt
+        current = self.series[series]
+        self.series[series] = inc_str(current)
 
         def undo() -> None:
-            if last is None:
-                self.series.pop(series, None)
-            else:
-                self.series[series] = last
+            self.series[series] = current
 
         self.tx.record(undo)
-        return nxt
+        return current
+
+    def template_for(self, country: str) -> dict[str, str] | None:
+        for rule_country, values in self.templates:
+            if rule_country in ("*", country.upper()):
+                return dict(values)
+        return None
 
     def dimension_by_code(self, code: str) -> Row | None:
         return self.dimensions.find("code", code.upper())

@@ -1,7 +1,14 @@
 """Business Central client: auth (msal), HTTP (aiohttp), OData helpers, resources, errors.
 
 Knows nothing of Moment and nothing of AMQP. Start with :class:`BcHub` (one per process) and
-``hub.connection(credentials)``.
+``hub.connection(credentials)``; every call raises a :class:`BcError` subclass on failure.
+
+Mapping errors to outcomes: ``err.transient`` says whether a later attempt can succeed
+(:class:`BcThrottled`, :class:`BcUnavailable`, :class:`BcConflict` → retry ladder, honouring
+``err.retry_after`` when set; :class:`BcAuthError` → park and notify at once); everything else
+(:class:`BcValidationError`, :class:`BcNotFound` and its subclasses) is permanent.
+``err.catalogue_code`` is the matching code of ``worker.errors.CATALOGUE`` and ``err.field`` the
+integration setting to correct, if any.
 """
 
 from worker.bc.client import BcConnection, BcCredentials, BcHub

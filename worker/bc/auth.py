@@ -36,6 +36,8 @@ SCOPE = "https://api.businesscentral.dynamics.com/.default"
 MICROSOFT_AUTHORITY_HOSTS = frozenset({"login.microsoftonline.com"})
 # msal itself treats a token expiring within 5 minutes as expired; do the same.
 EXPIRY_MARGIN_S = 300.0
+# After a 5xx from Entra, msal refuses to ask again for this long (stack-notes §2).
+MSAL_5XX_THROTTLE_S = 5.5
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
 # Entra error number → (integration field, what to tell the user).
@@ -235,8 +237,12 @@ class TokenProvider:
             raise
         except msal.exceptions.MsalServiceError as exc:  # 5xx from Entra
             BC_TOKEN_REQUESTS.labels("error").inc()
+            # msal answers every call within the next 5 s with the same error without asking
+            # Entra again, so an earlier retry is wasted.
             raise BcUnavailable(
-                "Microsoft Entra ID answered with a server error.", code="EntraServerError"
+                "Microsoft Entra ID answered with a server error.",
+                code="EntraServerError",
+                retry_after=MSAL_5XX_THROTTLE_S,
             ) from exc
         except requests.exceptions.SSLError as exc:
             BC_TOKEN_REQUESTS.labels("error").inc()
@@ -260,7 +266,8 @@ class TokenProvider:
             # tenant does not exist.
             BC_TOKEN_REQUESTS.labels("rejected").inc()
             text = str(exc)
-            codes = _AADSTS.findall(text)
+            # msal wraps the discovery failure (which holds Entra's answer) in its own message.
+            codes = _AADSTS.findall(f"{text} {exc.__context__ or ''}")
             code = f"AADSTS{codes[0]}" if codes else "TenantDiscoveryFailed"
             if "discovery" in text.lower() or "authority" in text.lower():
                 raise BcAuthError(

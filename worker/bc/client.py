@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Hashable, Iterable, Mapping, Sequence
@@ -156,6 +157,7 @@ class BcHub:
         )
         self.services = ODataServices.from_settings(self.settings)
         self._company_ids: _Lru[tuple[str, str, str], str] = _Lru(4096)
+        self._company_locks: _Lru[tuple[str, str, str], asyncio.Lock] = _Lru(4096)
         self._dimension_ids: _Lru[tuple[str, str, str], tuple[float, dict[str, str]]] = _Lru(1024)
 
     async def __aenter__(self) -> BcHub:
@@ -245,7 +247,10 @@ class BcConnection:
             self.hub._company_ids.pop(self._company_key)
             return BcCompanyNotFound(
                 self.credentials.company_name,
-                message=f"The company '{self.credentials.company_name}' no longer exists.",
+                message=(
+                    f"The company '{self.credentials.company_name}' does not exist in this "
+                    "environment."
+                ),
                 status=exc.status,
                 code=exc.code,
                 correlation_id=exc.correlation_id,
@@ -312,12 +317,20 @@ class BcConnection:
         cached = self.hub._company_ids.get(self._company_key)
         if cached:
             return cached
-        companies = await self.list_companies()
-        for company in companies:
-            if company.name == self.credentials.company_name:
-                company_id = guid(company.id)
-                self.hub._company_ids.put(self._company_key, company_id)
-                return company_id
+        lock = self.hub._company_locks.get(self._company_key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self.hub._company_locks.put(self._company_key, lock)
+        async with lock:  # many concurrent first calls make one lookup
+            cached = self.hub._company_ids.get(self._company_key)
+            if cached:
+                return cached
+            companies = await self.list_companies()
+            for company in companies:
+                if company.name == self.credentials.company_name:
+                    company_id = guid(company.id)
+                    self.hub._company_ids.put(self._company_key, company_id)
+                    return company_id
         raise BcCompanyNotFound(
             self.credentials.company_name, tuple(c.name for c in companies), status=404
         )

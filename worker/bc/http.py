@@ -199,6 +199,7 @@ class Transport:
             return Response(status, resp_headers, _json(raw, status))
         retry_after = parse_retry_after(resp_headers.get("Retry-After"))
         err = from_response(status, raw, retry_after=retry_after, what=f"{method} {resource}")
+        err.correlation_id = err.correlation_id or resp_headers.get("request-id")
         if isinstance(err, BcAuthError):
             log.warning("bc.auth.rejected", resource=resource, status=status, code=err.code)
             raise err
@@ -222,7 +223,7 @@ class Transport:
         repeatable: bool,
     ) -> tuple[int, Mapping[str, str], bytes]:
         limiter = self.limiters.get(principal.subject)
-        async with limiter.slot(self.options.queue_wait_s) as slot:
+        async with limiter.slot(self.options.retry.max_wait_s, self.options.queue_wait_s) as slot:
             status, resp_headers, raw = await self._send(
                 method, url, resource, payload, headers, token, repeatable
             )

@@ -117,14 +117,18 @@ class SubjectLimiter:
 
     # -- acquire / release ---------------------------------------------------------------------
 
-    async def acquire(self, max_wait: float) -> None:
-        """Take a slot, waiting at most ``max_wait`` seconds.
+    async def acquire(self, max_wait: float, queue_wait: float | None = None) -> None:
+        """Take a slot.
 
-        Raises :class:`BcThrottled` at once (with ``retry_after``) when the subject is paused or
-        out of budget for longer than ``max_wait``, so the caller can park its work instead of
-        holding it in memory.
+        Waits at most ``max_wait`` seconds for a pause (after a 429) or the budget, and at most
+        ``queue_wait`` (default ``max_wait``) in total for a free slot. Raises
+        :class:`BcThrottled` at once (with ``retry_after``) when the subject is paused or out of
+        budget for longer than ``max_wait``, so the caller can park its work instead of holding
+        it in memory.
         """
-        deadline = self._clock() + max_wait
+        start = self._clock()
+        timed_deadline = start + max_wait
+        deadline = start + max(max_wait, queue_wait if queue_wait is not None else max_wait)
         async with self._cond:
             self._waiting += 1
             try:
@@ -140,7 +144,7 @@ class SubjectLimiter:
                         if timed <= 0:
                             break
                     left = deadline - now
-                    if timed is not None and timed > left:
+                    if timed is not None and timed > min(left, timed_deadline - now):
                         raise BcThrottled(
                             "Business Central's request limit for this app is reached; "
                             "try again later.",
@@ -152,6 +156,7 @@ class SubjectLimiter:
                             "Too many Business Central requests are queued for this app.",
                             retry_after=None,
                             code="LocalQueueTimeout",
+                            retryable=False,  # it already waited its share
                         )
                     with suppress(TimeoutError):
                         await asyncio.wait_for(
@@ -186,9 +191,11 @@ class SubjectLimiter:
             self._cond.notify_all()
 
     @asynccontextmanager
-    async def slot(self, max_wait: float) -> AsyncIterator[SlotHandle]:
+    async def slot(
+        self, max_wait: float, queue_wait: float | None = None
+    ) -> AsyncIterator[SlotHandle]:
         """``async with limiter.slot(30) as s: …; s.throttled(retry_after)`` on a 429."""
-        await self.acquire(max_wait)
+        await self.acquire(max_wait, queue_wait)
         handle = SlotHandle()
         try:
             yield handle

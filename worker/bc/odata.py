@@ -85,7 +85,7 @@ def format_datetime(value: datetime) -> str:
     """UTC ISO-8601 with ``Z`` (BC's form); naive values are taken as UTC."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    text = value.replace(tzinfo=None, microsecond=0).isoformat(timespec="seconds")
     if value.microsecond:
         frac = f"{value.microsecond:06d}"
         text += "." + (frac[:3] if frac.endswith("000") else frac)
@@ -144,17 +144,25 @@ def eq_filter(**values: object) -> str:
 
 def decode_enum(value: str) -> str:
     """BC's escaped enum member → its name: ``G_x002F_L_x0020_Account`` → ``G/L Account``."""
-    return _ENUM_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    text = _ENUM_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        # Characters beyond the BMP come as two escaped UTF-16 surrogates.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
 
 
 def encode_enum(value: str) -> str:
     """The inverse of :func:`decode_enum` (what BC sends for a member name)."""
     out = []
     for ch in value:
+        code = ord(ch)
         if ch.isascii() and (ch.isalnum() or ch == "_"):
             out.append(ch)
+        elif code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"_x{0xD800 + (code >> 10):04X}__x{0xDC00 + (code & 0x3FF):04X}_")
         else:
-            out.append(f"_x{ord(ch):04X}_")
+            out.append(f"_x{code:04X}_")
     return "".join(out)
 
 

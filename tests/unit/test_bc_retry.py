@@ -1,0 +1,110 @@
+"""Retry-After parsing and the in-process retry policy."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.bc.errors import BcAuthError, BcThrottled, BcUnavailable, BcValidationError
+from worker.bc.retry import RetryPolicy, parse_retry_after, retrying
+
+NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
+
+
+def test_retry_after_seconds() -> None:
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("-3") == 0.0
+
+
+def test_retry_after_http_date() -> None:
+    assert parse_retry_after("Fri, 20 Nov 2026 12:00:30 GMT", now=NOW) == 30.0
+    assert parse_retry_after("Fri, 20 Nov 2026 11:59:00 GMT", now=NOW) == 0.0
+
+
+@given(st.integers(min_value=0, max_value=86_400))
+def test_retry_after_date_round_trip(seconds: int) -> None:
+    header = format_datetime(NOW + timedelta(seconds=seconds), usegmt=True)
+    assert parse_retry_after(header, now=NOW) == seconds
+
+
+@pytest.mark.parametrize("bad", [None, "", "soon", "nan", "inf", "Fri, 99 Foo 2026"])
+def test_retry_after_garbage_is_ignored(bad: str | None) -> None:
+    assert parse_retry_after(bad) is None
+
+
+class Flaky:
+    """An operation that fails with the given errors, then returns 'done'."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+async def run(op: Flaky, policy: RetryPolicy, slept: list[float] | None = None) -> str:
+    def on_retry(exc: BaseException, sleep: float) -> None:
+        if slept is not None:
+            slept.append(sleep)
+
+    async for attempt in retrying(policy, on_retry=on_retry, rng=random.Random(1)):
+        with attempt:
+            return await op()
+    raise AssertionError("unreachable")
+
+
+FAST = RetryPolicy(max_attempts=4, max_wait_s=1.0, base_s=0.001, max_backoff_s=0.01)
+
+
+async def test_transient_errors_are_retried_until_success() -> None:
+    op = Flaky(BcThrottled("429", retry_after=0.01), BcUnavailable("503"))
+    slept: list[float] = []
+    assert await run(op, FAST, slept) == "done"
+    assert op.calls == 3
+    assert slept[0] >= 0.01  # Retry-After honoured
+
+
+async def test_attempts_are_bounded() -> None:
+    op = Flaky(*(BcUnavailable("503") for _ in range(10)))
+    with pytest.raises(BcUnavailable):
+        await run(op, FAST)
+    assert op.calls == FAST.max_attempts
+
+
+async def test_long_retry_after_is_handed_to_the_caller_at_once() -> None:
+    op = Flaky(BcThrottled("429", retry_after=120.0))
+    with pytest.raises(BcThrottled) as info:
+        await run(op, RetryPolicy(max_attempts=5, max_wait_s=30.0))
+    assert op.calls == 1
+    assert info.value.retry_after == 120.0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BcValidationError("bad"),
+        BcAuthError("no"),
+        BcUnavailable("timed out POST", retryable=False),
+    ],
+)
+async def test_non_retryable_errors_are_raised_at_once(error: Exception) -> None:
+    op = Flaky(error)
+    with pytest.raises(type(error)):
+        await run(op, FAST)
+    assert op.calls == 1
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)

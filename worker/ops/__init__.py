@@ -1,0 +1,1 @@
+"""Operations tooling: dead-letter inspection and replay, readiness checks, metric sampling."""
