@@ -18,7 +18,7 @@ import pytest
 
 from worker.config.settings import Settings, load_settings
 
-pytest_plugins = ["tests.emulator.fixtures"]
+pytest_plugins = ["tests.emulator.fixtures", "tests.db_support"]
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 

@@ -1,18 +1,134 @@
-"""Wiring: build the roles of ``bc-sync run`` from settings."""
+"""Wiring: the shared objects of one process, and the roles of ``bc-sync run``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+
+from worker.api import ops_routes
+from worker.api.app import ApiContext, ApiServer, create_app
+from worker.bc import BcHub
+from worker.config.cache import ConfigCache
+from worker.config.leases import Leases
 from worker.config.settings import Settings
-from worker.events.handlers import Registry
+from worker.config.store import Store
+from worker.events.envelope import build
+from worker.events.handlers import Observer
+from worker.events.models import ExportedData
+from worker.log import register_secret
 from worker.messaging.consumer import Consumer
+from worker.messaging.publisher import Publisher
+from worker.messaging.topology import Topology
+from worker.ops.health import readiness_checks
+from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
+from worker.sync import registry
+from worker.sync.context import SyncContext
+from worker.sync.status import StatusObserver
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Store, config cache, BC hub and broker connection, shared by every role of a process.
+
+    It is the first service started and the last stopped.
+    """
+
+    settings: Settings
+    store: Store
+    configs: ConfigCache
+    hub: BcHub
+    connection: AbstractRobustConnection
+    publisher: Publisher
+    leases: Leases
+    observers: list[Observer] = field(default_factory=list)
+    name: str = "runtime"
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Runtime:
+        for secret in (settings.api_token, settings.smtp_url):
+            if secret is not None:
+                register_secret(secret.get_secret_value())
+        store = Store.from_settings(settings)
+        await store.migrate()
+        connection = await aio_pika.connect_robust(
+            settings.amqp_url.get_secret_value(),
+            client_properties={"connection_name": "bc-sync"},
+            reconnect_interval=2.0,
+        )
+        channel = await connection.channel()
+        await Topology.from_settings(settings).apply(channel)
+        await channel.close()
+        return cls(
+            settings=settings,
+            store=store,
+            configs=ConfigCache(store),
+            hub=BcHub(settings),
+            connection=connection,
+            publisher=Publisher(connection, settings.exchange),
+            leases=Leases(store),
+        )
+
+    async def emit(self, type_: str, org: str, data: ExportedData, event_id: str) -> None:
+        """Publish an outgoing event for Moment, confirmed by the broker."""
+        await self.publisher.event(
+            type_, build(type_, org, data, id_=event_id), message_id=event_id
+        )
+
+    def sync_context(self) -> SyncContext:
+        return SyncContext(
+            self.settings,
+            self.configs,
+            self.hub,
+            claims=self.leases,
+            outcomes=self.store,
+            emit=self.emit,
+        )
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.publisher.close()
+        await self.connection.close()
+        await self.hub.close()
+        await self.store.close()
 
 
 async def build_services(settings: Settings, roles: Sequence[str]) -> list[Service]:
-    registry: Registry = {}
-    services: list[Service] = []
+    """The services of ``bc-sync run --roles …``; every process also serves health and metrics."""
+    runtime = await Runtime.open(settings)
+    services: list[Service] = [runtime]
+    ctx = ApiContext(settings=settings, services={"runtime": runtime, "store": runtime.store})
+    consumers: list[Consumer] = []
     if "consume" in roles:
-        services.append(Consumer(settings, registry))
+        consumer = Consumer(
+            settings,
+            registry(runtime.sync_context()),
+            observers=[StatusObserver(runtime.store), *runtime.observers],
+            connection=runtime.connection,
+        )
+        consumers.append(consumer)
+        services.append(consumer)
+    ctx.readiness.update(readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store)))
+    routes: list[Any] = []
+    if "api" in roles:
+        routes.append(ops_routes.add_routes)
+        services.append(DeadLetterSampler(settings))
+    services.append(ApiServer(create_app(ctx, routes), settings.http_host, settings.http_port))
     return services
+
+
+def _pinger(store: Store) -> Any:
+    async def ping() -> None:
+        if not await store.ping():
+            raise ConnectionError("store unreachable")
+
+    return ping

@@ -12,6 +12,7 @@ from typing import Any
 
 from worker.config.settings import Settings, exit_on_bad_settings
 from worker.log import configure
+from worker.ops.commands import register as register_dlq
 
 ROLES = ("consume", "poll", "api", "notify")
 
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = topo_sub.add_parser("export", help="print the topology as RabbitMQ definitions")
     export.add_argument("--output", "-o", help="write to this file instead of stdout")
     export.set_defaults(func=cmd_topology_export)
+
+    register_dlq(sub)
 
     return parser
 

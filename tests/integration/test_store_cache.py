@@ -12,15 +12,10 @@ from typing import Any
 
 from sqlalchemy import event
 
-from tests.integration import test_store as shared
-from tests.integration.test_store import MakeStore, config, secret_of
+from tests.db_support import MakeStore
+from tests.integration.test_store import config, secret_of
 from worker.config.cache import ConfigCache
 from worker.config.store import Store
-
-# The same databases as the store tests: SQLite files and a PostgreSQL database of this run.
-pg_database = shared.pg_database
-db_url = shared.db_url
-make_store = shared.make_store
 
 TTL = 5.0
 

@@ -7,11 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import factories as f
+from worker.bc import BcValidationError
 from worker.errors import Permanent
 from worker.events.models import Customer, Invoice, Project
 from worker.sync import transforms as t
 from worker.sync.errors import missing_record
-from worker.bc import BcValidationError
 
 TERMS = (("id-10", "10 DAGAR", "10D"), ("id-30", "30 DAGAR", "<30D>"), ("id-14", "14 DAGAR", "14D"))
 
@@ -46,21 +46,27 @@ def test_domestic_vs_abroad_posting_groups() -> None:
     dom, abroad = ("INRIKES", "KUNDER"), ("EXPORT", "KUNDER-EXP")
     se = Customer.model_validate(f.customer(country="SE"))
     no = Customer.model_validate(f.customer(country="NO"))
-    assert t.posting_groups(se, "se", dom, abroad) == t.PostingGroupChoice("INRIKES", "KUNDER", True)
+    assert t.posting_groups(se, "se", dom, abroad) == t.PostingGroupChoice(
+        "INRIKES", "KUNDER", True
+    )
     assert t.posting_groups(no, "SE", dom, abroad) == t.PostingGroupChoice(
         "EXPORT", "KUNDER-EXP", False
     )
 
 
-@pytest.mark.parametrize(("days", "expected"), [(30, "id-30"), (10, "id-10"), (45, None), (None, None)])
+@pytest.mark.parametrize(
+    ("days", "expected"), [(30, "id-30"), (10, "id-10"), (45, None), (None, None)]
+)
 def test_payment_terms_map_by_due_date_formula(days: int | None, expected: str | None) -> None:
     assert t.payment_terms_id(days, TERMS) == expected
 
 
 def test_long_free_text_is_cut_to_bc_lengths_and_cleaned() -> None:
     c = Customer.model_validate(
-        f.customer(name="A" * 150, invoice_address={"line1": "Gata\r\n1\x00", "city": "S" * 40,
-                                                    "country_code": "se"})
+        f.customer(
+            name="A" * 150,
+            invoice_address={"line1": "Gata\r\n1\x00", "city": "S" * 40, "country_code": "se"},
+        )
     )
     body = t.customer_payload(c, local_currency="SEK", payment_terms=None)
     assert body["displayName"] == "A" * 100
@@ -98,7 +104,9 @@ def test_invoice_payload_and_lines() -> None:
     assert body["externalDocumentNumber"] == "1864"
     assert body["customerNumber"] == "10006"
     assert (body["invoiceDate"], body["postingDate"], body["dueDate"]) == (
-        "2026-11-20", "2026-11-20", "2026-12-20"
+        "2026-11-20",
+        "2026-11-20",
+        "2026-12-20",
     )
     assert body["currencyCode"] == ""
     assert body["customerPurchaseOrderReference"] == "PO-77"
@@ -119,44 +127,86 @@ def test_invoice_payload_and_lines() -> None:
 def test_department_from_the_department_object_or_the_tag_group() -> None:
     cust = f.customer()
     lines = [
-        {"description": "a", "quantity": 1, "unit_price": 1, "account_number": "3010",
-         "project": f.project("4005", department="100", tag_code="300", cust=cust)},
+        {
+            "description": "a",
+            "quantity": 1,
+            "unit_price": 1,
+            "account_number": "3010",
+            "project": f.project("4005", department="100", tag_code="300", cust=cust),
+        },
         {"description": "b", "quantity": 1, "unit_price": 1, "account_number": "3010"},
-        {"description": "c", "quantity": 1, "unit_price": 1, "account_number": "3010",
-         "project": f.project("4006", department="200", tag_code="200", cust=cust)},
+        {
+            "description": "c",
+            "quantity": 1,
+            "unit_price": 1,
+            "account_number": "3010",
+            "project": f.project("4006", department="200", tag_code="200", cust=cust),
+        },
     ]
     inv = Invoice.model_validate(f.invoice(lines=lines, cust=cust))
-    by_dept = t.line_dimensions(inv, project_dimension="PROJEKT", department_dimension="AVDELNING",
-                                department_source="department", tag_group=None)
+    by_dept = t.line_dimensions(
+        inv,
+        project_dimension="PROJEKT",
+        department_dimension="AVDELNING",
+        department_source="department",
+        tag_group=None,
+    )
     assert by_dept == [
         t.LineDims(10000, (("PROJEKT", "4005"), ("AVDELNING", "100"))),
         t.LineDims(30000, (("PROJEKT", "4006"), ("AVDELNING", "200"))),
     ]
-    by_tag = t.line_dimensions(inv, project_dimension="PROJEKT", department_dimension="AVDELNING",
-                               department_source="tag_group", tag_group="avdelning")
+    by_tag = t.line_dimensions(
+        inv,
+        project_dimension="PROJEKT",
+        department_dimension="AVDELNING",
+        department_source="tag_group",
+        tag_group="avdelning",
+    )
     assert by_tag[0].values == (("PROJEKT", "4005"), ("AVDELNING", "300"))
 
 
 def test_missing_department_names_the_project() -> None:
-    inv = Invoice.model_validate(f.invoice(lines=[
-        {"description": "a", "quantity": 1, "unit_price": 1, "account_number": "3010",
-         "project": f.project("4005", department=None, tag_code=None)}]))
+    inv = Invoice.model_validate(
+        f.invoice(
+            lines=[
+                {
+                    "description": "a",
+                    "quantity": 1,
+                    "unit_price": 1,
+                    "account_number": "3010",
+                    "project": f.project("4005", department=None, tag_code=None),
+                }
+            ]
+        )
+    )
     with pytest.raises(Permanent) as err:
-        t.line_dimensions(inv, project_dimension="PROJEKT", department_dimension="AVDELNING",
-                          department_source="department", tag_group=None)
+        t.line_dimensions(
+            inv,
+            project_dimension="PROJEKT",
+            department_dimension="AVDELNING",
+            department_source="department",
+            tag_group=None,
+        )
     assert err.value.code == "BC-DEPARTMENT-MISSING" and "4005" in err.value.message
 
 
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ("The field No. of table Sales Line contains a value (9999) that cannot be found in the "
-         "related table (G/L Account).", ("BC-ACCOUNT-MISSING", "G/L account", "9999")),
-        ("The field Customer Posting Group of table Customer contains a value (KUNDER-EXP) that "
-         "cannot be found in the related table (Customer Posting Group).",
-         ("BC-POSTING-GROUP-MISSING", "Customer posting group", "KUNDER-EXP")),
-        ("The Customer does not exist. Identification fields and values: No.='10006'",
-         ("BC-CUSTOMER-MISSING", "Customer", "10006")),
+        (
+            "The field No. of table Sales Line contains a value (9999) that cannot be found in the "
+            "related table (G/L Account).",
+            ("BC-ACCOUNT-MISSING", "G/L account", "9999"),
+        ),
+        (
+            "The field Customer Posting Group of table Customer contains a value (KUNDER-EXP) that "
+            "cannot be found in the related table (Customer Posting Group).",
+            ("BC-POSTING-GROUP-MISSING", "Customer posting group", "KUNDER-EXP"),
+        ),
+        (
+            "The Customer does not exist. Identification fields and values: No.='10006'",
+            ("BC-CUSTOMER-MISSING", "Customer", "10006"),
+        ),
         ("Something else entirely", None),
     ],
 )

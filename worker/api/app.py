@@ -40,7 +40,7 @@ class ApiContext:
 
 
 CONTEXT = web.AppKey("context", ApiContext)
-CALLER = "caller"  # request key: name of the API token that authenticated
+CALLER = web.RequestKey("caller", str)  # name of the API token that authenticated
 
 
 def parse_tokens(raw: str | None) -> dict[str, str]:
@@ -136,7 +136,7 @@ def create_app(
     tokens = parse_tokens(
         ctx.settings.api_token.get_secret_value() if ctx.settings.api_token else None
     )
-    if not tokens:
+    if not tokens and route_modules:
         raise ValueError("BC_SYNC_API_TOKEN is required for the admin API")
     app = web.Application(
         middlewares=[_errors_middleware, _auth_middleware(tokens)], client_max_size=1024**2

@@ -125,6 +125,21 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        2,
+        "leases: short exclusive claims shared by all workers",
+        (
+            """
+            CREATE TABLE leases (
+                name VARCHAR(300) NOT NULL PRIMARY KEY,
+                owner VARCHAR(100) NOT NULL,
+                expires_at {TIMESTAMP} NOT NULL
+            )
+            """,
+        ),
+    ),
+    # step 3 (expense import) goes here
+    # step 4 (notifications) goes here
 ]
 
 schema_version = Table(

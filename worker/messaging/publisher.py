@@ -69,6 +69,8 @@ class Publisher:
         await exchange.publish(
             make_message(body, message_id=message_id, headers=headers, type_=routing_key),
             routing_key=routing_key,
+            # Nobody may be bound yet (Moment's consumers are not ours): not an error.
+            mandatory=False,
         )
 
     async def events(self, items: Iterable[tuple[str, bytes, str]]) -> int:

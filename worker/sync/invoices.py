@@ -114,7 +114,21 @@ async def _create_draft(
     try:
         return await bc.create_sales_invoice(payload)
     except BcError as exc:
-        if exc.transient or await bc.find_customer(payload["customerNumber"]) is not None:
+        if exc.transient:
+            raise
+        if "account does not exist" in (exc.message or "").lower():
+            # BC's line validation does not name the account (page 30043): name the candidates.
+            accounts = sorted({line["lineObjectNumber"] for line in payload["salesInvoiceLines"]})
+            raise Permanent(
+                "BC-ACCOUNT-MISSING",
+                f"A G/L account on invoice {invoice.number} does not exist in company "
+                f"'{config.company_name}' (accounts used: {', '.join(accounts)}). Add it in "
+                "Business Central or correct the account in Moment, then replay.",
+                bc_status=exc.status,
+                bc_code=exc.code,
+                subject=f"invoice {invoice.number}",
+            ) from None
+        if await bc.find_customer(payload["customerNumber"]) is not None:
             raise
     # BC refused the draft because the customer does not exist.
     if not config.export_customers:
