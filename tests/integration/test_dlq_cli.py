@@ -14,9 +14,9 @@ import pytest
 
 from tests.amqp_support import depth
 from tests.integration.test_dlq_support import REPO, Spec, cli_env, dead_ids, make_dead_letters
+from worker.cli import build_parser
 from worker.config.settings import Settings
 from worker.errors import CATALOGUE
-from worker.ops.__main__ import build_parser
 
 SPECS = [
     Spec("1", org="org-a", code="BC-POSTING-GROUP-MISSING"),
@@ -45,7 +45,7 @@ async def run_process(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.ops",
+        "worker.cli",
         "dlq",
         *argv,
         env=cli_env(settings),
@@ -170,7 +170,7 @@ def test_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_help_names_every_command() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "worker.ops", "dlq", "--help"],
+        [sys.executable, "-m", "worker.cli", "dlq", "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,

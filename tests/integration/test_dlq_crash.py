@@ -21,7 +21,7 @@ async def test_replay_killed_midway_loses_nothing(settings: Settings) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.ops",
+        "worker.cli",
         "dlq",
         "replay",
         "--rate",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker.ops.__main__ import build_parser
+from worker.cli import build_parser
 from worker.ops.commands import ProgressBar, format_table
 from worker.ops.dlq import Filters
 

@@ -18,6 +18,7 @@ from worker.config.model import IntegrationConfig
 from worker.config.settings import Settings
 from worker.errors import Transient
 from worker.events.envelope import Event
+from worker.events.handlers import Outcome
 from worker.events.models import ExportedData
 from worker.sync.errors import classify
 
@@ -80,6 +81,16 @@ class SyncContext:
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
         self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    async def enabled(self, org: str, toggle: str) -> IntegrationConfig | Outcome:
+        """The organization's config when ``toggle`` (e.g. ``export_invoices``) is on, else the
+        skip outcome: no config at all, or that object switched off."""
+        config = await self.configs.config(org)
+        if config is None:
+            return Outcome.skipped("not_configured")
+        if not getattr(config, toggle):
+            return Outcome.skipped("export_off")
+        return config
 
     def connection(self, config: IntegrationConfig) -> BcConnection:
         secret = config.client_secret

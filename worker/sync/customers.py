@@ -17,11 +17,9 @@ from worker.sync.transforms import customer_payload, payment_terms_id, posting_g
 
 
 async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
-    config = await ctx.configs.config(event.org)
-    if config is None:
-        return Outcome.skipped("not_configured")
-    if not config.export_customers:
-        return Outcome.skipped("export_off")
+    config = await ctx.enabled(event.org, "export_customers")
+    if isinstance(config, Outcome):
+        return config
     customer: Customer = event.data.customer
     subject = f"customer {customer.number}"
     bc = ctx.connection(config)

@@ -34,11 +34,9 @@ log = structlog.get_logger(__name__)
 
 
 async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
-    config = await ctx.configs.config(event.org)
-    if config is None:
-        return Outcome.skipped("not_configured")
-    if not config.export_invoices:
-        return Outcome.skipped("export_off")
+    config = await ctx.enabled(event.org, "export_invoices")
+    if isinstance(config, Outcome):
+        return config
     invoice: Invoice = event.data.invoice
     subject = f"invoice {invoice.number}"
     # Everything that can be wrong with the event itself fails here, before any write.

@@ -15,11 +15,9 @@ from worker.sync.transforms import dimension_value
 
 
 async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
-    config = await ctx.configs.config(event.org)
-    if config is None:
-        return Outcome.skipped("not_configured")
-    if not config.export_projects:
-        return Outcome.skipped("export_off")
+    config = await ctx.enabled(event.org, "export_projects")
+    if isinstance(config, Outcome):
+        return config
     project: Project = event.data.project
     bc = ctx.connection(config)
     try:
