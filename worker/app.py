@@ -10,7 +10,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
-from worker.api import ops_routes
+from worker.api import config_routes, ops_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.bc import BcHub
 from worker.config.cache import ConfigCache
@@ -24,11 +24,13 @@ from worker.log import register_secret
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
 from worker.messaging.topology import Topology
+from worker.notify import DigestService, NotificationRecorder, NotificationRepository
 from worker.ops.health import readiness_checks
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 from worker.sync import registry
 from worker.sync.context import SyncContext
+from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver
 
 log = structlog.get_logger(__name__)
@@ -106,6 +108,9 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
     """The services of ``bc-sync run --roles …``; every process also serves health and metrics."""
     runtime = await Runtime.open(settings)
     services: list[Service] = [runtime]
+    notifications = NotificationRepository(runtime.store)
+    # Every consuming or polling process records what needs a person; the notify role sends it.
+    runtime.observers.append(NotificationRecorder(notifications))
     ctx = ApiContext(settings=settings, services={"runtime": runtime, "store": runtime.store})
     consumers: list[Consumer] = []
     if "consume" in roles:
@@ -117,10 +122,23 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
         )
         consumers.append(consumer)
         services.append(consumer)
+    if "poll" in roles:
+        services.append(ExpensePoller.from_runtime(runtime))
+    if "notify" in roles:
+        services.append(
+            DigestService(
+                settings,
+                notifications,
+                runtime.configs,
+                runtime.leases,
+                publisher=runtime.publisher,
+            )
+        )
     ctx.readiness.update(readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store)))
     routes: list[Any] = []
     if "api" in roles:
         routes.append(ops_routes.add_routes)
+        routes.append(config_routes.add_routes)
         services.append(DeadLetterSampler(settings))
     services.append(ApiServer(create_app(ctx, routes), settings.http_host, settings.http_port))
     return services

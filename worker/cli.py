@@ -12,7 +12,9 @@ from typing import Any
 
 from worker.config.settings import Settings, exit_on_bad_settings
 from worker.log import configure
+from worker.config.commands import register as register_config
 from worker.ops.commands import register as register_dlq
+from worker.sync.poll_commands import register as register_poll
 
 ROLES = ("consume", "poll", "api", "notify")
 
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_topology_export)
 
     register_dlq(sub)
+    register_config(sub)
+    register_poll(sub)
 
     return parser
 

@@ -20,6 +20,7 @@ from worker.config.model import (
     field_errors,
     is_valid_email,
     parse_config,
+    parse_connection_fields,
 )
 from worker.config.settings import Settings
 
@@ -231,7 +232,20 @@ def test_fields_required_by_a_toggle(toggle: str, field: str, message: str, how:
     assert errors_of(data) == [{"field": field, "code": "required", "message": message}]
     # The same field may stay empty while its data object is switched off.
     data[toggle] = False
+    if field == "project_dimension":
+        data["import_expenses"] = False  # expense import needs it too (next test)
     parse_config(data)
+
+
+def test_expense_import_needs_the_project_dimension_even_without_project_export() -> None:
+    data = body(export_projects=False, project_dimension=None)
+    assert errors_of(data) == [
+        {
+            "field": "project_dimension",
+            "code": "required",
+            "message": "Project dimension is required when Import expenses is on.",
+        }
+    ]
 
 
 def test_expenses_billable_false_is_a_valid_choice() -> None:
@@ -821,3 +835,39 @@ def test_the_storage_form_round_trips() -> None:
     cfg = parse_config(body(department_source="tag_group", department_tag_group="Avdelning"))
     stored = json.loads(json.dumps(cfg.to_storage_dict()))
     assert IntegrationConfig.from_stored(stored, SECRET) == cfg
+
+
+# --- the options call's connection fields ------------------------------------------------------
+
+
+def test_connection_fields_take_the_whole_dialog_and_keep_what_connects() -> None:
+    fields = parse_connection_fields(body(tenant_id="Contoso.OnMicrosoft.com"))
+    assert fields.tenant_id == "contoso.onmicrosoft.com"
+    assert fields.company_name == "CRONUS Sverige AB"
+    assert fields.client_secret is not None
+    assert fields.client_secret.get_secret_value() == SECRET
+    assert SECRET not in repr(fields)
+
+
+def test_connection_fields_need_no_company_and_no_secret() -> None:
+    fields = parse_connection_fields(
+        {"tenant_id": "contoso.onmicrosoft.com", "environment": "Sandbox", "company_name": " "}
+    )
+    assert (fields.company_name, fields.client_secret) == (None, None)
+    assert fields.effective_client_id(
+        Settings(client_id="A" * 8 + "-1111-2222-3333-" + "4" * 12)
+    ) == ("a" * 8 + "-1111-2222-3333-" + "4" * 12)
+
+
+def test_connection_fields_report_field_errors_without_the_secret() -> None:
+    with pytest.raises(ConfigValidationError) as caught:
+        parse_connection_fields(
+            {
+                "tenant_id": "x/../evil",
+                "environment": "Prod/uction",
+                "client_secret": SECRET + "\x00x",
+            }
+        )
+    fields = [e["field"] for e in caught.value.errors]
+    assert fields == ["tenant_id", "client_secret", "environment"]
+    assert SECRET not in json.dumps(caught.value.errors)

@@ -336,6 +336,24 @@ def _user_id(value: object) -> str | None:
 Code = Annotated[str | None, BeforeValidator(_code)]
 
 
+def effective_client_id(client_id: str | None, settings: Settings) -> str:
+    """``client_id`` when given, else the installation's default (``BC_SYNC_CLIENT_ID``)."""
+    if client_id:
+        return client_id
+    if settings.client_id:
+        return settings.client_id.strip().lower()
+    raise ConfigValidationError(
+        [
+            {
+                "field": "client_id",
+                "code": "required",
+                "message": "Client ID is required: this installation has no default "
+                "application (client) ID, so enter the one of your Entra app.",
+            }
+        ]
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Models
 
@@ -505,20 +523,7 @@ class IntegrationConfig(_Model):
 
     def effective_client_id(self, settings: Settings) -> str:
         """The Entra app (client) id: this config's own, else the installation's default."""
-        if self.client_id:
-            return self.client_id
-        if settings.client_id:
-            return settings.client_id.strip().lower()
-        raise ConfigValidationError(
-            [
-                {
-                    "field": "client_id",
-                    "code": "required",
-                    "message": "Client ID is required: this installation has no default "
-                    "application (client) ID, so enter the one of your Entra app.",
-                }
-            ]
-        )
+        return effective_client_id(self.client_id, settings)
 
     def to_storage_dict(self) -> dict[str, Any]:
         """JSON-ready fields without the secret (the store keeps it encrypted on its own)."""
@@ -661,6 +666,9 @@ def _conditional_errors(get: Callable[[str], object]) -> list[FieldError]:
                 }
             )
     if _on(get("import_expenses")):
+        if not _on(get("export_projects")):  # else already required above
+            # Only lines carrying a value of this dimension are project expenses.
+            need("project_dimension", "Import expenses")
         need("expenses_from_date", "Import expenses")
         need("expense_activity", "Import expenses")
         need(
@@ -758,3 +766,47 @@ def parse_config(data: Mapping[str, Any] | Any) -> IntegrationConfig:
             if not any(_related(extra["field"], e["field"]) for e in errors):
                 errors.append(extra)
     raise ConfigValidationError(errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# The options call: just the connection fields of the dialog
+
+
+def _optional_company_name(value: object, info: ValidationInfo) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _company_name(value, info)
+
+
+class ConnectionFields(_Model):
+    """The dialog's connection fields, as the options call receives them.
+
+    Other fields of the dialog may come along (the dialog posts its whole form) and are
+    ignored; the company name is optional (without it only the companies are listed), and so
+    is the secret (the stored one is used when the organization has one).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    tenant_id: Annotated[str, BeforeValidator(_tenant_id)]
+    client_id: Annotated[str | None, BeforeValidator(_client_id)] = None
+    client_secret: Annotated[SecretStr | None, BeforeValidator(_client_secret)] = None
+    environment: Annotated[str, BeforeValidator(_environment)]
+    company_name: str | None = None
+
+    @field_validator("company_name", mode="before")
+    @classmethod
+    def _company(cls, value: object, info: ValidationInfo) -> str | None:
+        return _optional_company_name(value, info)
+
+    def effective_client_id(self, settings: Settings) -> str:
+        """This request's client id, else the installation's default (as for a config)."""
+        return effective_client_id(self.client_id, settings)
+
+
+def parse_connection_fields(data: Mapping[str, Any] | Any) -> ConnectionFields:
+    """Validate the options call's body; raise :class:`ConfigValidationError` per field."""
+    try:
+        return ConnectionFields.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigValidationError(field_errors(exc)) from None
