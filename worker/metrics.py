@@ -62,7 +62,9 @@ EXPENSES_PUBLISHED = Counter(
     "bcsync_expenses_published_total", "bc.expense.imported events published."
 )
 POLLER_LAG = Gauge(
-    "bcsync_poller_lag_seconds", "Now minus the expense watermark, per organization.", ["org"]
+    "bcsync_poller_lag_seconds",
+    "Seconds since the last successful expense poll, per organization.",
+    ["org"],
 )
 NOTIFICATIONS_SENT = Counter(
     "bcsync_notifications_sent_total",

@@ -1,0 +1,100 @@
+"""``bc-sync poll --once [--org ID] [--json]``: one expense-import round now (DESIGN §11).
+
+``worker/cli.py`` calls :func:`register` with its sub-parsers. The long-running poller is the
+``poll`` role of ``bc-sync run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from worker.config.settings import Settings
+from worker.log import redact_text
+from worker.ops.commands import format_table
+from worker.sync.expenses import PollResult
+
+COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("ORG", "org", 24),
+    ("STATUS", "status", 8),
+    ("PUBLISHED", "published", 9),
+    ("SKIPPED LINES", "skipped_lines", 13),
+    ("ALREADY SENT", "already_published", 12),
+    ("WATERMARK (UTC)", "watermark", 25),
+    ("NOTE", "note", 80),
+)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return number
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``poll`` to the ``bc-sync`` sub-commands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "poll",
+        help="import expenses posted in Business Central now (one round)",
+        description="Run one expense-import round: publish a bc.expense.imported event for "
+        "every new purchase invoice line posted on the project dimension. The continuous "
+        "poller is the 'poll' role of 'bc-sync run'.",
+    )
+    parser.add_argument(
+        "--once", action="store_true", required=True, help="run one round and exit (required)"
+    )
+    parser.add_argument(
+        "--org", help="only this Moment organization (polled even when paused; import must be on)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--page-size", type=_positive, help=argparse.SUPPRESS)
+    parser.set_defaults(func=cmd_poll)
+    return parser
+
+
+def render(results: Sequence[PollResult], *, as_json: bool) -> str:
+    """The round's outcome per organization, as a table or as JSON."""
+    if as_json:
+        return json.dumps({"organizations": [r.to_dict() for r in results]}, indent=2)
+    if not results:
+        return "No organization has expense import switched on."
+    rows: list[dict[str, Any]] = []
+    for r in results:
+        row = r.to_dict()
+        row["watermark"] = r.watermark.strftime("%Y-%m-%d %H:%M:%S") if r.watermark else None
+        note = ": ".join(p for p in (r.reason, r.message) if p)
+        row["note"] = redact_text(note) if note else None
+        rows.append(row)
+    return format_table(rows, COLUMNS)
+
+
+async def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
+    """Open the runtime (store, broker, BC hub), run one round, print it.
+
+    Exit code 0 when every organization was polled or skipped, 1 when one failed or is paused.
+    """
+    from worker.app import Runtime
+    from worker.sync.poller import poll_once
+
+    try:
+        runtime = await Runtime.open(settings)
+    except (ConnectionError, OSError) as exc:
+        print(
+            f"bc-sync poll: cannot reach the broker or the store: "
+            f"{redact_text(str(exc)) or type(exc).__name__}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        results = await poll_once(runtime, args.org, page_size=args.page_size)
+    finally:
+        await runtime.stop()
+    print(render(results, as_json=args.json))
+    return 1 if any(r.status in ("failed", "paused") for r in results) else 0

@@ -1,0 +1,472 @@
+"""The expense poller role (``bc-sync run --roles poll``) and one-shot rounds for the CLI.
+
+Every ``BC_SYNC_POLL_INTERVAL_S`` (each organization on its own jittered schedule, so they do not
+poll in lockstep) it polls each organization whose import is on. A lease ``poll:{org}`` in the
+store makes sure one replica polls an organization at a time; it is renewed while polling and
+expires when its holder dies. The config is read from the store every round, so a save takes
+effect at the next poll without a restart.
+
+Failures: throttling, outages and malformed answers are logged and retried later with a
+per-organization backoff. Rejected credentials and config that no longer matches BC (company,
+environment or project dimension gone, import settings incomplete) pause the organization until
+its config is saved again, and are reported to the observers (notifications, status) once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from worker.bc import BcError
+from worker.config.leases import Leases
+from worker.config.model import ConfigValidationError
+from worker.config.settings import Settings
+from worker.config.store import Store, StoredConfig, utcnow
+from worker.events.handlers import FailureReport, Observer
+from worker.metrics import EXPENSES_PUBLISHED, POLLER_LAG
+from worker.sync.context import SyncContext
+from worker.sync.errors import classify
+from worker.sync.expenses import (
+    EVENT_TYPE,
+    OBJECT_TYPE,
+    EventSink,
+    ExpenseState,
+    PollResult,
+    PollState,
+    poll_org,
+)
+from worker.sync.status import StatusObserver
+
+log = structlog.get_logger(__name__)
+
+LEASE_TTL_S = 120.0  # a crashed holder blocks its organizations this long at most
+LEASE_RENEW_S = 30.0
+JITTER = 0.2  # each organization's next poll: interval * (1 +/- JITTER)
+MAX_BACKOFF_S = 3600.0
+MAX_SLEEP_S = 30.0  # the loop wakes at least this often to notice new organizations
+CONCURRENCY = 4  # organizations polled at once by one process
+# Invoices per BC page: each page's ids are stored once confirmed, so a round cut short keeps
+# what it sent, and a page's publishes stay a bounded batch.
+PAGE_SIZE = 200
+
+# Codes that need a person: polling that organization stops until its config is saved again.
+PAUSE_CODES = frozenset(
+    {
+        "BC-CREDENTIALS-REJECTED",
+        "BC-ENVIRONMENT-MISSING",
+        "BC-COMPANY-MISSING",
+        "BC-DIMENSION-MISSING",
+        "CONFIG-EXPENSES-INCOMPLETE",
+    }
+)
+
+
+class LeaseLost(Exception):
+    """Another replica took over the organization's lease (ours expired): stop this round."""
+
+
+class PollFailure(Exception):
+    """A round failed with a catalogue code; ``pause`` when a person must act first."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        pause: bool,
+        retry_after: float | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.pause = pause
+        self.retry_after = retry_after
+        self.correlation_id = correlation_id
+
+
+class PollerDeps(Protocol):
+    """What the poller takes from the process runtime (``worker.app.Runtime`` has it all)."""
+
+    settings: Settings
+    store: Store
+    leases: Leases
+    observers: list[Observer]
+
+    @property
+    def publisher(self) -> EventSink: ...
+
+    def sync_context(self) -> SyncContext: ...
+
+
+@dataclass
+class _Schedule:
+    due: float  # monotonic time of the next poll
+    failures: int = 0
+
+
+class ExpensePoller:
+    """The ``poll`` role: :meth:`start` / :meth:`stop` like every service; :meth:`run_round`
+    polls now (the CLI's ``poll --once``)."""
+
+    name = "poll"
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        ctx: SyncContext,
+        sink: EventSink,
+        leases: Leases,
+        observers: Sequence[Observer] = (),
+        interval_s: float | None = None,
+        page_size: int | None = PAGE_SIZE,
+        lease_ttl_s: float = LEASE_TTL_S,
+        lease_renew_s: float = LEASE_RENEW_S,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ctx = ctx
+        self.sink = sink
+        self.leases = leases
+        self.observers = list(observers)
+        self.interval_s = interval_s if interval_s is not None else settings.poll_interval_s
+        self.page_size = page_size
+        self.lease_ttl_s = lease_ttl_s
+        self.lease_renew_s = lease_renew_s
+        self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
+        self.state = ExpenseState(store)
+        self._schedule: dict[str, _Schedule] = {}
+        self._busy: set[str] = set()  # leases are re-entrant per owner: guard in process too
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_runtime(cls, deps: PollerDeps, **options: object) -> ExpensePoller:
+        """The poller of a process: its store, BC hub, publisher and observers (the status
+        table first, like the consumer's)."""
+        return cls(
+            settings=deps.settings,
+            store=deps.store,
+            ctx=deps.sync_context(),
+            sink=deps.publisher,
+            leases=deps.leases,
+            observers=[StatusObserver(deps.store), *deps.observers],
+            **options,  # type: ignore[arg-type]
+        )
+
+    # -- service ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.create_task(self._loop(), name="expense-poller")
+
+    async def stop(self) -> None:
+        """Let the organizations being polled finish (up to the shutdown grace), start no new
+        ones. A round cut off re-sends at most what it published unrecorded, with the same ids."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, self.settings.shutdown_grace_s)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            pause = None
+            try:
+                await self.run_round(due_only=True)
+            except Exception:  # the store itself failing: not in a tight loop
+                log.exception("expense_poll_round_failed")
+                pause = min(self.interval_s, MAX_SLEEP_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause or self._sleep_s())
+
+    def _sleep_s(self) -> float:
+        now = time.monotonic()
+        nearest = min((s.due for s in self._schedule.values()), default=now + MAX_SLEEP_S)
+        return max(0.05, min(MAX_SLEEP_S, self.interval_s, nearest - now))
+
+    def _next(self, org: str, *, failed: bool = False, retry_after: float | None = None) -> None:
+        sched = self._schedule.setdefault(org, _Schedule(0.0))
+        sched.failures = sched.failures + 1 if failed else 0
+        base = self.interval_s
+        if failed:
+            base = min(MAX_BACKOFF_S, self.interval_s * 2 ** (sched.failures - 1))
+            base = max(base, retry_after or 0.0)
+        sched.due = time.monotonic() + base * random.uniform(1 - JITTER, 1 + JITTER)
+
+    # -- rounds -------------------------------------------------------------------------------
+
+    async def run_round(
+        self, orgs: Sequence[str] | None = None, *, due_only: bool = False, force: bool = False
+    ) -> list[PollResult]:
+        """Poll ``orgs`` (default: every organization with import on); ``due_only`` skips those
+        whose jittered time has not come, ``force`` polls paused ones too (an operator asks)."""
+        enabled = await self.store.configs.list_orgs(import_expenses=True)
+        self._forget_disabled(enabled)
+        targets = list(orgs) if orgs is not None else enabled
+        if due_only:
+            now = time.monotonic()
+            for org in targets:
+                if org not in self._schedule:  # first sight: spread the first polls out
+                    self._schedule[org] = _Schedule(
+                        now + random.uniform(0, JITTER) * min(self.interval_s, MAX_SLEEP_S)
+                    )
+            targets = [o for o in targets if self._schedule[o].due <= now]
+        random.shuffle(targets)  # replicas meet at different organizations first
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(org: str) -> PollResult:
+            async with gate:
+                if self._stop.is_set():
+                    return PollResult(org, status="skipped", reason="stopping")
+                return await self.poll(org, force=force)
+
+        results = await asyncio.gather(*(one(org) for org in targets))
+        return sorted(results, key=lambda r: r.org)
+
+    def _forget_disabled(self, enabled: Sequence[str]) -> None:
+        on = set(enabled)
+        for org in [o for o in self._schedule if o not in on]:
+            del self._schedule[org]
+            with contextlib.suppress(KeyError):
+                POLLER_LAG.remove(org)
+
+    async def poll(self, org: str, *, force: bool = False) -> PollResult:
+        """One round for one organization; never raises for BC or config trouble."""
+        try:
+            stored = await self.store.configs.get(org)
+        except Exception as exc:
+            log.error("expense_poll_config_unreadable", org=org, error=str(exc))
+            self._next(org, failed=True)
+            return PollResult(org, status="failed", reason="CONFIG-UNREADABLE", message=str(exc))
+        if stored is None:
+            return PollResult(org, status="skipped", reason="not_configured")
+        if not stored.config.import_expenses:
+            return PollResult(org, status="skipped", reason="import_off")
+        state = await self.state.get(org)
+        if state is not None and state.paused_for(stored.version) and not force:
+            self._set_lag(org, state)
+            self._next(org)
+            return PollResult(
+                org, status="paused", reason=state.last_error_code, message=state.last_error_message
+            )
+        if org in self._busy:
+            return PollResult(org, status="skipped", reason="polled_elsewhere")
+        self._busy.add(org)
+        try:
+            return await self._poll_configured(org, stored)
+        finally:
+            self._busy.discard(org)
+
+    async def _poll_configured(self, org: str, stored: StoredConfig) -> PollResult:
+        try:
+            async with self._lease(org) as keep_alive:
+                if keep_alive is None:
+                    return PollResult(org, status="skipped", reason="polled_elsewhere")
+                result = await self._poll_leased(org, stored, keep_alive)
+        except PollFailure as failure:
+            result = await self._failed(org, stored, failure)
+        except LeaseLost:
+            log.warning("expense_poll_lease_lost", org=org)
+            result = PollResult(org, status="skipped", reason="lease_lost")
+            self._next(org)
+        except Exception as exc:  # store or broker trouble: the round is simply retried
+            log.exception("expense_poll_failed", org=org)
+            result = await self._failed(
+                org, stored, PollFailure("INTERNAL-ERROR", _describe(exc), pause=False)
+            )
+        else:
+            self._next(org)
+            with contextlib.suppress(Exception):  # status only; the round itself is done
+                await self.store.record_success(org, OBJECT_TYPE, f"{result.published} published")
+        with contextlib.suppress(Exception):
+            self._set_lag(org, await self.state.get(org))
+        return result
+
+    async def _poll_leased(
+        self, org: str, stored: StoredConfig, keep_alive: _KeepAlive
+    ) -> PollResult:
+        config = stored.config
+        missing = [
+            label
+            for label, value in (
+                ("Project dimension", config.project_dimension),
+                ("From date", config.expenses_from_date),
+            )
+            if not value
+        ]
+        if missing:
+            raise PollFailure(
+                "CONFIG-EXPENSES-INCOMPLETE",
+                f"{' and '.join(missing)} must be set to import expenses: expenses are the "
+                "purchase invoice lines posted on the project dimension since the from date.",
+                pause=True,
+            )
+        assert config.project_dimension is not None
+        try:
+            bc = self.ctx.connection(config)
+            facts = await self.ctx.facts(bc)
+            if config.project_dimension.upper() not in facts.dimension_ids:
+                self.ctx.forget_facts(bc)  # cached for minutes: make sure before pausing
+                facts = await self.ctx.facts(bc)
+            if config.project_dimension.upper() not in facts.dimension_ids:
+                raise PollFailure(
+                    "BC-DIMENSION-MISSING",
+                    f"The project dimension '{config.project_dimension}' does not exist in "
+                    f"company '{config.company_name}'.",
+                    pause=True,
+                )
+            return await poll_org(
+                org,
+                config,
+                bc,
+                local_currency=facts.local_currency,
+                state=self.state,
+                sink=self.sink,
+                page_size=self.page_size,
+                keep_alive=keep_alive.check,
+                on_published=EXPENSES_PUBLISHED.inc,
+            )
+        except BcError as exc:
+            failure = classify(exc, subject="expenses", company=config.company_name)
+            raise PollFailure(
+                failure.code,
+                failure.message,
+                pause=failure.code in PAUSE_CODES,
+                retry_after=getattr(failure, "retry_after", None),
+                correlation_id=exc.correlation_id,
+            ) from exc
+        except ConfigValidationError as exc:  # e.g. no client id anywhere
+            raise PollFailure("BC-CREDENTIALS-REJECTED", str(exc), pause=True) from exc
+
+    async def _failed(self, org: str, stored: StoredConfig, failure: PollFailure) -> PollResult:
+        log.warning(
+            "expense_poll_failed" if not failure.pause else "expense_poll_paused",
+            org=org,
+            code=failure.code,
+            error=failure.message,
+            correlation_id=failure.correlation_id,
+        )
+        try:
+            await self.state.record_error(
+                org,
+                failure.code,
+                failure.message,
+                pause_version=stored.version if failure.pause else None,
+            )
+        except Exception:
+            log.exception("expense_poll_state_unwritable", org=org)
+        if failure.pause:
+            self._next(org)
+            await self._report(org, failure)
+        else:
+            self._next(org, failed=True, retry_after=failure.retry_after)
+        return PollResult(
+            org,
+            status="paused" if failure.pause else "failed",
+            reason=failure.code,
+            message=failure.message,
+        )
+
+    async def _report(self, org: str, failure: PollFailure) -> None:
+        report = FailureReport(
+            org=org,
+            event_id=None,
+            event_type=EVENT_TYPE,
+            object_type=OBJECT_TYPE,
+            moment_id=None,
+            moment_number=None,
+            code=failure.code,
+            message=failure.message,
+            attempts=1,
+            final=True,
+            notify_now=True,
+        )
+        for observer in self.observers:
+            try:
+                await observer.on_failure(report)
+            except Exception:
+                log.exception("observer_failed", org=org, observer=type(observer).__name__)
+
+    def _set_lag(self, org: str, state: PollState | None) -> None:
+        lag = lag_seconds(state) if state is not None else None
+        if lag is not None:
+            POLLER_LAG.labels(org).set(lag)
+
+    @asynccontextmanager
+    async def _lease(self, org: str) -> AsyncIterator[_KeepAlive | None]:
+        """Hold ``poll:{org}`` (renewed in the background), or yield ``None`` when another
+        replica holds it."""
+        name = f"poll:{org}"
+        if not await self.leases.acquire(name, self.owner, self.lease_ttl_s):
+            yield None
+            return
+        keep = _KeepAlive(self.leases, name, self.owner, self.lease_ttl_s)
+        renewer = asyncio.create_task(keep.renew_every(self.lease_renew_s))
+        try:
+            yield keep
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            try:
+                await self.leases.release(name, self.owner)
+            except Exception:
+                log.warning("lease_release_failed", lease=name)
+
+
+class _KeepAlive:
+    """Renews a lease in the background; :meth:`check` raises once it was lost."""
+
+    def __init__(self, leases: Leases, name: str, owner: str, ttl_s: float) -> None:
+        self.leases = leases
+        self.name = name
+        self.owner = owner
+        self.ttl_s = ttl_s
+        self.lost = False
+
+    async def renew_every(self, every_s: float) -> None:
+        while not self.lost:
+            await asyncio.sleep(every_s)
+            try:
+                self.lost = not await self.leases.renew(self.name, self.owner, self.ttl_s)
+            except Exception:  # the store hiccupped: the lease lasts ttl, try again
+                log.warning("lease_renew_failed", lease=self.name)
+
+    async def check(self) -> None:
+        if self.lost:
+            raise LeaseLost(self.name)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def poll_once(
+    deps: PollerDeps, org: str | None = None, *, page_size: int | None = None
+) -> list[PollResult]:
+    """One round now, as ``bc-sync poll --once [--org ID]`` runs it: every organization with
+    import on, or just ``org`` (then even when paused: an operator asked)."""
+    poller = ExpensePoller.from_runtime(deps, page_size=page_size or PAGE_SIZE)
+    return await poller.run_round([org] if org else None, force=org is not None)
+
+
+def lag_seconds(state: PollState, now: datetime | None = None) -> float | None:
+    """Seconds since the organization's last successful poll (what the lag gauge shows)."""
+    if state.last_success_at is None:
+        return None
+    return max(0.0, ((now or utcnow()) - state.last_success_at).total_seconds())
