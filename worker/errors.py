@@ -22,11 +22,11 @@ class ErrorInfo:
 CATALOGUE: dict[str, ErrorInfo] = {
     "EVENT-INVALID": ErrorInfo(
         "The event from Moment did not follow the event contract.",
-        "Nothing to change in Business Central. Moment's developers must fix the event; "
-        "ops can replay it afterwards.",
+        "Nothing to change in Business Central or in the settings: Moment's developers must "
+        "fix the event; support can replay it afterwards.",
     ),
     "EVENT-UNKNOWN-TYPE": ErrorInfo(
-        "The event type is not one bc-sync handles.",
+        "The event type is not one the integration handles.",
         "Moment's developers should check the routing key and the event type.",
     ),
     "CONFIG-MISMATCH": ErrorInfo(
@@ -41,18 +41,18 @@ CATALOGUE: dict[str, ErrorInfo] = {
     ),
     "BC-THROTTLED": ErrorInfo(
         "Business Central asked us to slow down (too many requests).",
-        "Nothing to do: bc-sync retries by itself.",
+        "Nothing to do: the integration retries by itself.",
         transient=True,
     ),
     "BC-UNAVAILABLE": ErrorInfo(
         "Business Central could not be reached or had a temporary problem.",
-        "Nothing to do unless it lasts: bc-sync retries by itself. If it persists, check "
-        "Business Central's service status.",
+        "Nothing to do unless it lasts: the integration retries by itself. If it persists, "
+        "check Business Central's service status.",
         transient=True,
     ),
     "BC-BUSY": ErrorInfo(
         "Another worker was exporting the same object at the same moment.",
-        "Nothing to do: bc-sync retries by itself.",
+        "Nothing to do: the integration retries by itself.",
         transient=True,
     ),
     "BC-ENVIRONMENT-MISSING": ErrorInfo(
@@ -65,14 +65,14 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "shows it.",
     ),
     "BC-SERVICE-NOT-PUBLISHED": ErrorInfo(
-        "A page that bc-sync needs is not published as a web service in Business Central.",
+        "A page the integration needs is not published as a web service in Business Central.",
         "Publish the named page on Business Central's 'Web Services' page under the named "
         "service name.",
     ),
     "BC-POSTING-GROUP-MISSING": ErrorInfo(
         "A posting group chosen in the integration settings does not exist in Business Central.",
         "Add the posting group in Business Central or choose another one in the integration "
-        "settings.",
+        "settings, then ask support to replay the failed items.",
     ),
     "BC-DIMENSION-MISSING": ErrorInfo(
         "A dimension chosen in the integration settings does not exist in Business Central.",
@@ -80,37 +80,45 @@ CATALOGUE: dict[str, ErrorInfo] = {
     ),
     "BC-DIMENSION-VALUE-MISSING": ErrorInfo(
         "A dimension value (project or department) does not exist in Business Central.",
-        "Create the value in Business Central, or switch on project export so bc-sync "
-        "creates projects itself; check the department codes in Moment.",
+        "Create the value in Business Central, or switch on project export so the "
+        "integration creates projects itself; check the department codes in Moment. Then ask "
+        "support to replay the failed items.",
     ),
     "BC-ACCOUNT-MISSING": ErrorInfo(
         "An invoice line uses a G/L account that does not exist in Business Central.",
         "Add the account in Business Central's chart of accounts, or correct the account "
-        "number on the article in Moment. Then ask ops to replay the invoice.",
+        "number on the article in Moment. Then ask support to replay the invoice.",
     ),
     "BC-CUSTOMER-MISSING": ErrorInfo(
         "The invoice's customer does not exist in Business Central.",
-        "Create the customer in Business Central, or switch on customer export so bc-sync "
-        "creates customers itself.",
+        "Create the customer in Business Central, or switch on customer export so the "
+        "integration creates customers itself. Then ask support to replay the invoice.",
     ),
     "BC-DEPARTMENT-MISSING": ErrorInfo(
         "An invoice line's project has no department code in Moment.",
         "Set the project's department (or its tag in the configured tag group) in Moment, "
-        "then ask ops to replay the invoice.",
+        "then ask support to replay the invoice.",
     ),
     "BC-VALIDATION": ErrorInfo(
         "Business Central rejected the data.",
         "Read Business Central's message below, correct the data in Moment or in Business "
-        "Central, then ask ops to replay.",
+        "Central, then ask support to replay it.",
+    ),
+    "CONFIG-EXPENSES-INCOMPLETE": ErrorInfo(
+        "Expense import is switched on, but its settings are incomplete.",
+        "Fill in the project dimension and the from date of the expense import in the "
+        "integration settings and save; expense import resumes then.",
     ),
     "DELIVERY-LIMIT": ErrorInfo(
         "The event was delivered many times without an outcome (workers crashed or lost their "
         "connection while handling it).",
-        "Ops should look at the worker logs for this event id, then replay it.",
+        "Nothing to change on your side. Support should look at the integration's logs for "
+        "this event, then replay it.",
     ),
     "INTERNAL-ERROR": ErrorInfo(
-        "bc-sync hit an unexpected error.",
-        "Ops should look at the worker's logs for this event id; replay once fixed.",
+        "The integration hit an unexpected error.",
+        "Nothing to change on your side. Support should look at the integration's logs for "
+        "this event and replay it once fixed.",
         transient=True,
     ),
 }

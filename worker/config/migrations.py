@@ -148,11 +148,14 @@ MIGRATIONS: list[Migration] = [
             CREATE TABLE expense_polls (
                 org_id VARCHAR(100) NOT NULL PRIMARY KEY,
                 watermark {TIMESTAMP},
+                from_date VARCHAR(10),
+                project_dimension VARCHAR(20),
                 last_poll_at {TIMESTAMP},
                 last_success_at {TIMESTAMP},
                 last_error_code VARCHAR(100),
                 last_error_message TEXT,
-                paused_at {TIMESTAMP}
+                paused_at {TIMESTAMP},
+                paused_version INTEGER
             )
             """,
             """
@@ -168,8 +171,10 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         4,
-        "notifications: failures and resolutions waiting for the next digest",
+        "notifications: failures and resolutions waiting for the next digest, and the digests",
         (
+            # A row is pending until a digest claims it (digest_id set). Failure rows keep
+            # resolved_at so a later success of the same object is reported once.
             """
             CREATE TABLE notification_items (
                 id {BIGINT_AUTO},
@@ -177,11 +182,41 @@ MIGRATIONS: list[Migration] = [
                 kind VARCHAR(20) NOT NULL,
                 code VARCHAR(100),
                 object_type VARCHAR(50),
+                moment_id VARCHAR(200),
                 moment_number VARCHAR(200),
+                event_id VARCHAR(200),
                 message TEXT,
                 occurred_at {TIMESTAMP} NOT NULL,
+                resolved_at {TIMESTAMP},
                 digest_id BIGINT
             )
+            """,
+            "CREATE INDEX ix_notification_items_pending ON notification_items (org_id, digest_id)",
+            """
+            CREATE INDEX ix_notification_items_object
+                ON notification_items (org_id, object_type, moment_id)
+            """,
+            # One row per digest: who it goes to (fixed when claimed) and who already has it.
+            """
+            CREATE TABLE notification_digests (
+                id {BIGINT_AUTO},
+                org_id VARCHAR(100) NOT NULL,
+                created_at {TIMESTAMP} NOT NULL,
+                window_start {TIMESTAMP} NOT NULL,
+                window_end {TIMESTAMP} NOT NULL,
+                failures INTEGER NOT NULL,
+                resolved INTEGER NOT NULL,
+                recipients {JSON} NOT NULL,
+                delivered {JSON} NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {TIMESTAMP},
+                last_error TEXT,
+                sent_at {TIMESTAMP}
+            )
+            """,
+            """
+            CREATE INDEX ix_notification_digests_org
+                ON notification_digests (org_id, created_at)
             """,
         ),
     ),

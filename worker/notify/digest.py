@@ -1,0 +1,299 @@
+"""What a digest says: failures grouped by error code with examples and what to do, and what
+was resolved, as plain text, simple HTML and the ``bc.integration.failed`` event data.
+
+Pure functions: items in, texts out. Written for a Moment admin: no stack traces, no event
+internals beyond a Moment number, nothing secret (messages are redacted again here).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from worker.errors import CATALOGUE, ErrorInfo
+from worker.events.models import FailureExample, FailureGroup, IntegrationFailedData
+from worker.log import redact_text
+from worker.notify.store import FAILURE, RESOLVED, Item, clean_message
+
+MAX_EXAMPLES = 20
+MAX_RESOLVED = 20
+SETTINGS_PATH = "Setup > Settings > Integrations > Business Central"
+
+OBJECT_NAMES = {
+    "invoice": "Invoice",
+    "customer": "Customer",
+    "project": "Project",
+    # The poller reports only when it pauses an organization's expense import.
+    "expense": "Expense import (paused until the integration settings are saved again)",
+}
+
+_UNKNOWN = ErrorInfo(
+    "The integration reported a problem.",
+    "Read the message in the examples. If it does not say what to change, ask support to "
+    "look at the integration's logs.",
+)
+
+
+def error_info(code: str) -> ErrorInfo:
+    """The catalogue's words for a code, or a neutral text for a code it does not know."""
+    return CATALOGUE.get(code, _UNKNOWN)
+
+
+def object_label(object_type: str | None, moment_number: str | None) -> str:
+    """``Invoice 1864``; ``Invoice`` when the number is unknown."""
+    name = OBJECT_NAMES.get(object_type or "", (object_type or "Event").capitalize())
+    return f"{name} {moment_number}" if moment_number else name
+
+
+@dataclass(frozen=True)
+class DigestContent:
+    org: str
+    window_start: datetime
+    window_end: datetime
+    failures: list[FailureGroup]
+    resolved: list[FailureExample]
+    failed_total: int  # distinct objects that failed
+    resolved_total: int
+    subject: str
+    summary: str
+
+    def event_data(self, user_id: str) -> IntegrationFailedData:
+        return IntegrationFailedData(
+            recipient_user_id=user_id,
+            window_start=self.window_start,
+            window_end=self.window_end,
+            failures=self.failures,
+            resolved=self.resolved,
+            summary=self.summary,
+        )
+
+
+def _object_key(item: Item) -> tuple[str, str]:
+    # The same object may be reported more than once in a window (notify-now on each attempt,
+    # then the dead letter): count it once per code.
+    return (item.object_type or "", item.moment_id or item.event_id or f"#{item.id}")
+
+
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def compose(
+    org: str,
+    items: Sequence[Item],
+    window_start: datetime,
+    window_end: datetime,
+    *,
+    secrets: Sequence[str] = (),
+) -> DigestContent:
+    """Group the items of one digest. ``secrets`` are masked in every message."""
+
+    def safe(message: str | None) -> str:
+        text = clean_message(message)
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "[REDACTED]")
+        return redact_text(text)
+
+    # Per object, the latest item decides: failed then resolved inside one window needs nobody
+    # (shown as resolved only); resolved then failed again is a failure.
+    latest: dict[tuple[str, str], Item] = {}
+    for item in sorted(items, key=lambda i: i.id):
+        latest[_object_key(item)] = item
+    by_code: dict[str, dict[tuple[str, str], Item]] = {}
+    for item in sorted(items, key=lambda i: i.id):
+        key = _object_key(item)
+        if item.kind == FAILURE and latest[key].kind == FAILURE:
+            # The latest report of an object wins (its message is the freshest).
+            by_code.setdefault(item.code or "INTERNAL-ERROR", {})[key] = item
+    ordered = sorted(by_code.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+    # Up to MAX_EXAMPLES in all, taken round-robin so every code shows at least one.
+    picked: dict[str, list[Item]] = {code: [] for code, _ in ordered}
+    queues = {code: list(objs.values()) for code, objs in ordered}
+    total = 0
+    while total < MAX_EXAMPLES and any(queues.values()):
+        for code, _ in ordered:
+            if queues[code] and total < MAX_EXAMPLES:
+                picked[code].append(queues[code].pop(0))
+                total += 1
+
+    groups = [
+        FailureGroup(
+            code=code,
+            count=len(objs),
+            title=error_info(code).title,
+            fix=error_info(code).fix,
+            examples=[
+                FailureExample(
+                    object_type=i.object_type or "event",
+                    moment_number=i.moment_number,
+                    message=safe(i.message),
+                )
+                for i in picked[code]
+            ],
+        )
+        for code, objs in ordered
+    ]
+    resolved_items = {key: i for key, i in latest.items() if i.kind == RESOLVED}
+    resolved = [
+        FailureExample(
+            object_type=i.object_type or "event",
+            moment_number=i.moment_number,
+            message="Transferred to Business Central after all.",
+        )
+        for i in list(resolved_items.values())[:MAX_RESOLVED]
+    ]
+    failed_total = sum(g.count for g in groups)
+    resolved_total = len(resolved_items)
+    if failed_total:
+        subject = (
+            f"Business Central integration: {_plural(failed_total, 'problem')} "
+            f"{'needs' if failed_total == 1 else 'need'} your attention"
+        )
+        if resolved_total:
+            subject += f", {resolved_total} resolved"
+    else:
+        subject = f"Business Central integration: {_plural(resolved_total, 'problem')} resolved"
+    parts = []
+    if failed_total:
+        parts.append(
+            f"{_plural(failed_total, 'item')} could not be transferred between Moment and "
+            f"Business Central ({', '.join(f'{g.code}: {g.count}' for g in groups)})."
+        )
+    if resolved_total:
+        parts.append(f"{_plural(resolved_total, 'earlier problem')} resolved.")
+    return DigestContent(
+        org=org,
+        window_start=window_start,
+        window_end=window_end,
+        failures=groups,
+        resolved=resolved,
+        failed_total=failed_total,
+        resolved_total=resolved_total,
+        subject=subject,
+        summary=" ".join(parts),
+    )
+
+
+def _when(start: datetime, end: datetime) -> str:
+    fmt = "%Y-%m-%d %H:%M"
+    if start.strftime(fmt) == end.strftime(fmt):
+        return f"At {start.strftime(fmt)} UTC"
+    until = end.strftime("%H:%M" if start.date() == end.date() else fmt)
+    return f"Between {start.strftime(fmt)} and {until} UTC"
+
+
+def _example_line(example: FailureExample) -> str:
+    label = object_label(example.object_type, example.moment_number)
+    return f"{label}: {example.message}" if example.message else label
+
+
+def render_text(content: DigestContent) -> str:
+    """The plain-text body."""
+    lines = [
+        "Hello,",
+        "",
+        f"This is the Business Central integration of your Moment organization ({content.org}).",
+    ]
+    if content.failed_total:
+        lines += [
+            f"{_when(content.window_start, content.window_end)}, "
+            f"{_plural(content.failed_total, 'item')} could not be transferred and "
+            f"{'needs' if content.failed_total == 1 else 'need'} your attention. Problems that "
+            "go away when the integration retries by itself are not listed.",
+            "",
+        ]
+        for n, group in enumerate(content.failures, start=1):
+            lines += [
+                f"{n}. {group.title}",
+                f"   Affected: {group.count} (error code {group.code})",
+                f"   What to do: {group.fix}",
+            ]
+            if group.examples:
+                shown = len(group.examples)
+                more = group.count - shown
+                lines.append("   For example:" if shown < group.count else "   Affected items:")
+                lines += [f"   - {_example_line(e)}" for e in group.examples]
+                if more > 0:
+                    lines.append(f"   … and {more} more.")
+            lines.append("")
+    else:
+        lines.append("")
+    if content.resolved:
+        lines.append("Resolved since the last message:")
+        lines += [
+            f"- {object_label(e.object_type, e.moment_number)} was transferred to Business "
+            "Central after all."
+            for e in content.resolved
+        ]
+        more = content.resolved_total - len(content.resolved)
+        if more > 0:
+            lines.append(f"… and {more} more.")
+        lines.append("")
+    lines += [
+        f"The integration settings are in Moment under {SETTINGS_PATH}.",
+        "Failed items are kept: after fixing the cause in Business Central or in the "
+        "settings, ask support to replay them.",
+        "",
+        "You receive this message because you are a notification recipient of this integration.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(content: DigestContent) -> str:
+    """A simple HTML body with the same content as the text."""
+    e = html.escape
+    out = [
+        '<!DOCTYPE html><html><body style="font-family: sans-serif">',
+        "<p>Hello,</p>",
+        f"<p>This is the Business Central integration of your Moment organization "
+        f"({e(content.org)}).",
+    ]
+    if content.failed_total:
+        out.append(
+            f" {e(_when(content.window_start, content.window_end))}, "
+            f"{e(_plural(content.failed_total, 'item'))} could not be transferred and "
+            f"{'needs' if content.failed_total == 1 else 'need'} your attention. Problems that "
+            "go away when the integration retries by itself are not listed.</p>"
+        )
+        out.append("<ol>")
+        for group in content.failures:
+            out.append(
+                f"<li><p><strong>{e(group.title)}</strong><br>"
+                f"Affected: {group.count} (error code <code>{e(group.code)}</code>)<br>"
+                f"What to do: {e(group.fix)}</p>"
+            )
+            if group.examples:
+                out.append("<ul>")
+                out += [f"<li>{e(_example_line(x))}</li>" for x in group.examples]
+                more = group.count - len(group.examples)
+                if more > 0:
+                    out.append(f"<li>… and {more} more.</li>")
+                out.append("</ul>")
+            out.append("</li>")
+        out.append("</ol>")
+    else:
+        out.append("</p>")
+    if content.resolved:
+        out.append("<p><strong>Resolved since the last message:</strong></p><ul>")
+        out += [
+            f"<li>{e(object_label(x.object_type, x.moment_number))} was transferred to "
+            "Business Central after all.</li>"
+            for x in content.resolved
+        ]
+        more = content.resolved_total - len(content.resolved)
+        if more > 0:
+            out.append(f"<li>… and {more} more.</li>")
+        out.append("</ul>")
+    out += [
+        f"<p>The integration settings are in Moment under {e(SETTINGS_PATH)}. Failed items are "
+        "kept: after fixing the cause in Business Central or in the settings, ask support to "
+        "replay them.</p>",
+        '<p style="color: #666">You receive this message because you are a notification '
+        "recipient of this integration.</p>",
+        "</body></html>",
+    ]
+    return "\n".join(out) + "\n"
