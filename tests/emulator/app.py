@@ -191,6 +191,7 @@ class Emulator:
         self, request: web.Request, entry: dict[str, Any], tenant: Tenant | None, seg: str, run: Any
     ) -> web.StreamResponse:
         fired = self.faults.match(self.tenant_keys(tenant, seg), request.method, request.path)
+        fired = [r for r in fired if not r.after]  # "after" faults are for BC endpoints
         try:
             await self._apply_latency(fired)
             faulted = await self._terminal_fault(request, fired, entry)
@@ -276,7 +277,8 @@ class Emulator:
                 return json_response(reply)
         try:
             await self._apply_latency(fired)
-            reply_or_none = await self._terminal_fault(request, fired, entry)
+            before = [r for r in fired if not r.after]
+            reply_or_none = await self._terminal_fault(request, before, entry)
             if reply_or_none is None:
                 base = self.base_url(request)
                 reply_or_none = self._dispatch(
@@ -292,6 +294,9 @@ class Emulator:
                     base,
                     path_raw,
                 )
+                # "after" faults: the work is done, the answer is lost or replaced.
+                late = [r for r in fired if r.after]
+                reply_or_none = await self._terminal_fault(request, late, entry) or reply_or_none
             reply = reply_or_none
         except _NoAnswer:
             self.log.finish(entry, None, None)

@@ -10,6 +10,10 @@ draws, so it is deterministic) at most ``count`` times. Kinds:
 - ``hang``: never answer; the request ends when the client goes away or the server stops;
 - ``drop``: close the TCP connection without an answer;
 - ``expire_tokens``: every token issued so far for the tenant expires (the request then gets 401).
+
+``after: true`` (``status`` and ``drop`` only, BC endpoints): the request is served first, its
+effects stay, and then the answer is replaced by the fault: BC did the work but the client never
+heard (a gateway timeout after the commit, a connection lost on the way back).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class FaultRule:
     latency_ms: float = 0.0
     status: int = 503
     retry_after: float | None = None
+    after: bool = False
     applied: int = 0
     _regex: re.Pattern[str] | None = field(default=None, repr=False)
 
@@ -59,6 +64,7 @@ class FaultRule:
             "latency_ms": self.latency_ms,
             "status": self.status,
             "retry_after": self.retry_after,
+            "after": self.after,
             "applied": self.applied,
         }
 
@@ -87,6 +93,7 @@ class Faults:
             "latency_ms",
             "status",
             "retry_after",
+            "after",
             "seed",
         }
         unknown = set(spec) - allowed
@@ -101,6 +108,11 @@ class Faults:
         status = int(spec.get("status", 503))
         if kind == "status" and status not in STATUS_BODIES:
             raise ValueError(f"status must be one of {sorted(STATUS_BODIES)}")
+        after = spec.get("after", False)
+        if not isinstance(after, bool):
+            raise ValueError("after must be true or false")
+        if after and kind not in ("status", "drop"):
+            raise ValueError("after applies to status and drop faults only")
         count = spec.get("count")
         if count is not None and (not isinstance(count, int) or count < 1):
             raise ValueError("count must be a positive integer")
@@ -118,6 +130,7 @@ class Faults:
             latency_ms=float(spec.get("latency_ms", 0.0)),
             status=status,
             retry_after=spec.get("retry_after"),
+            after=after,
             _regex=re.compile(path) if path else None,
         )
         self._next_id += 1

@@ -169,8 +169,10 @@ class ControlClient:
         status: int = 503,
         retry_after: float | None = None,
         seed: int | None = None,
+        after: bool | None = None,
     ) -> dict[str, Any]:
-        """kind: latency | status | hang | drop | expire_tokens (see faults.py)."""
+        """kind: latency | status | hang | drop | expire_tokens (see faults.py); ``after=True``
+        (status, drop): serve the request first, then lose or replace its answer."""
         body: dict[str, Any] = {
             "kind": kind,
             "probability": probability,
@@ -184,6 +186,7 @@ class ControlClient:
             ("count", count),
             ("retry_after", retry_after),
             ("seed", seed),
+            ("after", after),
         ):
             if value is not None:
                 body[key] = value

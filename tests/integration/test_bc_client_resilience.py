@@ -248,3 +248,14 @@ async def test_entra_server_error_is_waited_out(hub: BcHub, emulator: EmulatorHa
     assert await demo(hub).company_id() == DEMO.company_id
     tokens = await emulator.control.requests(path="/oauth2/v2.0/token")
     assert [t["status"] for t in tokens] == [503, 200]
+
+
+async def test_throttled_tenant_discovery_is_not_a_credentials_error(
+    hub: BcHub, emulator: EmulatorHandle
+) -> None:
+    # A 429 on OpenID discovery must not read as "unknown tenant" (that would notify people
+    # about their credentials); it is waited out like any throttling.
+    await emulator.control.add_fault("status", status=429, count=1, path="openid-configuration")
+    assert await demo(hub).company_id() == DEMO.company_id
+    discovery = await emulator.control.requests(path="openid-configuration")
+    assert [d["status"] for d in discovery][:2] == [429, 200]

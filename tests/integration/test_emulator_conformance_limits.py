@@ -16,7 +16,7 @@ import pytest
 
 from tests.emulator.fixtures import BCClient, EmulatorHandle, Resp
 from tests.emulator.seed import DEMO, demo_seed
-from tests.emulator.server import REPO_ROOT, EmulatorServer
+from tests.emulator.server import REPO_ROOT, ControlClientError, EmulatorServer
 from tests.emulator.tls import client_context
 
 
@@ -340,6 +340,25 @@ async def test_drop_fault_closes_the_connection(
     assert (await bc_client.get("customers")).status == 200
     dropped = await emulator.control.requests(path="/customers")
     assert dropped[0]["status"] is None and dropped[0]["fault"] == "drop"
+
+
+async def test_after_faults_keep_the_effect_and_lose_the_answer(
+    bc_client: BCClient, emulator: EmulatorHandle
+) -> None:
+    """Faults with ``after``: the request is served (BC did the work), then the answer is lost
+    (drop) or replaced (status): the ambiguous failures a client must survive."""
+    await emulator.control.add_fault("drop", method="POST", path="customers$", after=True, count=1)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await bc_client.post("customers", {"number": "AFTER1", "displayName": "After AB"})
+    await emulator.control.add_fault(
+        "status", status=504, method="POST", path="customers$", after=True, count=1
+    )
+    resp = await bc_client.post("customers", {"number": "AFTER2", "displayName": "After AB"})
+    assert (resp.status, resp.error_code) == (504, "GatewayTimeout")
+    found = await bc_client.get("customers?$filter=startswith(number,'AFTER')")
+    assert sorted(c["number"] for c in found.body["value"]) == ["AFTER1", "AFTER2"]
+    with pytest.raises(ControlClientError):
+        await emulator.control.add_fault("latency", after=True)
 
 
 async def test_token_endpoint_faults(bc_client: BCClient, emulator: EmulatorHandle) -> None:

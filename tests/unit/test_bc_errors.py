@@ -47,6 +47,7 @@ def body(code: str, message: str) -> bytes:
         (404, "Internal_CompanyNotFound", BcCompanyNotFound),
         (409, "Request_EntityChanged", BcConflict),
         (409, "Internal_EntityWithSameKeyExists", BcConflict),
+        (400, "Internal_EntityWithSameKeyExists", BcConflict),
         (429, "TooManyRequests", BcThrottled),
         (408, "RequestTimeout", BcUnavailable),
         (500, "Internal_ServerError", BcUnavailable),

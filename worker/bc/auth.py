@@ -40,6 +40,8 @@ EXPIRY_MARGIN_S = 300.0
 MSAL_5XX_THROTTLE_S = 5.5
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
+# msal's text when OpenID discovery answers 4xx: "OIDC Discovery failed on … HTTP status: 429"
+_DISCOVERY_STATUS = re.compile(r"HTTP status: (\d{3})")
 # Entra error number → (integration field, what to tell the user).
 _FIELD_ERRORS: dict[int, tuple[str, str]] = {
     7000215: ("client_secret", "Microsoft Entra ID rejected the client secret."),
@@ -264,8 +266,17 @@ class TokenProvider:
         except ValueError as exc:
             # msal raises ValueError when OpenID discovery of the tenant fails with a 4xx: the
             # tenant does not exist.
-            BC_TOKEN_REQUESTS.labels("rejected").inc()
             text = str(exc)
+            status = _DISCOVERY_STATUS.search(f"{text} {exc.__context__ or ''}")
+            if status and int(status.group(1)) in (408, 429):
+                # Throttled or timed out: the tenant exists, Entra only asked us to wait.
+                BC_TOKEN_REQUESTS.labels("error").inc()
+                raise BcUnavailable(
+                    "Microsoft Entra ID is busy (tenant discovery was throttled).",
+                    code="EntraThrottled",
+                    retry_after=1.0,
+                ) from exc
+            BC_TOKEN_REQUESTS.labels("rejected").inc()
             # msal wraps the discovery failure (which holds Entra's answer) in its own message.
             codes = _AADSTS.findall(f"{text} {exc.__context__ or ''}")
             code = f"AADSTS{codes[0]}" if codes else "TenantDiscoveryFailed"

@@ -22,6 +22,7 @@ from worker.bc.errors import (
     BcCompanyNotFound,
     BcEnvironmentNotFound,
     BcError,
+    BcNotFound,
     BcUnavailable,
     BcValidationError,
 )
@@ -476,11 +477,15 @@ class BcConnection:
         self, external_document_number: str, customer_number: str
     ) -> SalesInvoice | None:
         """``GET COMPANY/salesInvoices?$filter=externalDocumentNumber eq '…' and customerNumber eq
-        '…'``; a posted match wins over a draft one."""
+        '…'`` with the lines and their dimensions; a posted match wins over a draft one."""
         flt = eq_filter(
             externalDocumentNumber=external_document_number, customerNumber=customer_number
         )
-        url = f"{await self._company_url()}/salesInvoices{query_string({'$filter': flt})}"
+        # The lines and their dimensions come along, so a draft is resumed without more reads.
+        query = query_string(
+            {"$filter": flt, "$expand": "salesInvoiceLines($expand=dimensionSetLines)"}
+        )
+        url = f"{await self._company_url()}/salesInvoices{query}"
         found = [SalesInvoice.from_row(r) for r in await self._all(url, resource="salesInvoices")]
         if not found:
             return None
@@ -490,12 +495,13 @@ class BcConnection:
     async def create_sales_invoice(self, payload: Mapping[str, Any]) -> SalesInvoice:
         """``POST COMPANY/salesInvoices``: the draft with its ``salesInvoiceLines`` (deep insert).
 
-        Not repeated in process after an ambiguous failure (timeout, 502/504): the caller finds
-        the draft by external document number and resumes it.
+        The answer carries the new lines (``$expand=salesInvoiceLines``), whose ids the line
+        dimensions need. Not repeated in process after an ambiguous failure (timeout, 502/504):
+        the caller finds the draft by external document number and resumes it.
         """
         data = await self._request(
             "POST",
-            f"{await self._company_url()}/salesInvoices",
+            f"{await self._company_url()}/salesInvoices?$expand=salesInvoiceLines",
             resource="salesInvoices",
             body=payload,
         )
@@ -509,6 +515,21 @@ class BcConnection:
             resource="salesInvoices",
         )
         return SalesInvoice.from_row(data or {})
+
+    async def delete_sales_invoice(self, invoice_id: str) -> None:
+        """``DELETE COMPANY/salesInvoices({id})`` (a draft, ``If-Match: *``); already gone is
+        fine (the delete is repeated after an ambiguous failure)."""
+        try:
+            await self._request(
+                "DELETE",
+                f"{await self._company_url()}/salesInvoices({guid(invoice_id)})",
+                resource="salesInvoices",
+                headers={"If-Match": "*"},
+            )
+        except BcNotFound as exc:
+            if isinstance(exc, BcEnvironmentNotFound | BcCompanyNotFound):
+                raise
+            log.info("sales invoice already deleted", invoice_id=invoice_id)
 
     async def sales_invoice_lines(self, invoice_id: str) -> list[SalesInvoiceLine]:
         """``GET COMPANY/salesInvoices({id})/salesInvoiceLines``: the line ids of a draft."""

@@ -254,7 +254,9 @@ def from_response(
         return BcCompanyNotFound("", message=message, **kw)
     if status == 404:
         return BcNotFound(message, **kw)
-    if status in (409, 412):
+    # Whether BC answers a duplicate key with 409 or 400 is not confirmed (bc-api §5.1): the
+    # code decides, so "someone else made it first" is never mistaken for bad data.
+    if status in (409, 412) or code == "Internal_EntityWithSameKeyExists":
         return BcConflict(message, **kw)
     if status == 429:
         return BcThrottled(message, retry_after=retry_after, **kw)

@@ -231,9 +231,12 @@ class SalesInvoiceLine:
     description: str
     quantity: Decimal
     unit_price: Decimal
+    # (dimension code, value code) when read with ``$expand=dimensionSetLines``
+    dimensions: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_row(cls, row: Row) -> SalesInvoiceLine:
+        dims = row.get("dimensionSetLines")
         return cls(
             _s(row, "id"),
             _s(row, "documentId"),
@@ -243,6 +246,9 @@ class SalesInvoiceLine:
             _s(row, "description"),
             _dec(row, "quantity"),
             _dec(row, "unitPrice"),
+            tuple((_s(d, "code"), _s(d, "valueCode")) for d in dims if isinstance(d, Mapping))
+            if isinstance(dims, list)
+            else (),
         )
 
 
@@ -260,6 +266,7 @@ class SalesInvoice:
     total_amount_including_tax: Decimal
     etag: str
     lines: tuple[SalesInvoiceLine, ...] = ()
+    total_amount_excluding_tax: Decimal = Decimal(0)
 
     @classmethod
     def from_row(cls, row: Row) -> SalesInvoice:
@@ -279,6 +286,7 @@ class SalesInvoice:
             tuple(SalesInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
             if isinstance(lines, list)
             else (),
+            _dec(row, "totalAmountExcludingTax"),
         )
 
     @property

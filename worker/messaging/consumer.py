@@ -134,6 +134,11 @@ class Consumer:
             and self._consumer_tag is not None
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Messages taken from the queue whose outcome is not settled yet."""
+        return len(self._inflight)
+
     async def broker_consumer_count(self) -> int:
         """Consumers the broker sees on the exports queue (checked, not assumed)."""
         if not self.consuming:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ class SyncContext:
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
         self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # Weak: a lock lives only while some handler holds or waits for it.
+        self._claim_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def enabled(self, org: str, toggle: str) -> IntegrationConfig | Outcome:
         """The organization's config when ``toggle`` (e.g. ``export_invoices``) is on, else the
@@ -137,18 +142,28 @@ class SyncContext:
 
     @asynccontextmanager
     async def claim(self, name: str) -> AsyncIterator[None]:
-        """Hold ``name`` exclusively across workers, or raise Transient to retry later."""
-        if not await self.claims.acquire(name, self.owner, CLAIM_TTL_S):
-            raise Transient(
-                "BC-BUSY", f"Another worker is exporting {name.split('/', 1)[-1]} right now."
-            )
-        try:
-            yield
-        finally:
+        """Hold ``name`` exclusively across workers, or raise Transient to retry later.
+
+        Handlers of this process wait for each other (a local lock); another process's claim
+        sends the event round the retry ladder. Every holding has its own owner token, so two
+        deliveries in one process never both count as "ours".
+        """
+        lock = self._claim_locks.get(name)
+        if lock is None:
+            lock = self._claim_locks[name] = asyncio.Lock()
+        async with lock:
+            owner = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+            if not await self.claims.acquire(name, owner, CLAIM_TTL_S):
+                raise Transient(
+                    "BC-BUSY", f"Another worker is exporting {name.split('/', 1)[-1]} right now."
+                )
             try:
-                await self.claims.release(name, self.owner)
-            except Exception:
-                log.warning("could not release claim; it expires by itself", claim=name)
+                yield
+            finally:
+                try:
+                    await self.claims.release(name, owner)
+                except Exception:
+                    log.warning("could not release claim; it expires by itself", claim=name)
 
     async def succeeded(
         self, event: Event[Any], object_type: str, data: ExportedData, ref: str

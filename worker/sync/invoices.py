@@ -8,6 +8,7 @@ event's snapshots (when that export is on), then the step is repeated.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -58,6 +59,10 @@ async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
             posted = await _export(ctx, bc, config, facts, invoice, payload, dims)
     except BcError as exc:
         raise bc_failure(exc, subject, config) from None
+    except Permanent as exc:
+        if exc.code == "BC-DIMENSION-MISSING":
+            ctx.forget_facts(bc)  # the dimension may be added in BC before the replay
+        raise
     await ctx.succeeded(
         event,
         "invoice",
@@ -68,6 +73,7 @@ async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
             bc_id=posted.id,
             bc_number=posted.number,
             status=posted.status,
+            total_excluding_tax=float(posted.total_amount_excluding_tax),
             total_including_tax=float(posted.total_amount_including_tax),
             currency_code=posted.currency_code or facts.local_currency,
         ),
@@ -91,15 +97,57 @@ async def _export(
     if found is not None and not found.is_draft:
         log.info("already posted", bc_number=found.number)
         return found
-    if found is None:
-        draft = await _create_draft(ctx, bc, config, invoice, payload)
-    else:
-        log.info("resuming draft", draft=found.number)
-        draft = found
-    lines = draft.lines or tuple(await bc.sales_invoice_lines(draft.id))
-    await _set_dimensions(ctx, bc, config, facts, invoice, dims, lines)
-    await bc.post_sales_invoice(draft.id)
-    return await bc.get_sales_invoice(draft.id)
+    for last in (False, True):
+        if found is None:
+            draft = await _create_draft(ctx, bc, config, invoice, payload)
+        else:
+            log.info("resuming draft", draft=found.number)
+            draft = found
+        lines = draft.lines or tuple(await bc.sales_invoice_lines(draft.id))
+        await _set_dimensions(ctx, bc, config, facts, invoice, dims, lines)
+        try:
+            await bc.post_sales_invoice(draft.id)
+        except BcError as exc:
+            if exc.transient:
+                raise
+            # "Draft invoices only": someone posted it meanwhile (e.g. after our claim expired).
+            current = await bc.get_sales_invoice(draft.id)
+            if not current.is_draft:
+                log.info("posted meanwhile", bc_number=current.number)
+                return current
+            if last or not _posting_groups_missing(exc):
+                raise
+            # The customer exists without posting groups (its export stopped between creating
+            # it and setting them). Set them from the snapshot; the draft copied the empty ones
+            # when it was made, so it is made again.
+            await _repair_customer(ctx, bc, config, invoice, exc)
+            await bc.delete_sales_invoice(draft.id)
+            found = None
+        else:
+            return await bc.get_sales_invoice(draft.id)
+    raise AssertionError("unreachable: the last round returns or raises")
+
+
+async def _repair_customer(
+    ctx: SyncContext,
+    bc: BcConnection,
+    config: IntegrationConfig,
+    invoice: Invoice,
+    cause: BcError,
+) -> None:
+    number = invoice.customer.number.upper()
+    if not config.export_customers:
+        raise Permanent(
+            "BC-POSTING-GROUP-MISSING",
+            f"Customer {number} has no posting groups in company '{config.company_name}', so "
+            f"invoice {invoice.number} cannot be posted. Set them on the customer card in "
+            "Business Central or switch on customer export.",
+            bc_status=cause.status,
+            bc_code=cause.code,
+            subject=f"invoice {invoice.number}",
+        )
+    log.info("setting missing posting groups", customer=number)
+    await customers.upsert(ctx, bc, config, invoice.customer)
 
 
 async def _create_draft(
@@ -110,24 +158,16 @@ async def _create_draft(
     payload: dict[str, Any],
 ) -> SalesInvoice:
     try:
-        return await bc.create_sales_invoice(payload)
+        return await _create(bc, config, invoice, payload)
     except BcError as exc:
         if exc.transient:
             raise
-        if "account does not exist" in (exc.message or "").lower():
-            # BC's line validation does not name the account (page 30043): name the candidates.
-            accounts = sorted({line["lineObjectNumber"] for line in payload["salesInvoiceLines"]})
-            raise Permanent(
-                "BC-ACCOUNT-MISSING",
-                f"A G/L account on invoice {invoice.number} does not exist in company "
-                f"'{config.company_name}' (accounts used: {', '.join(accounts)}). Add it in "
-                "Business Central or correct the account in Moment, then replay.",
-                bc_status=exc.status,
-                bc_code=exc.code,
-                subject=f"invoice {invoice.number}",
-            ) from None
+        missing = _customer_missing(exc)
         if await bc.find_customer(payload["customerNumber"]) is not None:
-            raise
+            if not missing:
+                raise
+            # A concurrent export (another invoice of this customer) created it meanwhile.
+            return await _create(bc, config, invoice, payload)
     # BC refused the draft because the customer does not exist.
     if not config.export_customers:
         raise Permanent(
@@ -137,7 +177,46 @@ async def _create_draft(
             subject=f"invoice {invoice.number}",
         )
     await customers.upsert(ctx, bc, config, invoice.customer)
-    return await bc.create_sales_invoice(payload)
+    return await _create(bc, config, invoice, payload)
+
+
+async def _create(
+    bc: BcConnection, config: IntegrationConfig, invoice: Invoice, payload: dict[str, Any]
+) -> SalesInvoice:
+    """Create the draft; a missing G/L account becomes BC-ACCOUNT-MISSING naming the accounts."""
+    try:
+        return await bc.create_sales_invoice(payload)
+    except BcError as exc:
+        if exc.transient or "account does not exist" not in (exc.message or "").lower():
+            raise
+        # BC's line validation does not name the account (page 30043): name the candidates.
+        accounts = sorted({line["lineObjectNumber"] for line in payload["salesInvoiceLines"]})
+        raise Permanent(
+            "BC-ACCOUNT-MISSING",
+            f"A G/L account on invoice {invoice.number} does not exist in company "
+            f"'{config.company_name}' (accounts used: {', '.join(accounts)}). Add it in "
+            "Business Central or correct the account in Moment, then replay.",
+            bc_status=exc.status,
+            bc_code=exc.code,
+            subject=f"invoice {invoice.number}",
+        ) from None
+
+
+_GROUPS_MISSING = re.compile(
+    r"(Customer Posting Group|Gen\. Bus\. Posting Group) must have a value", re.IGNORECASE
+)
+
+
+def _posting_groups_missing(exc: BcError) -> bool:
+    """BC refused to post because the customer has no posting groups (a TestField text)."""
+    return bool(_GROUPS_MISSING.search(exc.message or ""))
+
+
+def _customer_missing(exc: BcError) -> bool:
+    """BC's answer says the invoice's customer does not exist ("The sell-to customer cannot be
+    found.", or a record-not-found naming the Customer table)."""
+    text = (exc.message or "").lower()
+    return "customer" in text and ("cannot be found" in text or "does not exist" in text)
 
 
 async def _set_dimensions(
@@ -149,12 +228,14 @@ async def _set_dimensions(
     dims: list[LineDims],
     lines: tuple[Any, ...],
 ) -> None:
-    by_sequence = {line.sequence: line.id for line in lines}
+    by_sequence = {line.sequence: line for line in lines}
+    # A resumed draft may have some already (a crash after the batch): set only what differs.
     wanted = [
-        LineDimension(by_sequence[d.sequence], dimension, value)
+        LineDimension(by_sequence[d.sequence].id, dimension, value)
         for d in dims
         if d.sequence in by_sequence
         for dimension, value in d.values
+        if (dimension.upper(), value) not in by_sequence[d.sequence].dimensions
     ]
     if len({d.sequence for d in dims} - set(by_sequence)) > 0:
         raise Permanent(

@@ -25,6 +25,10 @@ async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
         code = await upsert(bc, config, facts, project)
     except BcError as exc:
         raise bc_failure(exc, f"project {project.number}", config) from None
+    except Permanent as exc:
+        if exc.code == "BC-DIMENSION-MISSING":
+            ctx.forget_facts(bc)  # the dimension may be added in BC before the replay
+        raise
     await ctx.succeeded(
         event,
         "project",

@@ -1,0 +1,42 @@
+"""The BC answers the invoice export recognises to repair what is missing (pure, no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.bc import BcValidationError
+from worker.sync.invoices import _customer_missing, _posting_groups_missing
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("The sell-to customer cannot be found.  CorrelationId:  x.", True),
+        ("The Customer does not exist. Identification fields and values: No.='10009'", True),
+        ("Account does not exist.", False),
+        ("The sell-to customer values do not match to a specific Customer.", False),
+    ],
+)
+def test_customer_missing_is_recognised(message: str, expected: bool) -> None:
+    assert _customer_missing(BcValidationError(message, status=400)) is expected
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "Customer Posting Group must have a value in Customer: No.=C1. It cannot be zero or "
+            "empty.",
+            True,
+        ),
+        (
+            "Gen. Bus. Posting Group must have a value in Sales Line: Document Type=Invoice, "
+            "Document No.=S-INV1, Line No.=10000. It cannot be zero or empty.",
+            True,
+        ),
+        ("No. must have a value in Sales Line: Document Type=Invoice.", False),
+        ("You cannot post this type of document when Customer 30000 is blocked.", False),
+    ],
+)
+def test_missing_posting_groups_are_recognised(message: str, expected: bool) -> None:
+    assert _posting_groups_missing(BcValidationError(message, status=400)) is expected
