@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
 
 from worker.api import config_routes, ops_routes
 from worker.api.app import ApiContext, ApiServer, create_app
@@ -24,12 +26,18 @@ from worker.log import register_secret
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
 from worker.messaging.topology import Topology
-from worker.notify import DigestService, NotificationRecorder, NotificationRepository
+from worker.notify import (
+    DigestService,
+    NotificationRecorder,
+    NotificationRepository,
+    digest_status,
+)
 from worker.ops.health import readiness_checks
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 from worker.sync import registry
 from worker.sync.context import SyncContext
+from worker.sync.expenses import ExpenseState
 from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver
 
@@ -139,6 +147,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
     if "api" in roles:
         routes.append(ops_routes.add_routes)
         routes.append(config_routes.add_routes)
+        routes.append(_status_sections(runtime.store, settings))
         services.append(DeadLetterSampler(settings))
     services.append(ApiServer(create_app(ctx, routes), settings.http_host, settings.http_port))
     return services
@@ -150,3 +159,34 @@ def _pinger(store: Store) -> Any:
             raise ConnectionError("store unreachable")
 
     return ping
+
+
+def _status_sections(store: Store, settings: Settings) -> Any:
+    """Expense import and notifications in ``GET …/status`` (after the config routes' own)."""
+
+    async def expenses(_request: web.Request, org: str) -> Any:
+        state = await ExpenseState(store).get(org)
+        if state is None:
+            return {"polled": False}
+        return {
+            "polled": True,
+            "watermark": _iso(state.watermark),
+            "last_poll_at": _iso(state.last_poll_at),
+            "last_success_at": _iso(state.last_success_at),
+            "last_error_code": state.last_error_code,
+            "last_error_message": state.last_error_message,
+            "paused": state.paused_at is not None,
+        }
+
+    async def notifications(_request: web.Request, org: str) -> Any:
+        return await digest_status(store, org, settings)
+
+    def add(app: web.Application) -> None:
+        config_routes.add_status_section(app, "expenses", expenses)
+        config_routes.add_status_section(app, "notifications", notifications)
+
+    return add
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,0 +1,131 @@
+"""``bc-sync run`` with every role in one process, driven the way Moment drives it: the admin
+saves the config over the API, Moment publishes an event, expenses come back, status tells all.
+
+The parts have their own suites; this one proves ``worker.app.build_services`` wires them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import pytest
+
+from tests import factories as f
+from tests.conftest import drop_topology
+from tests.emulator.fixtures import EmulatorHandle
+from tests.integration.test_config_verify import API_TOKEN, dialog, emulator_settings
+from worker.app import build_services
+from worker.config.settings import Settings
+from worker.runtime import Service
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+ORG = "org-roles"
+PATH = f"/v1/organizations/{ORG}/integrations/business-central"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def app_settings(
+    amqp_url: str, tmp_path: Path, emulator: EmulatorHandle
+) -> AsyncIterator[Settings]:
+    s = emulator_settings(
+        tmp_path,
+        emulator,
+        amqp_url=amqp_url,
+        http_port=free_port(),
+        poll_interval_s=0.5,
+        digest_first_delay_s=0,
+        digest_window_s=1,
+    )
+    yield s
+    await drop_topology(s)
+
+
+@pytest.fixture
+async def worker(app_settings: Settings) -> AsyncIterator[str]:
+    services: list[Service] = await build_services(
+        app_settings, ["consume", "poll", "api", "notify"]
+    )
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        yield f"http://127.0.0.1:{app_settings.http_port}"
+    finally:
+        for service in reversed(started):
+            await service.stop()
+
+
+async def call(method: str, url: str, **kw: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.request(method, url, **kw) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_every_role_in_one_process(
+    worker: str, app_settings: Settings, emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    connection = await aio_pika.connect(app_settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        outgoing = await channel.declare_queue(exclusive=True)
+        await outgoing.bind(app_settings.exchange, "bc.#")
+
+        status, answer = await call("PUT", worker + PATH, json=dialog(), headers=AUTH)
+        assert (status, answer) == (201, {"status": "Created"})
+
+        exchange = await channel.get_exchange(app_settings.exchange)
+        bad = f.invoice(
+            "1866",
+            cust=f.customer("10001"),
+            lines=[{"description": "x", "quantity": 1, "unit_price": 10.0, "account_number": "9999"}],
+        )
+        for type_, data in (
+            ("moment.customer.created", {"customer": f.customer("10001")}),
+            ("moment.invoice.created", {"invoice": bad}),
+        ):
+            await exchange.publish(
+                aio_pika.Message(f.body(type_, data, org=ORG), delivery_mode=2), routing_key=type_
+            )
+
+        seen: dict[str, int] = {}
+        async with asyncio.timeout(30):
+            while not (seen.get("bc.customer.exported") and seen.get("bc.expense.imported")):
+                message = await outgoing.get(fail=False, no_ack=True)
+                if message is None:
+                    await asyncio.sleep(0.1)
+                    continue
+                type_ = json.loads(message.body)["type"]
+                seen[type_] = seen.get(type_, 0) + 1
+            while not list((tmp_path / "outbox").glob("*.eml")):
+                await asyncio.sleep(0.1)
+
+    customers = (await emulator.control.company_state(emulator.company_ref))["customers"]
+    assert "10001" in {c["number"] for c in customers}
+    mail = next((tmp_path / "outbox").glob("*.eml")).read_text(encoding="utf-8")
+    assert "ekonomi@example.se" in mail and "BC-ACCOUNT-MISSING" in mail
+
+    status, report = await call("GET", worker + PATH + "/status", headers=AUTH)
+    assert status == 200
+    assert report["configuration"]["configured"] is True
+    assert {o["object_type"] for o in report["objects"]} >= {"customer"}
+    assert report["dead_letters"]["by_code"] == {"BC-ACCOUNT-MISSING": 1}
+    assert report["expenses"]["polled"] is True and report["expenses"]["paused"] is False
+    assert "notifications" in report and "error" not in report["notifications"]
+    assert API_TOKEN not in json.dumps(report) and "client_secret" not in json.dumps(report)
+
+    # health answers on the same port, without a token
+    status, _ = await call("GET", worker + "/readyz")
+    assert status == 200
