@@ -121,12 +121,18 @@ class SyncContext:
             cached = self._facts.get(key)
             if cached and cached[0] > time.monotonic():
                 return cached[1]
-            info, setup, terms, dims = await asyncio.gather(
-                bc.company_information(),
-                bc.general_ledger_setup(),
-                bc.payment_terms(),
-                bc.dimensions(),
-            )
+            # A TaskGroup cancels the siblings when one call fails, so a rejected credential
+            # doesn't leave three more requests running against BC.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    info_task = group.create_task(bc.company_information())
+                    setup_task = group.create_task(bc.general_ledger_setup())
+                    terms_task = group.create_task(bc.payment_terms())
+                    dims_task = group.create_task(bc.dimensions())
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+            info, setup = info_task.result(), setup_task.result()
+            terms, dims = terms_task.result(), dims_task.result()
             facts = CompanyFacts(
                 country=info.country,
                 local_currency=setup.local_currency_code or info.currency_code,
