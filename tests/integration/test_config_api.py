@@ -293,7 +293,8 @@ async def test_options_fill_the_dialogs_drop_downs(api: Api) -> None:
     assert status == 200
     assert body["company"]["local_currency"] == "GBP"
     assert body["gen_bus_posting_groups"] is None
-    assert [i["code"] for i in body["issues"]] == ["service_not_published"] * 2
+    assert [i["code"] for i in body["issues"]] == ["service_not_published"] * 4
+    assert {i["field"] for i in body["issues"]} == {"customer_posting_groups", "project_dimension"}
 
     status, body, _ = await api.call(
         "POST", PATH + "/options", json={**credentials, "company_name": "Cronus"}

@@ -264,12 +264,29 @@ async def test_an_unpublished_service_names_the_page_and_the_service(
     assert await verify(parse_config(dialog(export_customers=False)), hub)
 
 
-async def test_the_other_company_without_services_verifies_when_customers_are_off(
+async def test_the_written_pages_must_be_published_too(
+    hub: BcHub, emulator: EmulatorHandle
+) -> None:
+    for service in ("CustomerCard", "DimensionValues"):
+        await emulator.control.set_service(service, False, at=emulator.company_ref)
+    errors = await errors_of(hub, dialog())
+    by_field = {e["field"]: e["message"] for e in errors}
+    assert [e["code"] for e in errors] == ["service_not_published"] * 2
+    assert "Service Name 'CustomerCard'" in by_field["customer_posting_groups"]
+    assert "Customer Card (page 21)" in by_field["customer_posting_groups"]
+    assert "Service Name 'DimensionValues'" in by_field["project_dimension"]
+    assert "Dimension Values (page 537)" in by_field["project_dimension"]
+    # Neither is needed when customers and projects are not exported.
+    assert await verify(parse_config(dialog(export_customers=False, export_projects=False)), hub)
+
+
+async def test_the_other_company_without_services_verifies_without_customer_and_project_export(
     hub: BcHub,
 ) -> None:
     body = dialog(
         company_name=DEMO.other_company_name,
         export_customers=False,
+        export_projects=False,
         project_dimension="PROJECT",
         department_dimension="DEPARTMENT",
     )

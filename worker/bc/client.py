@@ -416,6 +416,14 @@ class BcConnection:
         except (BcEnvironmentNotFound, BcCompanyNotFound) as exc:
             raise self._specific(exc) from None
 
+    async def probe_dimension_values(self) -> None:
+        """``GET ODATA/DimensionValues?$top=1``: is the page published (verify on save)?"""
+        await self._page_call(self.pages.probe_dimension_values())
+
+    async def probe_customer_card(self) -> None:
+        """``GET ODATA/CustomerCard?$top=1``: is the page published (verify on save)?"""
+        await self._page_call(self.pages.probe_customer_card())
+
     # -- posting groups ------------------------------------------------------------------------
 
     async def gen_bus_posting_groups(self) -> list[PostingGroup]:

@@ -162,6 +162,23 @@ class ODataPages:
         )
         return PageDimensionValue.from_row(data or {})
 
+    # -- published? ----------------------------------------------------------------------------
+
+    async def probe_dimension_values(self) -> None:
+        """Raise :class:`BcServiceNotPublished` unless DimensionValues answers (one row)."""
+        await self._probe(self.services.dimension_values, PAGE_DIMENSION_VALUES)
+
+    async def probe_customer_card(self) -> None:
+        """Raise :class:`BcServiceNotPublished` unless CustomerCard answers (one row)."""
+        await self._probe(self.services.customer_card, PAGE_CUSTOMER_CARD)
+
+    async def _probe(self, service: str, page: str) -> None:
+        url = f"{self._root}/{segment(service)}?$top=1"
+        try:
+            await self._transport.request(self._principal, "GET", url, resource=f"odata:{service}")
+        except BcNotFound as exc:
+            raise self._not_found(exc, service, page, keyed=False) from None
+
     # -- posting groups ------------------------------------------------------------------------
 
     async def gen_bus_posting_groups(self) -> list[PostingGroup]:

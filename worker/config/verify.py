@@ -32,6 +32,7 @@ from worker.bc import (
     BcUnavailable,
 )
 from worker.bc.models import Company, Dimension, PostingGroup
+from worker.bc.pages import PAGE_DIMENSION_VALUES
 from worker.config.model import (
     LABELS,
     ConfigValidationError,
@@ -249,10 +250,16 @@ def translate(exc: BcError, subject: _Subject) -> FieldError:
     if isinstance(exc, BcCompanyNotFound):
         return company_not_found(subject, exc.available)
     if isinstance(exc, BcServiceNotPublished):
+        dimension_values = exc.page == PAGE_DIMENSION_VALUES
+        what = (
+            "Project dimension values cannot be written"
+            if dimension_values
+            else "Posting groups cannot be used"
+        )
         return _error(
-            "customer_posting_groups",
+            "project_dimension" if dimension_values else "customer_posting_groups",
             "service_not_published",
-            f"Posting groups cannot be read from company '{subject.company_name}': the page "
+            f"{what} in company '{subject.company_name}': the page "
             f"{exc.page} is not published as a web service. In Business Central, open the "
             f"'Web Services' page, add Object Type Page, Object ID and Name of {exc.page}, "
             f"Service Name '{exc.service}', and tick Published.",
@@ -392,7 +399,12 @@ async def _gather(
 
 
 async def _company_facts(
-    conn: BcConnection, subject: _Subject, company: Company, *, posting_groups: bool
+    conn: BcConnection,
+    subject: _Subject,
+    company: Company,
+    *,
+    posting_groups: bool,
+    dimension_values: bool = False,
 ) -> tuple[VerifiedFacts | None, list[FieldError]]:
     calls: dict[str, Awaitable[Any]] = {
         "info": conn.company_information(),
@@ -402,6 +414,9 @@ async def _company_facts(
     if posting_groups:
         calls["gen_bus"] = conn.gen_bus_posting_groups()
         calls["customer"] = conn.customer_posting_groups()
+        calls["customer_card"] = conn.probe_customer_card()
+    if dimension_values:
+        calls["dimension_values"] = conn.probe_dimension_values()
     results, errors = await _gather(calls, subject)
     if not {"info", "setup", "dimensions"} <= results.keys():
         return None, errors
@@ -493,7 +508,11 @@ async def verify(
             company_id = await _one(conn.company_id(), subject)
             company = Company(company_id, config.company_name, "")
             facts, errors = await _company_facts(
-                conn, subject, company, posting_groups=config.export_customers
+                conn,
+                subject,
+                company,
+                posting_groups=config.export_customers,
+                dimension_values=config.export_projects,
             )
     except TimeoutError:
         raise BcUnreachable(
@@ -543,7 +562,7 @@ async def options(
                 answer.issues.append(company_not_found(subject, [c.name for c in companies]))
                 return answer
             answer.facts, answer.issues = await _company_facts(
-                conn, subject, company, posting_groups=True
+                conn, subject, company, posting_groups=True, dimension_values=True
             )
             return answer
     except TimeoutError:
