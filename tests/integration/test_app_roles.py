@@ -74,9 +74,36 @@ async def call(method: str, url: str, **kw: Any) -> tuple[int, Any]:
         return resp.status, await resp.json(content_type=None)
 
 
+async def scrape(worker: str) -> dict[str, float]:
+    """``/metrics`` as {'name{labels}': value} (the registry is per process: compare deltas)."""
+    async with aiohttp.ClientSession() as session, session.get(worker + "/metrics") as resp:
+        text = await resp.text()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def moved(before: dict[str, float], after: dict[str, float], name: str, **labels: str) -> float:
+    """How much the samples of ``name`` with ``labels`` grew (summed over other labels)."""
+
+    def total(samples: dict[str, float]) -> float:
+        wanted = [f'{k}="{v}"' for k, v in labels.items()]
+        return sum(
+            v
+            for key, v in samples.items()
+            if key.split("{")[0] == name and all(w in key for w in wanted)
+        )
+
+    return total(after) - total(before)
+
+
 async def test_every_role_in_one_process(
     worker: str, app_settings: Settings, emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
+    before = await scrape(worker)
     connection = await aio_pika.connect(app_settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
@@ -90,7 +117,9 @@ async def test_every_role_in_one_process(
         bad = f.invoice(
             "1866",
             cust=f.customer("10001"),
-            lines=[{"description": "x", "quantity": 1, "unit_price": 10.0, "account_number": "9999"}],
+            lines=[
+                {"description": "x", "quantity": 1, "unit_price": 10.0, "account_number": "9999"}
+            ],
         )
         for type_, data in (
             ("moment.customer.created", {"customer": f.customer("10001")}),
@@ -129,3 +158,15 @@ async def test_every_role_in_one_process(
     # health answers on the same port, without a token
     status, _ = await call("GET", worker + "/readyz")
     assert status == 200
+
+    after = await scrape(worker)
+    handled = "bcsync_events_handled_total"
+    assert moved(before, after, handled, type="moment.customer.created", outcome="succeeded") == 1
+    assert (
+        moved(before, after, handled, type="moment.invoice.created", outcome="dead_lettered") == 1
+    )
+    assert moved(before, after, "bcsync_dead_letters_total", code="BC-ACCOUNT-MISSING") == 1
+    assert moved(before, after, "bcsync_bc_request_seconds_count", resource="customers") >= 1
+    assert moved(before, after, "bcsync_expenses_published_total") >= 1
+    assert moved(before, after, "bcsync_notifications_sent_total", channel="email") >= 1
+    assert moved({}, after, "bcsync_consumers", queue=app_settings.queue("exports")) == 1
