@@ -42,7 +42,7 @@ bench: $(STAMP)
 
 ## make chaos: the full-size soak with faults (the CI runs a reduced size in make test)
 chaos: $(STAMP)
-	CHAOS_FULL=1 $(BIN)/pytest -q tests/chaos -p no:cacheprovider
+	$(BIN)/python -m tests.chaos
 
 ## make emulator: run the BC emulator alone
 emulator: $(STAMP)

@@ -90,3 +90,111 @@ async def drop_topology(s: Settings) -> None:
             # quorum queues refuse if_unused/if_empty (stack-notes §3): pass False explicitly
             await channel.queue_delete(spec.name, if_unused=False, if_empty=False)
         await channel.exchange_delete(topo.exchange)
+
+
+# --- suite-wide secret scan (issue 9) ------------------------------------------------------------
+# Every client secret and token the tests use must never show up in what the product produces:
+# log output (captured per test), AMQP headers and bodies built in this process (dead letters,
+# retries, outgoing events), admin API answers, metrics and mails (.eml files). Cheap: plain
+# substring checks, on text already in memory, plus one walk of the session's temp dir.
+
+SECRET_SCAN_MIN_LEN = 8  # shorter "secrets" (e.g. "s", "wrong") would match ordinary text
+
+
+class SecretScan:
+    """Collects secrets and the places where one was found."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+        self.scanned = 0
+        self.hits: list[str] = []
+
+    def add(self, *values: str | None) -> None:
+        for value in values:
+            if value and len(value) >= SECRET_SCAN_MIN_LEN:
+                self.secrets.add(value)
+
+    def current(self) -> set[str]:
+        from worker.log import _known_secrets
+
+        return self.secrets | {s for s in _known_secrets if len(s) >= SECRET_SCAN_MIN_LEN}
+
+    def check(self, where: str, text: str | bytes | None) -> None:
+        if not text:
+            return
+        self.scanned += 1
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        for secret in self.current():
+            if secret in text:
+                # Name the place and the secret's first characters only.
+                self.hits.append(f"{where}: {secret[:4]}…")
+
+
+SECRET_SCAN = SecretScan()
+
+
+def _collect_test_secrets() -> None:
+    from tests.emulator.seed import DEMO
+
+    SECRET_SCAN.add(DEMO.client_secret)
+
+
+def _patch_producers() -> None:
+    """Wrap where messages and API answers are built, so their content is scanned (once)."""
+    from aio_pika import Message
+    from aiohttp import web
+
+    if getattr(Message, "_secret_scan", False):
+        return
+    message_init = Message.__init__
+    response_init = web.Response.__init__
+
+    def scanned_message(self: Any, body: bytes, *args: Any, **kwargs: Any) -> None:
+        message_init(self, body, *args, **kwargs)
+        SECRET_SCAN.check("amqp headers", repr(kwargs.get("headers")))
+        SECRET_SCAN.check("amqp body", body)
+
+    def scanned_response(self: Any, *args: Any, **kwargs: Any) -> None:
+        response_init(self, *args, **kwargs)
+        for key in ("text", "body"):
+            value = kwargs.get(key)
+            if isinstance(value, str | bytes):
+                SECRET_SCAN.check("http answer", value)
+
+    Message.__init__ = scanned_message  # type: ignore[method-assign]
+    web.Response.__init__ = scanned_response  # type: ignore[method-assign]
+    Message._secret_scan = True  # type: ignore[attr-defined]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _collect_test_secrets()
+    _patch_producers()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for title, content in report.sections:
+        if title.startswith("Captured"):
+            SECRET_SCAN.check(f"{report.nodeid} {title}", content)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    SECRET_SCAN.check("metrics", generate_latest(REGISTRY))
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base = factory.getbasetemp() if factory is not None else None
+    if base is not None and base.exists():
+        for path in base.rglob("*.eml"):
+            SECRET_SCAN.check(f"mail {path.name}", path.read_bytes())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = (
+        f"secret scan: {len(SECRET_SCAN.current())} secrets, {SECRET_SCAN.scanned} outputs "
+        f"scanned, {len(SECRET_SCAN.hits)} found"
+    )
+    if reporter is not None:
+        reporter.write_line(line)
+        for hit in SECRET_SCAN.hits[:20]:
+            reporter.write_line(f"  secret found in {hit}")
+    if SECRET_SCAN.hits and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

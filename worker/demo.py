@@ -1,208 +1,246 @@
-"""``make demo``: the product end to end against the local BC emulator.
+"""``make demo``: the product end to end against the local BC emulator, in a few seconds.
 
 Runs from the repository root (the emulator lives in ``tests/emulator``). It needs a RabbitMQ
 broker at ``BC_SYNC_AMQP_URL`` (default localhost) and uses its own queue prefix and exchange,
-so it never touches a real deployment's queues.
+deleted again at the end, so it never touches a real deployment's queues. Everything else
+(SQLite, the outbox, the emulator's certificate) lives in a temporary directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import secrets
+import shutil
+import socket
 import sys
 import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aio_pika
+import aiohttp
+from aio_pika.abc import AbstractConnection
+from cryptography.fernet import Fernet
 
-from worker.config.model import parse_config
-from worker.config.settings import SettingsError, load_settings
+from worker.config.settings import Settings, SettingsError, load_settings
 from worker.log import configure
 
-ORG = "demo-org"
+PREFIX = "bc-sync-demo"
+EXCHANGE = "bc-sync-demo.events"
+WAIT_S = 60.0
+NO_BROKER = (
+    "demo: no RabbitMQ broker answers at BC_SYNC_AMQP_URL (default localhost:5672). Start "
+    "one: `docker compose -f deploy/docker-compose.yml up -d rabbitmq` or "
+    "`apt-get install rabbitmq-server && rabbitmq-server -detached`."
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _connect(url: str) -> AbstractConnection | None:
+    # The one-line hint below says it all; aiormq would log the refused connection too.
+    quiet = logging.getLogger("aiormq.connection")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return await asyncio.wait_for(
+            aio_pika.connect(url, client_properties={"connection_name": "bc-sync demo"}), 5
+        )
+    except Exception:
+        return None
+    finally:
+        quiet.setLevel(level)
+
+
+async def _drop_topology(connection: AbstractConnection, settings: Settings) -> None:
+    """Delete the demo's queues and exchange (left over by an interrupted run, or ours)."""
+    from worker.messaging.topology import Topology
+
+    channel = await connection.channel()
+    for spec in Topology.from_settings(settings).queues:
+        await channel.queue_delete(spec.name)
+    await channel.exchange_delete(settings.exchange)
+    await channel.close()
 
 
 async def main() -> int:
-    from tests import factories as f
-    from tests.emulator.seed import DEMO, demo_seed
-    from tests.emulator.server import CompanyRef, EmulatorServer
-    from worker.app import Runtime
-    from worker.messaging.consumer import Consumer
-    from worker.ops.dlq import list_dead_letters
-    from worker.sync import registry
-
     try:
         base = load_settings()
     except SettingsError as exc:
         print(f"demo: invalid setting: {exc}")
         return 2
     amqp = base.amqp_url.get_secret_value()
-    try:
-        probe = await asyncio.wait_for(aio_pika.connect(amqp), 5)
-        await probe.close()
-    except Exception:
-        print(
-            "demo: no RabbitMQ broker answers at BC_SYNC_AMQP_URL (default localhost:5672). Start "
-            "one: `docker compose -f deploy/docker-compose.yml up -d rabbitmq` or "
-            "`apt-get install rabbitmq-server && rabbitmq-server -detached`."
-        )
+    connection = await _connect(amqp)
+    if connection is None:
+        print(NO_BROKER)
         return 1
     configure("console", "WARNING")
     work = Path(tempfile.mkdtemp(prefix="bc-sync-demo-"))
-    async with EmulatorServer() as emulator:
+    started = time.monotonic()
+    try:
+        result = await _run(connection, amqp, work)
+    finally:
+        await connection.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\nFinished in {time.monotonic() - started:.0f} s: worker and emulator stopped, demo "
+        "queues and exchange deleted."
+    )
+    return result
+
+
+async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
+    # Imported here so that a missing broker is reported before the heavier imports.
+    from tests.emulator.seed import DEMO, demo_seed
+    from tests.emulator.server import CompanyRef, EmulatorServer
+    from worker.app import build_services
+    from worker.demo_summary import Observed, expected_expenses, print_summary, read_mail
+    from worker.demo_world import ORG, config_body, event_body, sample_events
+    from worker.events.envelope import CONTENT_TYPE
+    from worker.ops.dlq import list_dead_letters
+    from worker.runtime import Service
+
+    async with EmulatorServer(cert_dir=work) as emulator:
         await emulator.control.seed(demo_seed())
+        ref = CompanyRef(DEMO.tenant_id, DEMO.environment, DEMO.company_name)
+        before = await emulator.control.company_state(ref)
+        token = secrets.token_urlsafe(24)
         settings = load_settings(
             amqp_url=amqp,
-            queue_prefix="bc-sync-demo",
-            exchange="bc-sync-demo.events",
+            queue_prefix=PREFIX,
+            exchange=EXCHANGE,
             database_url=f"sqlite+aiosqlite:///{work / 'bc-sync.db'}",
             bc_api_url=emulator.url,
             authority_url=emulator.url,
             ca_file=emulator.ca_file,
             client_id=DEMO.client_id,
-            retry_delays="1,2",
+            secret_key=Fernet.generate_key().decode(),
+            api_token=token,
+            http_host="127.0.0.1",
+            http_port=_free_port(),
+            smtp_url=None,
             outbox_dir=work / "outbox",
+            retry_delays="1,2",
+            poll_interval_s=2,
+            digest_first_delay_s=2,
+            shutdown_grace_s=5,
             demo=True,
         )
-        print(f"BC emulator at {emulator.url}; state in {work}")
-        runtime = await Runtime.open(settings)
-        config = parse_config(
-            {
-                "tenant_id": DEMO.tenant_id,
-                "client_secret": DEMO.client_secret,
-                "environment": DEMO.environment,
-                "company_name": "CRONUS%20Sverige%20AB",
-                "export_customers": True,
-                "customer_posting_groups": {
-                    "domestic": {
-                        "gen_bus_posting_group": "INRIKES",
-                        "customer_posting_group": "KUNDER",
-                    },
-                    "abroad": {
-                        "gen_bus_posting_group": "EXPORT",
-                        "customer_posting_group": "KUNDER-EXP",
-                    },
-                },
-                "export_projects": True,
-                "project_dimension": "PROJEKT",
-                "export_invoices": True,
-                "department_dimension": "AVDELNING",
-                "department_source": "department",
-                "notification_recipients": [{"email": "ekonomi@example.se"}],
+        api = f"http://{settings.http_host}:{settings.http_port}"
+        print(
+            f"BC emulator at {emulator.url} (company {DEMO.company_name!r}, tenant "
+            f"{DEMO.tenant_domain})"
+        )
+        await _drop_topology(connection, settings)
+        services: list[Service] = await build_services(
+            settings, ("consume", "poll", "api", "notify")
+        )
+        running: list[Service] = []
+        try:
+            for service in services:
+                await service.start()
+                running.append(service)
+            print(f"worker running with roles consume, poll, api, notify; admin API at {api}")
+            observed = Observed()
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(settings.exchange)
+            listen = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await listen.bind(exchange, routing_key="bc.#")
+            await listen.consume(observed.on_message)
+
+            url = f"{api}/v1/organizations/{ORG}/integrations/business-central"
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+                for label, body in (
+                    ("save config", config_body()),
+                    (
+                        "save again (secret left blank: the stored one is kept)",
+                        config_body(with_secret=False),
+                    ),
+                ):
+                    async with http.put(url, json=body) as resp:
+                        answer = await resp.json()
+                        print(
+                            f"PUT {url.removeprefix(api)}: {label}: {resp.status} "
+                            f"{answer.get('status') or json.dumps(answer)}"
+                        )
+                        if resp.status not in (200, 201):
+                            return 1
+
+            events = sample_events()
+            for type_, data in events:
+                await exchange.publish(
+                    aio_pika.Message(
+                        event_body(type_, data),
+                        content_type=CONTENT_TYPE,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=type_,
+                )
+            print(f"published {len(events)} Moment events; waiting for the worker ...")
+
+            wanted = {
+                "bc.customer.exported": sum(t == "moment.customer.created" for t, _ in events),
+                "bc.project.exported": sum(t == "moment.project.created" for t, _ in events),
+                "bc.invoice.exported": sum(t == "moment.invoice.created" for t, _ in events) - 1,
+                "bc.expense.imported": expected_expenses(
+                    before, str(config_body()["expenses_from_date"]), "PROJEKT"
+                ),
+                "bc.integration.failed": 1,
             }
-        )
-        print("save config:", await runtime.store.configs.put(ORG, config))
-        print("save again: ", await runtime.store.configs.put(ORG, config))
-        consumer = Consumer(
-            settings, registry(runtime.sync_context()), connection=runtime.connection
-        )
-        await consumer.start()
-        se, no = (
-            f.customer("10001", country="SE"),
-            f.customer("20001", country="NO", currency_code="NOK"),
-        )
-        late = f.customer("30001", country="SE")
-        p1 = f.project("4005", name="Website relaunch", department="100", cust=se)
-        p2 = f.project("4006", name="Data platform", department="200", cust=se)
-        line = {"quantity": 10, "unit_price": 1200.0, "account_number": "3010", "vat_code": "25"}
-        events: list[tuple[str, dict[str, Any]]] = [
-            ("moment.customer.created", {"customer": se}),
-            ("moment.customer.created", {"customer": no}),
-            ("moment.project.created", {"project": p1}),
-            ("moment.project.created", {"project": p2}),
-            (
-                "moment.invoice.created",
-                {
-                    "invoice": f.invoice(
-                        "1864",
-                        cust=se,
-                        lines=[
-                            {**line, "description": "Consulting, November", "project": p1},
-                            {**line, "description": "Workshop", "quantity": 2, "project": p1},
-                            {**line, "description": "Architecture review", "project": p2},
-                        ],
-                    )
-                },
-            ),
-            (
-                "moment.invoice.created",
-                {
-                    "invoice": f.invoice(
-                        "1865",
-                        cust=late,
-                        lines=[{**line, "description": "Before its customer", "project": p2}],
-                    )
-                },
-            ),
-            (
-                "moment.invoice.created",
-                {
-                    "invoice": f.invoice(
-                        "1866",
-                        cust=se,
-                        lines=[
-                            {
-                                **line,
-                                "description": "Deliberately failing",
-                                "account_number": "9999",
-                                "project": p1,
-                            }
-                        ],
-                    )
-                },
-            ),
-        ]
-        channel = await runtime.connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(settings.exchange)
-        for type_, data in events:
-            await exchange.publish(
-                aio_pika.Message(f.body(type_, data, org=ORG), delivery_mode=2), routing_key=type_
-            )
-        print(f"published {len(events)} Moment events")
-        ref = CompanyRef(DEMO.tenant_id, DEMO.environment, DEMO.company_name)
-        for _ in range(60):
-            await asyncio.sleep(0.5)
-            dead = await list_dead_letters(settings)
-            state = await emulator.control.company_state(ref)
-            posted = [i for i in state.get("salesInvoices", []) if i.get("status") != "Draft"]
-            if len(posted) >= 2 and dead:
-                break
-        await consumer.stop()
-        _summary(state, dead)
-        channel_cleanup = await runtime.connection.channel()
-        for queue in (
-            settings.queue("exports"),
-            settings.queue("dead"),
-            *(settings.queue(f"retry.{int(d)}s") for d in settings.retry_delays),
-        ):
-            await channel_cleanup.queue_delete(queue, if_unused=False, if_empty=False)
-        await runtime.stop()
-    return 0
+            dead_queue = settings.queue("dead")
+
+            async def done() -> bool:
+                counts = observed.counts()
+                if any(counts[t] < n for t, n in wanted.items()):
+                    return False
+                if read_mail(settings.outbox_dir) is None:
+                    return False
+                depth = await channel.declare_queue(dead_queue, passive=True)
+                return (depth.declaration_result.message_count or 0) >= 1
+
+            complete = await _wait_for(done, WAIT_S)
+            if not complete:
+                counts = observed.counts()
+                missing = {t: f"{counts[t]}/{n}" for t, n in wanted.items() if counts[t] < n}
+                print(f"demo: not everything arrived within {WAIT_S:.0f} s: {missing}")
+            dead = await list_dead_letters(settings, connection=connection)
+            after = await emulator.control.company_state(ref)
+            print_summary(before, after, observed, dead, read_mail(settings.outbox_dir))
+            await channel.close()
+            return 0 if complete else 1
+        finally:
+            for service in reversed(running):
+                try:
+                    await service.stop()
+                except Exception as exc:
+                    print(f"demo: {service.name} did not stop cleanly: {exc!r}")
+            await _drop_topology(connection, settings)
 
 
-def _summary(state: dict[str, Any], dead: list[Any]) -> None:
-    print("\n== Business Central now holds ==")
-    for c in state.get("customers", []):
-        print(
-            f"customer {c.get('number')}: {c.get('displayName')} ({c.get('country')}) "
-            f"posting groups {c.get('genBusPostingGroup', c.get('Gen_Bus_Posting_Group', ''))}"
-            f"/{c.get('customerPostingGroup', c.get('Customer_Posting_Group', ''))}"
-        )
-    for v in state.get("dimensionValues", []):
-        print(
-            f"dimension value {v.get('dimensionCode', v.get('Dimension_Code'))} "
-            f"{v.get('code', v.get('Code'))}: {v.get('displayName', v.get('Name'))}"
-        )
-    for i in state.get("salesInvoices", []):
-        print(
-            f"sales invoice {i.get('number')} (Moment {i.get('externalDocumentNumber')}): "
-            f"{i.get('status')}, total {i.get('totalAmountIncludingTax')}"
-        )
-    print("\n== Dead letters ==")
-    for d in dead:
-        print(json.dumps(d.row(), default=str))
+async def _wait_for(condition: Callable[[], Awaitable[bool]], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await condition():
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
+def run() -> int:
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        # asyncio.run cancelled main(): its finally blocks stopped and deleted everything.
+        print("\ndemo: interrupted; worker and emulator stopped, demo queues deleted.")
+        return 130
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(run())

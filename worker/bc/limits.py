@@ -158,10 +158,11 @@ class SubjectLimiter:
                             code="LocalQueueTimeout",
                             retryable=False,  # it already waited its share
                         )
+                    # asyncio.timeout, not wait_for: a cancelled wait_for around
+                    # Condition.wait() can end in "Lock is not acquired" (seen under chaos).
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._cond.wait(), timeout=left if timed is None else timed
-                        )
+                        async with asyncio.timeout(left if timed is None else timed):
+                            await self._cond.wait()
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
                 self._record(now)

@@ -13,6 +13,21 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# Ids and numbers end up in logs, AMQP headers and BC keys: bounded far above any real value
+# (BC keys are at most 35), so an absurd one is an invalid event, not a header too big to send.
+KEY_MAX = 200
+Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=KEY_MAX)]
+ORG_ID_MAX = 100  # the store's limit (worker.config.store.ORG_ID_MAX)
+# One printable line: the organization id keys the config store and goes into every log line.
+OrgId = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=ORG_ID_MAX,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$",
+    ),
+]
 Money = Annotated[float, Field(allow_inf_nan=False)]
 CurrencyCode = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^([A-Za-z]{3})?$")
@@ -39,8 +54,8 @@ class Address(Model):
 class Customer(Model):
     """A Moment customer snapshot; ``number`` is the key in BC."""
 
-    id: NonEmpty
-    number: NonEmpty
+    id: Key
+    number: Key
     name: NonEmpty
     organization_number: Text | None = None
     vat_number: Text | None = None
@@ -53,7 +68,7 @@ class Customer(Model):
 
 
 class Department(Model):
-    id: NonEmpty
+    id: Key
     name: Text
     external_number: Text | None = None
 
@@ -67,8 +82,8 @@ class Tag(Model):
 class Project(Model):
     """A Moment project snapshot; ``number`` becomes the project dimension value code."""
 
-    id: NonEmpty
-    number: NonEmpty
+    id: Key
+    number: Key
     name: NonEmpty
     customer: Customer | None = None
     department: Department | None = None
@@ -80,7 +95,7 @@ class InvoiceLine(Model):
     quantity: Money
     unit_price: Money
     discount_percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0
-    account_number: NonEmpty
+    account_number: Key
     vat_code: Text | None = None
     project: Project | None = None
 
@@ -88,8 +103,8 @@ class InvoiceLine(Model):
 class Invoice(Model):
     """A Moment invoice snapshot; ``number`` becomes BC's external document number."""
 
-    id: NonEmpty
-    number: NonEmpty
+    id: Key
+    number: Key
     invoice_date: date
     due_date: date
     currency_code: CurrencyCode | None = None
@@ -199,10 +214,10 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     specversion: Literal["1.0"]
-    id: NonEmpty
+    id: Key
     source: NonEmpty
     type: NonEmpty
     time: datetime | None = None
-    organizationid: NonEmpty
+    organizationid: OrgId
     datacontenttype: str = "application/json"
     data: dict[str, Any]

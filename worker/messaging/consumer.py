@@ -323,10 +323,10 @@ class Consumer:
             H.ATTEMPTS: attempt,
             H.FIRST_FAILURE: hdrs.get(H.FIRST_FAILURE, now),
             H.LAST_FAILURE: now,
-            H.ORG: event.org if event else peek.get("organizationid", ""),
-            H.EVENT_ID: event.id if event else peek.get("id", ""),
-            H.EVENT_TYPE: event.type if event else peek.get("type", ""),
-            H.SUBJECT: exc.subject or (f"{object_type} {number}" if object_type else ""),
+            H.ORG: _label(event.org if event else peek.get("organizationid")),
+            H.EVENT_ID: _label(event.id if event else peek.get("id")),
+            H.EVENT_TYPE: _label(event.type if event else peek.get("type")),
+            H.SUBJECT: _label(exc.subject or (f"{object_type} {number}" if object_type else "")),
             H.HISTORY: _history(hdrs, now, exc, error_class, attempt),
         }
         new_headers.pop(H.ATTEMPT, None)
@@ -424,6 +424,18 @@ def _int(value: Any, default: int) -> int:
         return max(1, int(value))
     except (TypeError, ValueError):
         return default
+
+
+MAX_HEADER_LABEL = 200
+
+
+def _label(value: object) -> str:
+    """An id-like header from an untrusted body: a bounded string, whatever the body held.
+
+    An unbounded one could outgrow an AMQP frame; the broker then closes the connection and
+    every in-flight message loops."""
+    text = "" if value is None else value if isinstance(value, str) else repr(value)
+    return _short(text)[:MAX_HEADER_LABEL]
 
 
 def _short(text: str) -> str:

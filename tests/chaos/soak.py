@@ -1,0 +1,888 @@
+"""The soak engine: publish a mix of Moment events for several organizations, break things while
+worker processes handle them, then drain and count against the emulator's state and the queues.
+
+Every organization has its own BC tenant in the emulator (its own limits) and its own config in
+the shared store. Events: customers, projects and invoices, some published twice (duplicates),
+some before the objects they refer to (out of order), a few that can never succeed (bad). Chaos:
+SIGKILL of worker processes (restarted), cut broker connections (a TCP proxy in front of the
+broker), broker outages (the proxy refuses connections for a while), BC outages (every request
+answers 503 for a while), and random BC faults (5xx, 429, hanging requests) all along.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+from cryptography.fernet import Fernet
+
+from tests import factories as f
+from tests.chaos.proxy import OutageProxy
+from tests.emulator.seed import DEMO, _sverige
+from tests.emulator.server import CompanyRef, ControlClient
+from worker.config.crypto import SecretBox
+from worker.config.model import parse_config
+from worker.config.settings import load_settings
+from worker.config.store import Store
+from worker.messaging import headers as H
+from worker.messaging.topology import Topology
+
+REPO = Path(__file__).resolve().parents[2]
+CUST = "moment.customer.created"
+PROJ = "moment.project.created"
+INV = "moment.invoice.created"
+
+
+@dataclass
+class SoakConfig:
+    """One soak run. Rates are fractions of the events (or of BC requests for faults)."""
+
+    amqp_url: str
+    emulator_url: str
+    ca_file: Path
+    events: int = 1000
+    orgs: int = 5
+    workers: int = 1
+    kills: int = 5
+    cuts: int = 3
+    broker_outages: int = 0
+    broker_outage_s: float = 6.0
+    bc_outage_s: float = 0.0  # > 0: every BC request answers 503 for this long, mid-run
+    duplicates: float = 0.05
+    out_of_order: float = 0.05
+    bad: float = 0.01
+    fault_5xx: float = 0.10
+    fault_429: float = 0.05
+    fault_hang: float = 0.02
+    chaos_every_s: tuple[float, float] = (1.5, 4.0)
+    retry_delays: str = "0.5,1,2,3,4,5,5,5,5,5,5,5"
+    bc_timeout_s: float = 3.0
+    claim_ttl_s: float = 15.0
+    prefetch: int = 16
+    database_url: str | None = None  # default: a SQLite file shared by the workers
+    timeout_s: float = 600.0
+    seed: int = 9
+    work_dir: Path | None = None
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class SoakReport:
+    events: int = 0  # messages published (duplicates included)
+    distinct: int = 0
+    good: int = 0
+    bad: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    kills: int = 0
+    cuts: int = 0
+    broker_outages: int = 0
+    bc_outage_s: float = 0.0
+    faults: dict[str, int] = field(default_factory=dict)
+    lost: int = 0
+    duplicated: int = 0
+    wrong_content: int = 0
+    dead_lettered: int = 0
+    dead_unexpected: int = 0
+    retry_left: int = 0
+    exports_left: int = 0
+    unready_during_outage: int = 0
+    worker_restarts: int = 0
+    wall_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    log_files: list[Path] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)  # the organizations' client secrets
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def figures(self) -> str:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        return "\n".join(
+            [
+                f"events published   {self.events} ({self.distinct} distinct: {self.good} good, "
+                f"{self.bad} bad; {self.duplicates} duplicates, {self.out_of_order} out of order)",
+                f"kills              {self.kills} (SIGKILL, worker restarted)",
+                f"broker cuts        {self.cuts}; broker outages {self.broker_outages}",
+                f"BC outage          {self.bc_outage_s:.0f} s of 503 "
+                f"(readiness lost {self.unready_during_outage} times)",
+                f"faults injected    {faults}",
+                f"lost               {self.lost}",
+                f"duplicated         {self.duplicated}",
+                f"wrong content      {self.wrong_content}",
+                f"dead-lettered      {self.dead_lettered} (unexpected {self.dead_unexpected})",
+                f"left on ladder     {self.retry_left}; left in exports {self.exports_left}",
+                f"wall time          {self.wall_s:.1f} s",
+            ]
+        )
+
+
+# --- the world: organizations, their tenants, and the events ------------------------------------
+
+
+@dataclass
+class Org:
+    index: int
+    org_id: str
+    tenant_id: str
+    secret: str
+
+    @property
+    def ref(self) -> CompanyRef:
+        return CompanyRef(self.tenant_id, DEMO.environment, DEMO.company_name)
+
+
+def make_orgs(n: int, run: str) -> list[Org]:
+    return [
+        Org(
+            index=i,
+            org_id=f"chaos-{run}-{i}",
+            tenant_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bc-sync-chaos:{run}:{i}")),
+            secret=f"chaos-secret-{run}-{i}-{uuid.uuid4().hex[:12]}",
+        )
+        for i in range(n)
+    ]
+
+
+def seed_for(orgs: list[Org]) -> dict[str, Any]:
+    return {
+        "tenants": [
+            {
+                "id": o.tenant_id,
+                "apps": [{"client_id": DEMO.client_id, "secret": o.secret, "enabled_in_bc": True}],
+                "environments": [
+                    {"name": DEMO.environment, "type": "Production", "companies": [_sverige()]}
+                ],
+            }
+            for o in orgs
+        ]
+    }
+
+
+def config_for(org: Org) -> dict[str, Any]:
+    return {
+        "tenant_id": org.tenant_id,
+        "client_secret": org.secret,
+        "environment": DEMO.environment,
+        "company_name": DEMO.company_name,
+        "export_customers": True,
+        "customer_posting_groups": {
+            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
+            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
+        },
+        "export_projects": True,
+        "project_dimension": "PROJEKT",
+        "export_invoices": True,
+        "department_dimension": "AVDELNING",
+        "department_source": "department",
+    }
+
+
+@dataclass
+class Planned:
+    """One distinct event and what BC must hold afterwards."""
+
+    org: Org
+    event_id: str
+    type: str
+    body: bytes
+    bad_code: str | None = None  # the dead-letter code of a bad event
+
+
+@dataclass
+class Expected:
+    """Per organization: the records BC must hold, by key."""
+
+    customers: dict[str, str] = field(default_factory=dict)  # number → name
+    projects: dict[str, str] = field(default_factory=dict)  # code → name
+    invoices: dict[str, float] = field(default_factory=dict)  # number → total excl. tax
+    bad_invoices: set[str] = field(default_factory=set)
+    bad_customers: set[str] = field(default_factory=set)
+    # Customers only a bad invoice refers to: it may create them before it fails (allowed once).
+    optional_customers: set[str] = field(default_factory=set)
+
+
+def plan(
+    cfg: SoakConfig, orgs: list[Org], rng: random.Random
+) -> tuple[list[Planned], dict[str, Expected], int]:
+    """The events in publishing order (duplicates included), what BC must hold, and how many
+    were moved ahead of what they refer to."""
+    per_org = {o.org_id: Expected() for o in orgs}
+    streams: list[list[Planned]] = []
+    moved = 0
+    for org in orgs:
+        n = cfg.events // len(orgs) + (1 if org.index < cfg.events % len(orgs) else 0)
+        exp = per_org[org.org_id]
+        customers: list[dict[str, Any]] = []
+        projects: list[dict[str, Any]] = []
+        stream: list[Planned] = []
+        invoices: list[Planned] = []
+        k = 0
+        while len(stream) + len(invoices) < n:
+            k += 1
+            roll = rng.random()
+            if roll < 0.4 or not customers:
+                number = f"C{org.index}X{k}"
+                c = f.customer(number, name=f"Kund {number} AB")
+                customers.append(c)
+                exp.customers[number] = c["name"]
+                stream.append(_event(org, CUST, {"customer": c}))
+            elif roll < 0.6 or not projects:
+                number = f"P{org.index}X{k}"
+                p = f.project(number, name=f"Projekt {number}", department="200", cust=None)
+                p["customer"] = rng.choice(customers)
+                projects.append(p)
+                exp.projects[number] = p["name"]
+                stream.append(_event(org, PROJ, {"project": p}))
+            else:
+                number = f"I{org.index}X{k}"
+                c = rng.choice(customers)
+                lines = []
+                total = 0.0
+                for j in range(rng.randint(1, 3)):
+                    qty, price = rng.randint(1, 20), float(rng.randint(100, 2000))
+                    total += qty * price
+                    lines.append(
+                        {
+                            "description": f"Rad {j + 1}",
+                            "quantity": qty,
+                            "unit_price": price,
+                            "discount_percent": 0,
+                            "account_number": "3010",
+                            "vat_code": "25",
+                            "project": rng.choice(projects),
+                        }
+                    )
+                inv = f.invoice(number, cust=c, lines=lines)
+                exp.invoices[number] = round(total, 2)
+                invoices.append(_event(org, INV, {"invoice": inv}))
+        stream.extend(invoices)
+        rng.shuffle(invoices)
+        # Invoices come after what they refer to, except the out-of-order ones: moved first.
+        stream = [e for e in stream if e.type != INV]
+        late = list(invoices)
+        ahead = [late.pop() for _ in range(min(len(late), round(n * cfg.out_of_order)))]
+        moved += len(ahead)
+        stream = ahead + stream + late
+        # Bad events replace some good ones: an account missing in BC, a number BC cannot hold.
+        n_bad = max(1, round(n * cfg.bad)) if cfg.bad > 0 else 0
+        for b in range(n_bad):
+            i = rng.randrange(len(stream))
+            if b % 2 == 0:
+                number = f"B{org.index}X{b}"
+                c = rng.choice(customers)
+                inv = f.invoice(number, cust=c)
+                inv["lines"][0]["account_number"] = "9999"
+                inv["lines"][0]["project"] = rng.choice(projects)
+                exp.bad_invoices.add(number)
+                stream[i] = _event(org, INV, {"invoice": inv}, bad="BC-ACCOUNT-MISSING")
+            else:
+                number = f"BAD{org.index}X{b}" + "9" * 20
+                exp.bad_customers.add(number)
+                stream[i] = _event(org, CUST, {"customer": f.customer(number)}, bad="BC-VALIDATION")
+        streams.append(stream)
+    _drop_replaced(streams, per_org)
+    # Interleave the organizations' streams, keeping each one's order.
+    out: list[Planned] = []
+    cursors = [0] * len(streams)
+    while any(c < len(s) for c, s in zip(cursors, streams, strict=True)):
+        i = rng.choice([i for i, s in enumerate(streams) if cursors[i] < len(s)])
+        out.append(streams[i][cursors[i]])
+        cursors[i] += 1
+    return out, per_org, moved
+
+
+def _drop_replaced(streams: list[list[Planned]], per_org: dict[str, Expected]) -> None:
+    """A good event overwritten by a bad one no longer produces its record, unless another
+    event (an invoice's snapshot) still does."""
+    for stream in streams:
+        if not stream:
+            continue
+        org = stream[0].org.org_id
+        exp = per_org[org]
+        present_c: set[str] = set()
+        present_p: set[str] = set()
+        present_i: set[str] = set()
+        for e in stream:
+            if e.bad_code:
+                continue
+            data = json.loads(e.body)["data"]
+            if e.type == CUST:
+                present_c.add(data["customer"]["number"])
+            elif e.type == PROJ:
+                present_p.add(data["project"]["number"])
+            else:
+                inv = data["invoice"]
+                present_i.add(inv["number"])
+                present_c.add(inv["customer"]["number"])
+                present_p.update(line["project"]["number"] for line in inv["lines"])
+        exp.customers = {k: v for k, v in exp.customers.items() if k in present_c}
+        exp.projects = {k: v for k, v in exp.projects.items() if k in present_p}
+        exp.invoices = {k: v for k, v in exp.invoices.items() if k in present_i}
+        exp.optional_customers = {
+            json.loads(e.body)["data"]["invoice"]["customer"]["number"]
+            for e in stream
+            if e.bad_code == "BC-ACCOUNT-MISSING"
+        } - present_c
+
+
+def _event(org: Org, type_: str, data: dict[str, Any], *, bad: str | None = None) -> Planned:
+    event_id = str(uuid.uuid4())
+    body = f.body(type_, data, org=org.org_id, id_=event_id)
+    return Planned(org, event_id, type_, body, bad)
+
+
+# --- processes and plumbing -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Workers:
+    """Worker subprocesses (``tests.chaos.worker``): start, SIGKILL and restart, stop."""
+
+    def __init__(self, env: dict[str, str], count: int, log_dir: Path) -> None:
+        self.env = env
+        self.count = count
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.ports = [_free_port() for _ in range(count)]
+        self.starts = 0
+        self.logs: list[Path] = []
+
+    def start(self, i: int) -> None:
+        self.starts += 1
+        log = self.log_dir / f"worker-{i}-{self.starts}.log"
+        self.logs.append(log)
+        env = {**self.env, "BC_SYNC_HTTP_PORT": str(self.ports[i])}
+        with log.open("wb") as out:
+            self.procs[i] = subprocess.Popen(
+                [sys.executable, "-m", "tests.chaos.worker"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def start_all(self) -> None:
+        for i in range(self.count):
+            self.start(i)
+
+    def kill(self, i: int) -> None:
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        self.start(i)
+
+    def crashed(self) -> list[int]:
+        """Workers that exited by themselves (a crash loop shows up here)."""
+        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is not None]
+
+    def stop_all(self, timeout: float = 40.0) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = [None] * self.count
+
+
+async def _ready(port: int) -> bool:
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as resp,
+        ):
+            return resp.status == 200
+    except Exception:
+        return False
+
+
+def _proxied(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
+async def _depths(channel: aio_pika.abc.AbstractChannel, names: list[str]) -> dict[str, int]:
+    out = {}
+    for name in names:
+        q = await channel.declare_queue(name, passive=True)
+        out[name] = int(q.declaration_result.message_count or 0)
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+async def run_soak(cfg: SoakConfig) -> SoakReport:
+    """Run one soak and return its figures; ``report.problems`` lists every failed check."""
+    started = time.monotonic()
+    rng = random.Random(cfg.seed)
+    report = SoakReport()
+    run = uuid.uuid4().hex[:8]
+    work = cfg.work_dir or Path(tempfile.mkdtemp(prefix="bc-sync-chaos-"))
+    work.mkdir(parents=True, exist_ok=True)
+    orgs = make_orgs(cfg.orgs, run)
+    report.secrets = [o.secret for o in orgs]
+    key = Fernet.generate_key().decode()
+    db_url = cfg.database_url or f"sqlite+aiosqlite:///{work / 'bc-sync.db'}"
+    settings = load_settings(
+        _env_file=None,
+        amqp_url=cfg.amqp_url,
+        queue_prefix=f"chaos-{run}",
+        exchange=f"chaos-{run}.events",
+        database_url=db_url,
+        retry_delays=cfg.retry_delays,
+        secret_key=key,
+    )
+    topo = Topology.from_settings(settings)
+    control = ControlClient(cfg.emulator_url, cfg.ca_file)
+    broker = urlsplit(cfg.amqp_url)
+    proxy = OutageProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    await proxy.start()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BC_SYNC_")},
+        "BC_SYNC_AMQP_URL": _proxied(cfg.amqp_url, proxy.port),
+        "BC_SYNC_EXCHANGE": settings.exchange,
+        "BC_SYNC_QUEUE_PREFIX": settings.queue_prefix,
+        "BC_SYNC_DATABASE_URL": db_url,
+        "BC_SYNC_BC_API_URL": cfg.emulator_url,
+        "BC_SYNC_AUTHORITY_URL": cfg.emulator_url,
+        "BC_SYNC_CA_FILE": str(cfg.ca_file),
+        "BC_SYNC_CLIENT_ID": DEMO.client_id,
+        "BC_SYNC_SECRET_KEY": key,
+        "BC_SYNC_RETRY_DELAYS": cfg.retry_delays,
+        "BC_SYNC_PREFETCH": str(cfg.prefetch),
+        "BC_SYNC_LOG_FORMAT": "json",
+        "BC_SYNC_LOG_LEVEL": "INFO",
+        "BC_SYNC_SHUTDOWN_GRACE_S": "15",
+        "BC_SYNC_OUTBOX_DIR": str(work / "outbox"),
+        "CHAOS_BC_TIMEOUT_S": str(cfg.bc_timeout_s),
+        "CHAOS_CLAIM_TTL_S": str(cfg.claim_ttl_s),
+        "PYTHONPATH": str(REPO),
+    }
+    workers = Workers(env, cfg.workers, work)
+    connection = await aio_pika.connect(cfg.amqp_url)
+    try:
+        # The world: tenants in the emulator, configs in the store, the topology.
+        await control.seed(seed_for(orgs))
+        store = Store.from_url(db_url, secrets=SecretBox([key]))
+        await store.migrate()
+        for org in orgs:
+            await store.configs.put(org.org_id, parse_config(config_for(org)))
+        await store.close()
+        channel = await connection.channel(publisher_confirms=True)
+        await topo.apply(channel)
+        exchange = await channel.get_exchange(settings.exchange)
+        fault_ids = await _add_faults(control, cfg, orgs)
+
+        events, expected, moved = plan(cfg, orgs, rng)
+        dups = [e for e in events if not e.bad_code and rng.random() < cfg.duplicates]
+        order: list[Planned] = list(events)
+        for d in dups:  # each duplicate goes somewhere after its original
+            at = order.index(d)
+            order.insert(rng.randint(at + 1, len(order)), d)
+        report.distinct, report.duplicates, report.out_of_order = len(events), len(dups), moved
+        report.bad = sum(1 for e in events if e.bad_code)
+        report.good = report.distinct - report.bad
+        report.events = len(order)
+        cfg.log(
+            f"chaos: {report.events} events for {cfg.orgs} organizations, {cfg.workers} "
+            f"worker process(es), work dir {work}"
+        )
+
+        workers.start_all()
+        publisher = asyncio.create_task(_publish(exchange, order))
+        chaos = asyncio.create_task(_chaos(cfg, rng, workers, proxy, control, report))
+        done = await _wait_until_settled(
+            cfg,
+            control,
+            connection,
+            topo,
+            orgs,
+            expected,
+            report,
+            workers,
+            started,
+            [publisher, chaos],
+        )
+        chaos.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chaos
+        await publisher
+        if not done:
+            report.problems.append(f"not settled within {cfg.timeout_s:.0f} s")
+        proxy.up()
+        for r in await control.faults():
+            if int(r["id"]) in fault_ids:
+                name = f"{r['status']}" if r["kind"] == "status" else r["kind"]
+                report.faults[name] = report.faults.get(name, 0) + int(r["applied"])
+        await control.clear_faults()
+        await _stop_drained(cfg, workers, connection, topo)
+        await _verify(cfg, control, connection, topo, orgs, events, expected, report)
+    finally:
+        workers.stop_all()
+        proxy.up()
+        report.cuts = proxy.cuts
+        await proxy.stop()
+        await _drop(connection, topo)
+        await connection.close()
+        await control.close()
+    report.broker_outages = proxy.outages
+    report.worker_restarts = workers.starts - cfg.workers
+    report.log_files = list(workers.logs)
+    report.wall_s = time.monotonic() - started
+    return report
+
+
+async def _add_faults(control: ControlClient, cfg: SoakConfig, orgs: list[Org]) -> list[int]:
+    ids: list[int] = []
+    specs: list[dict[str, Any]] = []
+    if cfg.fault_5xx:
+        specs += [
+            {"kind": "status", "status": 500, "probability": cfg.fault_5xx / 3},
+            {"kind": "status", "status": 502, "probability": cfg.fault_5xx / 3},
+            {"kind": "status", "status": 503, "probability": cfg.fault_5xx / 3},
+        ]
+    if cfg.fault_429:
+        specs.append(
+            {"kind": "status", "status": 429, "probability": cfg.fault_429, "retry_after": 1}
+        )
+    if cfg.fault_hang:
+        specs.append({"kind": "hang", "probability": cfg.fault_hang})
+    for i, spec in enumerate(specs):
+        kind = spec.pop("kind")
+        rule = await control.add_fault(kind, seed=cfg.seed + i, **spec)
+        ids.append(int(rule["id"]))
+    return ids
+
+
+async def _publish(exchange: aio_pika.abc.AbstractExchange, order: list[Planned]) -> None:
+    """Publish like Moment: persistent, confirmed, in order, a few in flight at a time."""
+    window = 50
+    for start in range(0, len(order), window):
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        e.body,
+                        content_type="application/cloudevents+json",
+                        message_id=e.event_id,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=e.type,
+                    mandatory=True,
+                )
+                for e in order[start : start + window]
+            )
+        )
+
+
+async def _chaos(
+    cfg: SoakConfig,
+    rng: random.Random,
+    workers: Workers,
+    proxy: OutageProxy,
+    control: ControlClient,
+    report: SoakReport,
+) -> None:
+    """Kills, cuts, outages, in random order at random moments, until each count is reached."""
+    todo = (
+        ["kill"] * cfg.kills
+        + ["cut"] * cfg.cuts
+        + ["broker_outage"] * cfg.broker_outages
+        + (["bc_outage"] if cfg.bc_outage_s > 0 else [])
+    )
+    rng.shuffle(todo)
+    await asyncio.sleep(rng.uniform(*cfg.chaos_every_s))
+    for action in todo:
+        if action == "kill":
+            victim = rng.randrange(workers.count)
+            await asyncio.to_thread(workers.kill, victim)
+            report.kills += 1
+            cfg.log(f"chaos: SIGKILL worker {victim} (kill {report.kills})")
+        elif action == "cut":
+            proxy.cut()
+            cfg.log(f"chaos: cut broker connections (cut {proxy.cuts})")
+        elif action == "broker_outage":
+            proxy.down()
+            cfg.log(f"chaos: broker unreachable for {cfg.broker_outage_s:.0f} s")
+            await asyncio.sleep(cfg.broker_outage_s)
+            proxy.up()
+        else:
+            await _bc_outage(cfg, workers, control, report)
+        await asyncio.sleep(rng.uniform(*cfg.chaos_every_s))
+
+
+async def _bc_outage(
+    cfg: SoakConfig, workers: Workers, control: ControlClient, report: SoakReport
+) -> None:
+    """Every BC and Entra request answers 503 for ``bc_outage_s``; workers must stay ready."""
+    rule = await control.add_fault("status", status=503, probability=1.0)
+    cfg.log(f"chaos: BC answers 503 for {cfg.bc_outage_s:.0f} s")
+    deadline = time.monotonic() + cfg.bc_outage_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        for i, port in enumerate(workers.ports):
+            proc = workers.procs[i]
+            if proc is not None and proc.poll() is None and not await _ready(port):
+                report.unready_during_outage += 1
+    await control.remove_fault(int(rule["id"]))
+    report.bc_outage_s += cfg.bc_outage_s
+
+
+async def _wait_until_settled(
+    cfg: SoakConfig,
+    control: ControlClient,
+    connection: aio_pika.abc.AbstractConnection,
+    topo: Topology,
+    orgs: list[Org],
+    expected: dict[str, Expected],
+    report: SoakReport,
+    workers: Workers,
+    started: float,
+    first: list[asyncio.Task[None]],
+) -> bool:
+    """Until every good record exists, the bad ones are dead-lettered and the queues are empty."""
+    channel = await connection.channel()
+    names = [q.name for q in topo.queues]
+    want_records = sum(
+        len(e.customers) + len(e.projects) + len(e.invoices) for e in expected.values()
+    )
+    last_log = 0.0
+    while time.monotonic() - started < cfg.timeout_s:
+        await asyncio.sleep(2.0)
+        for i in workers.crashed():
+            report.problems.append(
+                f"worker {i} exited by itself (see the logs in {workers.log_dir})"
+            )
+            workers.start(i)
+        if not all(t.done() for t in first):
+            continue  # every event published and every planned fault done first
+        depths = await _depths(channel, names)
+        busy = sum(v for k, v in depths.items() if k != topo.dead.name)
+        dead = depths[topo.dead.name]
+        logging = time.monotonic() - last_log > 15
+        if busy and not logging:
+            continue  # reading every company's state costs the emulator: only when useful
+        have = await _count_records(control, orgs, expected)
+        if logging:
+            last_log = time.monotonic()
+            cfg.log(
+                f"chaos: {have}/{want_records} records, {busy} queued, {dead} dead, "
+                f"{time.monotonic() - started:.0f} s"
+            )
+        if have >= want_records and busy == 0 and depths[topo.dead.name] >= report.bad:
+            await channel.close()
+            return True
+    await channel.close()
+    return False
+
+
+async def _stop_drained(
+    cfg: SoakConfig,
+    workers: Workers,
+    connection: aio_pika.abc.AbstractConnection,
+    topo: Topology,
+) -> None:
+    """Stop the workers; a duplicate they were still handling goes back to the queue, so run
+    them again until a stop leaves nothing behind."""
+    channel = await connection.channel()
+    names = [q.name for q in topo.queues if q is not topo.dead]
+    try:
+        for _ in range(5):
+            await asyncio.to_thread(workers.stop_all)
+            if not sum((await _depths(channel, names)).values()):
+                return
+            cfg.log("chaos: messages came back at stop; running the workers again")
+            workers.start_all()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await asyncio.sleep(2.0)
+                if not sum((await _depths(channel, names)).values()):
+                    break
+    finally:
+        await channel.close()
+
+
+async def _count_records(
+    control: ControlClient, orgs: list[Org], expected: dict[str, Expected]
+) -> int:
+    n = 0
+    for org in orgs:
+        exp = expected[org.org_id]
+        state = await control.company_state(org.ref)
+        numbers = {c["number"] for c in state.get("customers", [])}
+        n += len(numbers & set(exp.customers))
+        n += len(_project_values(state).keys() & set(exp.projects))
+        posted = {
+            i["externalDocumentNumber"]
+            for i in state.get("salesInvoices", [])
+            if i.get("status") != "Draft"
+        }
+        n += len(posted & set(exp.invoices))
+    return n
+
+
+def _project_values(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for dim in state.get("dimensions", []):
+        if dim["code"] == "PROJEKT":
+            for v in dim["values"]:
+                out.setdefault(v["code"], []).append(v)
+    return out
+
+
+async def _verify(
+    cfg: SoakConfig,
+    control: ControlClient,
+    connection: aio_pika.abc.AbstractConnection,
+    topo: Topology,
+    orgs: list[Org],
+    events: list[Planned],
+    expected: dict[str, Expected],
+    report: SoakReport,
+) -> None:
+    """The counts of the issue: records once with the right content, bad ones dead-lettered
+    with their code, nothing left anywhere."""
+    problems = report.problems
+    channel = await connection.channel()
+    depths = await _depths(channel, [q.name for q in topo.queues])
+    report.exports_left = depths[topo.exports.name]
+    report.retry_left = sum(
+        v for k, v in depths.items() if k not in (topo.exports.name, topo.dead.name)
+    )
+    dead: dict[str, dict[str, Any]] = {}
+    queue = await channel.get_queue(topo.dead.name, ensure=False)
+    while (msg := await queue.get(fail=False, no_ack=True)) is not None:
+        headers = dict(msg.headers or {})
+        dead.setdefault(str(headers.get(H.EVENT_ID) or msg.message_id), headers)
+        report.dead_lettered += 1
+    await channel.close()
+    for e in events:
+        got = dead.pop(e.event_id, None)
+        if e.bad_code:
+            if got is None:
+                report.lost += 1
+                problems.append(f"bad event {e.event_id} ({e.type}) not dead-lettered")
+            elif got.get(H.ERROR_CODE) != e.bad_code:
+                report.dead_unexpected += 1
+                problems.append(
+                    f"bad event {e.event_id}: code {got.get(H.ERROR_CODE)} "
+                    f"({str(got.get(H.ERROR_MESSAGE))[:150]}), expected {e.bad_code}"
+                )
+        elif got is not None:
+            report.dead_unexpected += 1
+            report.lost += 1  # its record may exist (a duplicate succeeded), the event failed
+            problems.append(
+                f"good {e.type} {e.event_id} dead-lettered: {got.get(H.ERROR_CODE)} "
+                f"{str(got.get(H.ERROR_MESSAGE))[:150]}"
+            )
+    for event_id, headers in dead.items():
+        report.dead_unexpected += 1
+        problems.append(f"dead letter of no event: {event_id} {headers.get(H.ERROR_CODE)!s}")
+
+    for org in orgs:
+        exp = expected[org.org_id]
+        state = await control.company_state(org.ref)
+        optional = exp.optional_customers
+        by_number: dict[str, list[dict[str, Any]]] = {}
+        for c in state.get("customers", []):
+            by_number.setdefault(c["number"], []).append(c)
+        for number, name in exp.customers.items():
+            found = by_number.pop(number, [])
+            _count(report, f"customer {number} of {org.org_id}", len(found))
+            if found and found[0]["displayName"] != name:
+                report.wrong_content += 1
+                problems.append(f"customer {number}: name {found[0]['displayName']!r}")
+        for number in exp.bad_customers:
+            if by_number.pop(number.upper(), None):
+                problems.append(f"bad customer {number} exists in BC")
+        for number, found in by_number.items():
+            if number.startswith(f"C{org.index}X") or number in optional:
+                if len(found) > 1:
+                    report.duplicated += len(found) - 1
+                    problems.append(f"customer {number} {len(found)} times")
+                elif number not in optional:
+                    problems.append(f"unexpected customer {number}")
+        values = _project_values(state)
+        for code, name in exp.projects.items():
+            found = values.get(code, [])
+            _count(report, f"project {code} of {org.org_id}", len(found))
+            if found and found[0]["displayName"] != name:
+                report.wrong_content += 1
+                problems.append(f"project {code}: name {found[0]['displayName']!r}")
+        invoices: dict[str, list[dict[str, Any]]] = {}
+        for inv in state.get("salesInvoices", []):
+            invoices.setdefault(inv.get("externalDocumentNumber", ""), []).append(inv)
+        for number, total in exp.invoices.items():
+            found = invoices.pop(number, [])
+            posted = [i for i in found if i.get("status") != "Draft"]
+            _count(report, f"invoice {number} of {org.org_id}", len(found))
+            if len(posted) != len(found):
+                report.lost += 1 if not posted else 0
+                problems.append(f"invoice {number}: {len(found) - len(posted)} left as draft")
+            if posted and abs(float(posted[0]["totalAmountExcludingTax"]) - total) > 0.005:
+                report.wrong_content += 1
+                problems.append(
+                    f"invoice {number}: total {posted[0]['totalAmountExcludingTax']} != {total}"
+                )
+        for number in exp.bad_invoices:
+            if invoices.pop(number, None):
+                problems.append(f"bad invoice {number} exists in BC")
+        for number in invoices:
+            if number.startswith((f"I{org.index}X", f"B{org.index}X")):
+                problems.append(f"unexpected invoice {number}")
+    if report.retry_left or report.exports_left:
+        problems.append(f"{report.retry_left} left on the ladder, {report.exports_left} in exports")
+    if report.unready_during_outage:
+        problems.append(f"workers unready {report.unready_during_outage} times in a BC outage")
+
+
+def _count(report: SoakReport, what: str, n: int) -> None:
+    if n == 0:
+        report.lost += 1
+        report.problems.append(f"{what} missing in BC")
+    elif n > 1:
+        report.duplicated += n - 1
+        report.problems.append(f"{what} {n} times in BC")
+
+
+async def _drop(connection: aio_pika.abc.AbstractConnection, topo: Topology) -> None:
+    with contextlib.suppress(Exception):
+        channel = await connection.channel()
+        for spec in topo.queues:
+            await channel.queue_delete(spec.name, if_unused=False, if_empty=False)
+        await channel.exchange_delete(topo.exchange)
