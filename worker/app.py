@@ -39,7 +39,7 @@ from worker.sync import registry
 from worker.sync.context import SyncContext
 from worker.sync.expenses import ExpenseState
 from worker.sync.poller import ExpensePoller
-from worker.sync.status import StatusObserver
+from worker.sync.status import StatusObserver, SuccessBuffer
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +58,7 @@ class Runtime:
     connection: AbstractRobustConnection
     publisher: Publisher
     leases: Leases
+    successes: SuccessBuffer
     observers: list[Observer] = field(default_factory=list)
     name: str = "runtime"
 
@@ -84,6 +85,7 @@ class Runtime:
             connection=connection,
             publisher=Publisher(connection, settings.exchange),
             leases=Leases(store),
+            successes=SuccessBuffer(store.sync_outcomes),
         )
 
     async def emit(self, type_: str, org: str, data: ExportedData, event_id: str) -> None:
@@ -98,14 +100,15 @@ class Runtime:
             self.configs,
             self.hub,
             claims=self.leases,
-            outcomes=self.store,
+            outcomes=self.successes,
             emit=self.emit,
         )
 
     async def start(self) -> None:
-        return None
+        await self.successes.start()
 
     async def stop(self) -> None:
+        await self.successes.stop()  # after the consumer drained (services stop in reverse)
         await self.publisher.close()
         await self.connection.close()
         await self.hub.close()

@@ -10,9 +10,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from worker.config.commands import register as register_config
 from worker.config.settings import Settings, exit_on_bad_settings
 from worker.log import configure
-from worker.config.commands import register as register_config
 from worker.ops.commands import register as register_dlq
 from worker.sync.poll_commands import register as register_poll
 

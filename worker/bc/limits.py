@@ -182,14 +182,17 @@ class SubjectLimiter:
                 self._limit = max(1, self._limit // 2)
                 pause = DEFAULT_PAUSE_S if retry_after is None else max(0.0, retry_after)
                 self._paused_until = max(self._paused_until, now + pause)
-            else:
-                self._successes += 1
-                if self._limit < self.config.max_concurrency and (
-                    self._successes >= RECOVERY_SUCCESSES
-                ):
-                    self._limit += 1
-                    self._successes = 0
-            self._cond.notify_all()
+                self._cond.notify_all()  # every waiter re-times its wait to the pause
+                return
+            self._successes += 1
+            if self._limit < self.config.max_concurrency and (
+                self._successes >= RECOVERY_SUCCESSES
+            ):
+                self._limit += 1
+                self._successes = 0
+            # Wake only as many waiters as there are free slots (FIFO): with hundreds of one
+            # organization's messages waiting, notify_all woke every one of them to let one in.
+            self._cond.notify(max(1, self._limit - self._in_flight))
 
     @asynccontextmanager
     async def slot(

@@ -17,6 +17,10 @@ from tenacity import AsyncRetrying, RetryCallState
 
 from worker.bc.errors import BcThrottled, BcUnavailable
 
+# One generator for the jitter: ``random.Random()`` seeds itself from os.urandom, which cost
+# ~120 µs on every BC request when it was made per call (make bench, scenario 1 profile).
+_JITTER = random.Random()
+
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
@@ -73,7 +77,7 @@ def retrying(
 ) -> AsyncRetrying:
     """A tenacity loop: exponential backoff with full jitter, ``Retry-After`` honoured, stop
     when attempts are used up or the next sleep would pass the total wait cap."""
-    rand = rng or random.Random()
+    rand = rng or _JITTER
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

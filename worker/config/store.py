@@ -539,8 +539,21 @@ class SyncOutcomeRepository:
         self, org_id: str, object_type: str, ref: str | None = None, *, at: datetime | None = None
     ) -> None:
         """Remember a success (``ref``: e.g. the BC number or id of what was written)."""
+        async with self._store.write() as conn:
+            await conn.execute(self._success(org_id, object_type, ref, at or utcnow()))
+
+    async def record_successes(
+        self, items: Sequence[tuple[str, str, str | None, datetime]]
+    ) -> None:
+        """Several ``(org_id, object_type, ref, at)`` successes in one transaction."""
+        if not items:
+            return
+        async with self._store.write() as conn:
+            for org_id, object_type, ref, at in items:
+                await conn.execute(self._success(org_id, object_type, ref, at))
+
+    def _success(self, org_id: str, object_type: str, ref: str | None, at: datetime) -> Insert:
         t = self.table
-        at = at or utcnow()
         values = {
             "org_id": check_org_id(org_id),
             "object_type": _object_type(object_type),
@@ -557,8 +570,7 @@ class SyncOutcomeRepository:
                 "last_success_ref": _latest(t.c.last_success_ref, new.last_success_ref, is_newer),
             }
 
-        async with self._store.write() as conn:
-            await conn.execute(self._store.upsert(t, values, ["org_id", "object_type"], set_))
+        return self._store.upsert(t, values, ["org_id", "object_type"], set_)
 
     async def record_failure(
         self,
