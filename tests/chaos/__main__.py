@@ -1,7 +1,9 @@
 """``python -m tests.chaos``: the full-size soak (``make chaos``), against a BC emulator of its own.
 
 Defaults: 10,000 events over 20 organizations, 2 worker processes, 8 kills, 4 broker cuts, one
-broker outage and one BC outage. Needs RabbitMQ at ``AMQP_URL`` (default localhost:5672).
+broker outage, one BC outage and, when the broker is local and ``rabbitmqctl`` reaches it, one
+restart of RabbitMQ itself (``--no-broker-restart`` to leave it running). Needs RabbitMQ at
+``AMQP_URL`` (default localhost:5672); ``--database-url`` for PostgreSQL instead of SQLite.
 Exit status 0 when every check passed; the figures are printed either way.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.chaos.soak import SoakConfig, run_soak
 from tests.emulator.server import start_subprocess
@@ -25,13 +29,22 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=8)
     parser.add_argument("--cuts", type=int, default=4)
     parser.add_argument("--broker-outages", type=int, default=1)
+    parser.add_argument(
+        "--broker-restart",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also stop and start RabbitMQ itself (rabbitmqctl stop_app / start_app) under load; "
+        "default: when the broker is local and rabbitmqctl reaches it",
+    )
     parser.add_argument("--bc-outage-s", type=float, default=15.0)
+    parser.add_argument("--digest-window-s", type=float, default=60.0)
     parser.add_argument("--timeout-s", type=float, default=840.0)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--database-url", default=os.environ.get("CHAOS_DATABASE_URL"))
     parser.add_argument("--work-dir", type=Path, default=None, help="logs and SQLite file here")
     args = parser.parse_args()
     amqp = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    restart = _broker_is_ours(amqp) if args.broker_restart is None else args.broker_restart
     emulator = start_subprocess()
     try:
         cfg = SoakConfig(
@@ -44,6 +57,8 @@ def main() -> int:
             kills=args.kills,
             cuts=args.cuts,
             broker_outages=args.broker_outages,
+            broker_restarts=1 if restart else 0,
+            digest_window_s=args.digest_window_s,
             bc_outage_s=args.bc_outage_s,
             timeout_s=args.timeout_s,
             seed=args.seed,
@@ -61,6 +76,17 @@ def main() -> int:
         print(f"PROBLEM: {problem}")
     print("PASSED" if report.ok else f"FAILED ({len(report.problems)} problems)")
     return 0 if report.ok else 1
+
+
+def _broker_is_ours(amqp_url: str) -> bool:
+    """A local broker that ``rabbitmqctl`` can stop and start."""
+    if urlsplit(amqp_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    try:
+        done = subprocess.run(["rabbitmqctl", "status"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 if __name__ == "__main__":

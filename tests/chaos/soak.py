@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import math
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -25,12 +28,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 from cryptography.fernet import Fernet
+from sqlalchemy import select
 
 from tests import factories as f
 from tests.chaos.proxy import OutageProxy
@@ -42,6 +50,7 @@ from worker.config.settings import load_settings
 from worker.config.store import Store
 from worker.messaging import headers as H
 from worker.messaging.topology import Topology
+from worker.notify.store import notification_digests, notification_items
 
 REPO = Path(__file__).resolve().parents[2]
 CUST = "moment.customer.created"
@@ -63,18 +72,29 @@ class SoakConfig:
     cuts: int = 3
     broker_outages: int = 0
     broker_outage_s: float = 6.0
+    # RabbitMQ itself stopped and started (rabbitmqctl stop_app / start_app) once everything is
+    # published: only where the broker is this run's alone, never in the shared CI broker.
+    broker_restarts: int = 0
     bc_outage_s: float = 0.0  # > 0: every BC request answers 503 for this long, mid-run
     duplicates: float = 0.05
     out_of_order: float = 0.05
     bad: float = 0.01
+    clean_orgs: int = 1  # the last organizations get no bad events (and must get no mail)
     fault_5xx: float = 0.10
     fault_429: float = 0.05
     fault_hang: float = 0.02
+    # The Retry-After of the injected 429s. Each one halves the organization's concurrency and
+    # pauses it that long, so at 5 % of requests it sets the pace: short, like the ladder.
+    retry_after_s: float = 1.0
     chaos_every_s: tuple[float, float] = (1.5, 4.0)
     retry_delays: str = "0.5,1,2,3,4,5,5,5,5,5,5,5"
     bc_timeout_s: float = 3.0
     claim_ttl_s: float = 15.0
     prefetch: int = 16
+    # Notifications: every worker also runs the notify role; one digest per organization per
+    # window, the first one a second after a quiet period's first failure.
+    digest_first_delay_s: float = 1.0
+    digest_window_s: float = 20.0
     database_url: str | None = None  # default: a SQLite file shared by the workers
     timeout_s: float = 600.0
     seed: int = 9
@@ -93,6 +113,7 @@ class SoakReport:
     kills: int = 0
     cuts: int = 0
     broker_outages: int = 0
+    broker_restarts: int = 0
     bc_outage_s: float = 0.0
     faults: dict[str, int] = field(default_factory=dict)
     lost: int = 0
@@ -103,10 +124,16 @@ class SoakReport:
     retry_left: int = 0
     exports_left: int = 0
     unready_during_outage: int = 0
+    mails: int = 0  # digest mails in the outbox
+    mailed_orgs: int = 0
+    dirty_orgs: int = 0  # organizations with bad events
+    mail_windows: int = 0  # windows with failures, summed over the organizations
+    outages: list[tuple[datetime, datetime]] = field(default_factory=list)  # BC 503 stretches
     worker_restarts: int = 0
     wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds from the start, when done
     problems: list[str] = field(default_factory=list)
-    log_files: list[Path] = field(default_factory=list)
+    log_files: list[Path] = field(default_factory=list)  # worker logs and mails
     secrets: list[str] = field(default_factory=list)  # the organizations' client secrets
 
     @property
@@ -120,7 +147,8 @@ class SoakReport:
                 f"events published   {self.events} ({self.distinct} distinct: {self.good} good, "
                 f"{self.bad} bad; {self.duplicates} duplicates, {self.out_of_order} out of order)",
                 f"kills              {self.kills} (SIGKILL, worker restarted)",
-                f"broker cuts        {self.cuts}; broker outages {self.broker_outages}",
+                f"broker cuts        {self.cuts}; broker outages {self.broker_outages}; "
+                f"broker restarts {self.broker_restarts}",
                 f"BC outage          {self.bc_outage_s:.0f} s of 503 "
                 f"(readiness lost {self.unready_during_outage} times)",
                 f"faults injected    {faults}",
@@ -128,8 +156,13 @@ class SoakReport:
                 f"duplicated         {self.duplicated}",
                 f"wrong content      {self.wrong_content}",
                 f"dead-lettered      {self.dead_lettered} (unexpected {self.dead_unexpected})",
+                f"mails              {self.mails} digests to {self.mailed_orgs} of "
+                f"{self.dirty_orgs} organizations with bad events ({self.mail_windows} windows "
+                "with failures), 0 expected to the others",
                 f"left on ladder     {self.retry_left}; left in exports {self.exports_left}",
-                f"wall time          {self.wall_s:.1f} s",
+                f"wall time          {self.wall_s:.1f} s ("
+                + ", ".join(f"{k} {v:.0f}" for k, v in self.phases.items())
+                + ")",
             ]
         )
 
@@ -192,6 +225,7 @@ def config_for(org: Org) -> dict[str, Any]:
         "export_invoices": True,
         "department_dimension": "AVDELNING",
         "department_source": "department",
+        "notification_recipients": [f"bc-admin-{org.index}@example.com"],
     }
 
 
@@ -282,7 +316,10 @@ def plan(
         moved += len(ahead)
         stream = ahead + stream + late
         # Bad events replace some good ones: an account missing in BC, a number BC cannot hold.
-        n_bad = max(1, round(n * cfg.bad)) if cfg.bad > 0 else 0
+        dirty = max(1, len(orgs) - cfg.clean_orgs)
+        n_bad = max(1, math.ceil(n * cfg.bad * len(orgs) / dirty)) if cfg.bad > 0 else 0
+        if org.index >= dirty:
+            n_bad = 0
         for b in range(n_bad):
             i = rng.randrange(len(stream))
             if b % 2 == 0:
@@ -438,7 +475,13 @@ def _proxied(url: str, port: int) -> str:
 async def _depths(channel: aio_pika.abc.AbstractChannel, names: list[str]) -> dict[str, int]:
     out = {}
     for name in names:
-        q = await channel.declare_queue(name, passive=True)
+        q: aio_pika.abc.AbstractQueue
+        if isinstance(channel, aio_pika.abc.AbstractRobustChannel):
+            # Not robust: a robust channel answers a passive declare of a queue it knows from
+            # its cache, with the message count of the first declare.
+            q = await channel.declare_queue(name, passive=True, robust=False)
+        else:
+            q = await channel.declare_queue(name, passive=True)
         out[name] = int(q.declaration_result.message_count or 0)
     return out
 
@@ -491,10 +534,14 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
         "BC_SYNC_OUTBOX_DIR": str(work / "outbox"),
         "CHAOS_BC_TIMEOUT_S": str(cfg.bc_timeout_s),
         "CHAOS_CLAIM_TTL_S": str(cfg.claim_ttl_s),
+        "CHAOS_ROLES": "consume,notify",
+        "BC_SYNC_DIGEST_FIRST_DELAY_S": str(cfg.digest_first_delay_s),
+        "BC_SYNC_DIGEST_WINDOW_S": str(cfg.digest_window_s),
         "PYTHONPATH": str(REPO),
     }
     workers = Workers(env, cfg.workers, work)
-    connection = await aio_pika.connect(cfg.amqp_url)
+    # Robust: a broker restart must not end the soak's own view of the queues.
+    connection = await aio_pika.connect_robust(cfg.amqp_url, reconnect_interval=1.0)
     try:
         # The world: tenants in the emulator, configs in the store, the topology.
         await control.seed(seed_for(orgs))
@@ -523,9 +570,15 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
             f"worker process(es), work dir {work}"
         )
 
+        def phase(name: str) -> None:
+            report.phases[name] = time.monotonic() - started
+
+        phase("setup")
         workers.start_all()
         publisher = asyncio.create_task(_publish(exchange, order))
-        chaos = asyncio.create_task(_chaos(cfg, rng, workers, proxy, control, report))
+        chaos = asyncio.create_task(_chaos(cfg, rng, workers, proxy, control, report, publisher))
+        publisher.add_done_callback(lambda _: phase("published"))
+        chaos.add_done_callback(lambda _: phase("chaos"))
         done = await _wait_until_settled(
             cfg,
             control,
@@ -542,6 +595,7 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
         with contextlib.suppress(asyncio.CancelledError):
             await chaos
         await publisher
+        phase("settled")
         if not done:
             report.problems.append(f"not settled within {cfg.timeout_s:.0f} s")
         proxy.up()
@@ -550,8 +604,13 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
                 name = f"{r['status']}" if r["kind"] == "status" else r["kind"]
                 report.faults[name] = report.faults.get(name, 0) + int(r["applied"])
         await control.clear_faults()
+        await _wait_for_digests(cfg, db_url, key, events)
+        phase("mailed")
         await _stop_drained(cfg, workers, connection, topo)
+        phase("stopped")
         await _verify(cfg, control, connection, topo, orgs, events, expected, report)
+        await _verify_mails(cfg, work / "outbox", db_url, key, orgs, events, report)
+        phase("verified")
     finally:
         workers.stop_all()
         proxy.up()
@@ -562,7 +621,7 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
         await control.close()
     report.broker_outages = proxy.outages
     report.worker_restarts = workers.starts - cfg.workers
-    report.log_files = list(workers.logs)
+    report.log_files = [*workers.logs, *sorted((work / "outbox").glob("*.eml"))]
     report.wall_s = time.monotonic() - started
     return report
 
@@ -578,7 +637,12 @@ async def _add_faults(control: ControlClient, cfg: SoakConfig, orgs: list[Org]) 
         ]
     if cfg.fault_429:
         specs.append(
-            {"kind": "status", "status": 429, "probability": cfg.fault_429, "retry_after": 1}
+            {
+                "kind": "status",
+                "status": 429,
+                "probability": cfg.fault_429,
+                "retry_after": cfg.retry_after_s,
+            }
         )
     if cfg.fault_hang:
         specs.append({"kind": "hang", "probability": cfg.fault_hang})
@@ -617,12 +681,14 @@ async def _chaos(
     proxy: OutageProxy,
     control: ControlClient,
     report: SoakReport,
+    publisher: asyncio.Task[None],
 ) -> None:
     """Kills, cuts, outages, in random order at random moments, until each count is reached."""
     todo = (
         ["kill"] * cfg.kills
         + ["cut"] * cfg.cuts
         + ["broker_outage"] * cfg.broker_outages
+        + ["broker_restart"] * cfg.broker_restarts
         + (["bc_outage"] if cfg.bc_outage_s > 0 else [])
     )
     rng.shuffle(todo)
@@ -636,6 +702,11 @@ async def _chaos(
         elif action == "cut":
             proxy.cut()
             cfg.log(f"chaos: cut broker connections (cut {proxy.cuts})")
+        elif action == "broker_restart":
+            # After the last publish: a confirm lost in the restart would make Moment publish
+            # again, which the soak does not model. The queues are full: that is the load.
+            await asyncio.wait([publisher])
+            await _broker_restart(cfg, report)
         elif action == "broker_outage":
             proxy.down()
             cfg.log(f"chaos: broker unreachable for {cfg.broker_outage_s:.0f} s")
@@ -646,11 +717,28 @@ async def _chaos(
         await asyncio.sleep(rng.uniform(*cfg.chaos_every_s))
 
 
+async def _broker_restart(cfg: SoakConfig, report: SoakReport) -> None:
+    """``rabbitmqctl stop_app``, a pause, ``start_app``: the workers must reconnect, restore
+    their consumers, and lose nothing (queues and messages are durable)."""
+    cfg.log("chaos: RabbitMQ stop_app")
+    await asyncio.to_thread(_rabbitmqctl, "stop_app")
+    await asyncio.sleep(cfg.broker_outage_s)
+    await asyncio.to_thread(_rabbitmqctl, "start_app")
+    await asyncio.to_thread(_rabbitmqctl, "await_startup")
+    report.broker_restarts += 1
+    cfg.log("chaos: RabbitMQ start_app done")
+
+
+def _rabbitmqctl(command: str) -> None:
+    subprocess.run(["rabbitmqctl", command], check=True, capture_output=True, timeout=180)
+
+
 async def _bc_outage(
     cfg: SoakConfig, workers: Workers, control: ControlClient, report: SoakReport
 ) -> None:
     """Every BC and Entra request answers 503 for ``bc_outage_s``; workers must stay ready."""
     rule = await control.add_fault("status", status=503, probability=1.0)
+    began = datetime.now(UTC)
     cfg.log(f"chaos: BC answers 503 for {cfg.bc_outage_s:.0f} s")
     deadline = time.monotonic() + cfg.bc_outage_s
     while time.monotonic() < deadline:
@@ -661,6 +749,7 @@ async def _bc_outage(
                 report.unready_during_outage += 1
     await control.remove_fault(int(rule["id"]))
     report.bc_outage_s += cfg.bc_outage_s
+    report.outages.append((began, datetime.now(UTC)))
 
 
 async def _wait_until_settled(
@@ -691,7 +780,11 @@ async def _wait_until_settled(
             workers.start(i)
         if not all(t.done() for t in first):
             continue  # every event published and every planned fault done first
-        depths = await _depths(channel, names)
+        try:
+            depths = await _depths(channel, names)
+        except Exception as exc:  # the broker is restarting: ask again
+            cfg.log(f"chaos: queue depths unavailable ({type(exc).__name__})")
+            continue
         busy = sum(v for k, v in depths.items() if k != topo.dead.name)
         dead = depths[topo.dead.name]
         logging = time.monotonic() - last_log > 15
@@ -869,6 +962,146 @@ async def _verify(
         problems.append(f"{report.retry_left} left on the ladder, {report.exports_left} in exports")
     if report.unready_during_outage:
         problems.append(f"workers unready {report.unready_during_outage} times in a BC outage")
+
+
+async def _notifications(
+    db_url: str, key: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every notification item and digest in the store."""
+    store = Store.from_url(db_url, secrets=SecretBox([key]))
+    try:
+        async with store.read() as conn:
+            items = (await conn.execute(select(notification_items))).mappings().all()
+            digests = (await conn.execute(select(notification_digests))).mappings().all()
+    finally:
+        await store.close()
+    return [dict(i) for i in items], [dict(d) for d in digests]
+
+
+async def _wait_for_digests(cfg: SoakConfig, db_url: str, key: str, events: list[Planned]) -> None:
+    """Until every bad event is recorded for a person and every record went out in a digest
+    (the last window may still be open when the queues are drained)."""
+    bad = {e.event_id for e in events if e.bad_code}
+    deadline = time.monotonic() + cfg.digest_first_delay_s + cfg.digest_window_s + 30
+    while time.monotonic() < deadline:
+        items, digests = await _notifications(db_url, key)
+        recorded = {i["event_id"] for i in items}
+        pending = sum(1 for i in items if i["digest_id"] is None)
+        unsent = sum(1 for d in digests if d["sent_at"] is None)
+        if bad <= recorded and not pending and not unsent:
+            return
+        cfg.log(f"chaos: {pending} notifications pending, {unsent} digests unsent")
+        await asyncio.sleep(2.0)
+
+
+def _windows(failed_at: list[datetime], first_delay_s: float, window_s: float) -> int:
+    """How many digests failures at these moments make, one per window (``due_at``)."""
+    n = 0
+    last: datetime | None = None
+    for at in sorted(failed_at):
+        if last is not None and at <= last:
+            continue  # joins the digest sent at ``last``
+        due = at + timedelta(seconds=first_delay_s)
+        last = due if last is None else max(due, last + timedelta(seconds=window_s))
+        n += 1
+    return n
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _verify_mails(
+    cfg: SoakConfig,
+    outbox: Path,
+    db_url: str,
+    key: str,
+    orgs: list[Org],
+    events: list[Planned],
+    report: SoakReport,
+) -> None:
+    """One digest per organization per window, listing its bad events with their codes; no
+    mail for an organization without bad events, nor for failures that went away by retrying
+    (faults, the BC outage)."""
+    problems = report.problems
+    items, digests = await _notifications(db_url, key)
+    mails: dict[int, EmailMessage] = {}
+    for path in sorted(outbox.glob("*.eml")):
+        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        assert isinstance(msg, EmailMessage)
+        found = re.search(r"\.digest-(\d+)@", str(msg["Message-ID"]))
+        if found is None:
+            problems.append(f"mail {path.name} is not a digest")
+            continue
+        mails[int(found.group(1))] = msg
+    report.mails = len(mails)
+    good = {e.event_id for e in events if not e.bad_code}
+    for org in orgs:
+        bad = [e for e in events if e.bad_code and e.org is org]
+        mine = sorted(
+            (d for d in digests if d["org_id"] == org.org_id),
+            key=lambda d: _aware(d["created_at"]),
+        )
+        texts: dict[int, str] = {}
+        for d in mine:
+            mail = mails.pop(int(d["id"]), None)
+            if mail is None or d["sent_at"] is None:
+                problems.append(f"digest {d['id']} of {org.org_id} not sent ({d['last_error']})")
+                continue
+            part = mail.get_body(preferencelist=("plain",))
+            texts[int(d["id"])] = part.get_content() if isinstance(part, EmailMessage) else ""
+        if not bad:
+            if mine:
+                problems.append(f"{org.org_id} had no bad event and got {len(mine)} mail(s)")
+            continue
+        report.dirty_orgs += 1
+        report.mailed_orgs += 1 if texts else 0
+        failures = [i for i in items if i["org_id"] == org.org_id and i["kind"] == "failure"]
+        windows = _windows(
+            [_aware(i["occurred_at"]) for i in failures],
+            cfg.digest_first_delay_s,
+            cfg.digest_window_s,
+        )
+        report.mail_windows += windows
+        if not 1 <= len(mine) <= windows:
+            problems.append(
+                f"{org.org_id}: {len(mine)} digests for failures in {windows} window(s)"
+            )
+        for a, b in itertools.pairwise(mine):
+            gap = (_aware(b["created_at"]) - _aware(a["created_at"])).total_seconds()
+            if gap < cfg.digest_window_s - 0.05:
+                problems.append(f"{org.org_id}: two digests {gap:.1f} s apart")
+        for start, end in report.outages:
+            during = [d for d in mine if start <= _aware(d["created_at"]) <= end]
+            if len(during) > 1:
+                problems.append(f"{org.org_id}: {len(during)} digests during a BC outage")
+        for e in bad:
+            # Recorded twice when a worker died between its dead letter and the ack: at least
+            # once, like the dead letter itself. The person must still read about it once.
+            recorded = {i["digest_id"] for i in failures if i["event_id"] == e.event_id}
+            number = _number_of(e)
+            listing = [
+                t
+                for d, t in texts.items()
+                if d in recorded and f"(error code {e.bad_code})" in t and number in t
+            ]
+            if len(listing) != 1:
+                problems.append(f"bad {e.type} {number} of {org.org_id} in {len(listing)} mails")
+        for i in failures:
+            if i["event_id"] in good:
+                problems.append(f"good event {i['event_id']} notified: {i['code']}")
+        codes = set(re.findall(r"\(error code ([A-Z0-9-]+)\)", "".join(texts.values())))
+        if extra := codes - {str(e.bad_code) for e in bad}:
+            problems.append(f"{org.org_id}: mails name codes {sorted(extra)}")
+    if mails:
+        problems.append(f"mails of digests {sorted(mails)} of no organization")
+    if pending := [i for i in items if i["digest_id"] is None]:
+        problems.append(f"{len(pending)} notifications never sent")
+
+
+def _number_of(e: Planned) -> str:
+    data = json.loads(e.body)["data"]
+    return str((data.get("invoice") or data.get("customer") or data.get("project"))["number"])
 
 
 def _count(report: SoakReport, what: str, n: int) -> None:

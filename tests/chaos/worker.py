@@ -1,9 +1,9 @@
-"""A worker process for the soak: ``bc-sync run --roles consume`` with time compressed.
+"""A worker process for the soak: ``bc-sync run --roles consume,notify`` with time compressed.
 
 The soak compresses hours into seconds, as the short retry ladder does: a BC request that hangs
-gives up after ``CHAOS_BC_TIMEOUT_S`` (BC online: 60 s) and the invoice claim of a SIGKILLed
-worker expires after ``CHAOS_CLAIM_TTL_S`` (120 s). Neither is a setting, so they are set here
-before the ordinary entry point runs.
+gives up after ``CHAOS_BC_TIMEOUT_S`` (BC online: 60 s), and the invoice claim or digest lease of
+a SIGKILLed worker expires after ``CHAOS_CLAIM_TTL_S`` (120 s). Neither is a setting, so they are
+set here before the ordinary entry point runs. ``CHAOS_ROLES`` picks the roles.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import functools
 import os
 
 import worker.bc.client as bc_client
+import worker.notify.service as notify_service
 import worker.sync.context as sync_context
 from worker.bc.http import ClientOptions
 from worker.cli import main
@@ -24,9 +25,11 @@ def compress_time() -> None:
     )
     # BcHub builds ClientOptions() when given none: that name is what it calls.
     setattr(bc_client, "ClientOptions", short)  # noqa: B010
-    sync_context.CLAIM_TTL_S = float(os.environ.get("CHAOS_CLAIM_TTL_S", "120"))
+    ttl = float(os.environ.get("CHAOS_CLAIM_TTL_S", "120"))
+    sync_context.CLAIM_TTL_S = ttl
+    notify_service.LEASE_TTL_S = ttl
 
 
 if __name__ == "__main__":
     compress_time()
-    main(["run", "--roles", "consume"])
+    main(["run", "--roles", os.environ.get("CHAOS_ROLES", "consume")])
