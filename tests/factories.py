@@ -1,4 +1,5 @@
-"""Sample Moment events shaped exactly like DESIGN §11, for tests, benchmarks and the demo."""
+"""Sample Moment events and integration configs shaped exactly like DESIGN §11, for tests,
+benchmarks, the chaos soak and the demo."""
 
 from __future__ import annotations
 
@@ -7,7 +8,55 @@ import json
 import uuid
 from typing import Any
 
+from tests.emulator.seed import DEMO
+
 ORG = "org-acme"
+
+
+def dialog(**over: Any) -> dict[str, Any]:
+    """The help page's whole dialog for the emulator's demo company, every data object on."""
+    body: dict[str, Any] = {
+        "tenant_id": DEMO.tenant_id,
+        "client_id": None,
+        "client_secret": DEMO.client_secret,
+        "environment": DEMO.environment,
+        "company_name": "CRONUS%20Sverige%20AB",
+        "export_customers": True,
+        "customer_posting_groups": {
+            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
+            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
+        },
+        "export_projects": True,
+        "project_dimension": "PROJEKT",
+        "export_invoices": True,
+        "department_dimension": "AVDELNING",
+        "department_source": "department",
+        "department_tag_group": None,
+        "import_expenses": True,
+        "expenses_from_date": "2026-01-01",
+        "expense_activity": "Inköp",
+        "expenses_billable": True,
+        "notification_recipients": [{"user_id": "u-17"}, {"email": "ekonomi@example.se"}],
+        "notes": "free text",
+    }
+    body.update(copy.deepcopy(over))
+    return body
+
+
+def exports_only(**over: Any) -> dict[str, Any]:
+    """The dialog with the three exports on and nothing else (no expense import, no
+    recipients): what export tests, the corpus, the soak and the bench run with."""
+    return dialog(
+        **{
+            "import_expenses": False,
+            "expenses_from_date": None,
+            "expense_activity": None,
+            "expenses_billable": None,
+            "notification_recipients": [],
+            "notes": None,
+            **over,
+        }
+    )
 
 
 def customer(number: str = "10006", *, country: str = "SE", **over: Any) -> dict[str, Any]:

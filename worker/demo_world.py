@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from tests import factories as f
-from tests.emulator.seed import DEMO
 
 ORG = "demo-org"
 MAIL_TO = "ekonomi@cronus.example"
@@ -14,29 +13,10 @@ USER_ID = "moment-user-1001"
 
 def config_body(*, with_secret: bool = True) -> dict[str, Any]:
     """The dialog's fields as Moment sends them; without the secret a save keeps the stored one."""
-    body: dict[str, Any] = {
-        "tenant_id": DEMO.tenant_id,
-        "environment": DEMO.environment,
-        # As users paste it from a BC URL: stored decoded, "CRONUS Sverige AB".
-        "company_name": "CRONUS%20Sverige%20AB",
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-        "import_expenses": True,
-        "expenses_from_date": "2026-01-01",
-        "expense_activity": "Inköp",
-        "expenses_billable": True,
-        "notification_recipients": [{"email": MAIL_TO}, {"user_id": USER_ID}],
-    }
-    if with_secret:
-        body["client_secret"] = DEMO.client_secret
+    # The company name as users paste it from a BC URL: stored decoded, "CRONUS Sverige AB".
+    body = f.dialog(notification_recipients=[{"email": MAIL_TO}, {"user_id": USER_ID}], notes=None)
+    if not with_secret:
+        del body["client_secret"]
     return body
 
 

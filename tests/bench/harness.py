@@ -93,22 +93,7 @@ def tenants_seed(indexes: Iterable[int]) -> dict[str, Any]:
 
 
 def org_config(tenant_id: str) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant_id,
-        "client_secret": DEMO.client_secret,
-        "environment": DEMO.environment,
-        "company_name": COMPANY,
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-    }
+    return f.exports_only(tenant_id=tenant_id, company_name=COMPANY)
 
 
 # --- events -------------------------------------------------------------------------------

@@ -210,23 +210,12 @@ def seed_for(orgs: list[Org]) -> dict[str, Any]:
 
 
 def config_for(org: Org) -> dict[str, Any]:
-    return {
-        "tenant_id": org.tenant_id,
-        "client_secret": org.secret,
-        "environment": DEMO.environment,
-        "company_name": DEMO.company_name,
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-        "notification_recipients": [f"bc-admin-{org.index}@example.com"],
-    }
+    return f.exports_only(
+        tenant_id=org.tenant_id,
+        client_secret=org.secret,
+        company_name=DEMO.company_name,
+        notification_recipients=[f"bc-admin-{org.index}@example.com"],
+    )
 
 
 @dataclass

@@ -44,23 +44,15 @@ EXPORTED_KEYS = ("bc.customer.exported", "bc.project.exported", "bc.invoice.expo
 
 
 def config_body(emulator: EmulatorHandle, **overrides: Any) -> dict[str, Any]:
-    """The demo organization's integration config (everything on), with overrides."""
-    body: dict[str, Any] = {
-        "tenant_id": emulator.tenant_id,
-        "client_secret": emulator.client_secret,
-        "environment": emulator.environment,
-        "company_name": "CRONUS%20Sverige%20AB",
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EU", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-    }
+    """The demo organization's integration config (every export on), with overrides."""
+    abroad = {"gen_bus_posting_group": "EU", "customer_posting_group": "KUNDER-EXP"}
+    domestic = {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"}
+    body = f.exports_only(
+        tenant_id=emulator.tenant_id,
+        client_secret=emulator.client_secret,
+        environment=emulator.environment,
+        customer_posting_groups={"domestic": domestic, "abroad": abroad},
+    )
     body.update(overrides)
     return body
 

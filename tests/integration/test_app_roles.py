@@ -19,7 +19,8 @@ import pytest
 from tests import factories as f
 from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.test_config_verify import API_TOKEN, dialog, emulator_settings
+from tests.factories import dialog
+from tests.integration.test_config_verify import API_TOKEN, emulator_settings
 from worker.app import build_services
 from worker.config.settings import Settings
 from worker.runtime import Service

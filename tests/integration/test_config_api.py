@@ -18,13 +18,8 @@ from structlog.testing import capture_logs
 from tests.db_support import MakeStore
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.integration.test_config_verify import (
-    API_TOKEN,
-    FAST,
-    closed_port_url,
-    dialog,
-    emulator_settings,
-)
+from tests.factories import dialog
+from tests.integration.test_config_verify import API_TOKEN, FAST, closed_port_url, emulator_settings
 from tests.integration.test_dlq_support import Spec, make_dead_letters
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.api.config_routes import add_routes

@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.integration.test_config_verify import closed_port_url, dialog, emulator_settings
+from tests.factories import dialog
+from tests.integration.test_config_verify import closed_port_url, emulator_settings
 from worker.config.commands import EXIT_REJECTED, EXIT_UNREACHABLE, register
 from worker.config.settings import Settings
 

@@ -7,7 +7,6 @@ test_config_api.py and test_config_cli.py.
 
 from __future__ import annotations
 
-import copy
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.fernet import Fernet
 from tests.conftest import make_settings
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
+from tests.factories import dialog
 from worker.bc import BcHub, ClientOptions, RetryPolicy
 from worker.config.model import ConfigValidationError, FieldError, parse_config
 from worker.config.settings import Settings
@@ -62,36 +62,6 @@ def closed_port_url() -> str:
 async def hub(tmp_path: Path, emulator: EmulatorHandle) -> AsyncIterator[BcHub]:
     async with BcHub(emulator_settings(tmp_path, emulator), options=FAST) as h:
         yield h
-
-
-def dialog(**over: Any) -> dict[str, Any]:
-    """The help page's whole dialog, filled in for the demo company."""
-    body: dict[str, Any] = {
-        "tenant_id": DEMO.tenant_id,
-        "client_id": None,
-        "client_secret": DEMO.client_secret,
-        "environment": DEMO.environment,
-        "company_name": "CRONUS%20Sverige%20AB",
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-        "department_tag_group": None,
-        "import_expenses": True,
-        "expenses_from_date": "2026-01-01",
-        "expense_activity": "Inköp",
-        "expenses_billable": True,
-        "notification_recipients": [{"user_id": "u-17"}, {"email": "ekonomi@example.se"}],
-        "notes": "free text",
-    }
-    body.update(copy.deepcopy(over))
-    return body
 
 
 def hostile_company(name: str, company_id: str) -> dict[str, Any]:

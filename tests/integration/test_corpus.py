@@ -34,22 +34,11 @@ CASES = cases()
 
 def demo_config(handle: EmulatorHandle) -> dict[str, Any]:
     """The demo organization's integration config against the emulator (every export on)."""
-    return {
-        "tenant_id": handle.tenant_id,
-        "client_secret": handle.client_secret,
-        "environment": handle.environment,
-        "company_name": "CRONUS%20Sverige%20AB",
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-    }
+    return f.exports_only(
+        tenant_id=handle.tenant_id,
+        client_secret=handle.client_secret,
+        environment=handle.environment,
+    )
 
 
 class Outcomes(Observer):
