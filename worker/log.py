@@ -32,10 +32,19 @@ _SECRET_TEXT = [
     ),
 ]
 REDACTED = "[REDACTED]"
+# Every _SECRET_TEXT pattern needs one of these fragments (lower-cased), so text without any of
+# them skips the four substitutions: most log values are ids and words (make bench: ~50 µs per
+# line). Plain ``in`` tests, because a case-insensitive alternation is ~7x slower.
+_SECRET_HINTS = ("bearer", "eyj", "://", "access_token", "password", "secret")
 
 # Literal secrets registered at run time (client secrets of loaded configs, the API token), so
 # that even an unexpected place that prints one gets it masked.
 _known_secrets: set[str] = set()
+
+# Field name -> "is a secret key"; names are few (code and context keys), the bound keeps a
+# stray unbounded set of names from growing it.
+_secret_key_memo: dict[str, bool] = {}
+_SECRET_KEY_MEMO_MAX = 4096
 
 
 def register_secret(value: str | None) -> None:
@@ -49,13 +58,30 @@ def redact_text(text: str) -> str:
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    lowered = text.lower()
+    for hint in _SECRET_HINTS:
+        if hint in lowered:
+            break
+    else:
+        return text
     for pattern, repl in _SECRET_TEXT:
         text = pattern.sub(repl, text)
     return text
 
 
+def _is_secret_key(key: str) -> bool:
+    hit = _secret_key_memo.get(key)
+    if hit is None:
+        hit = _SECRET_KEYS.search(key) is not None
+        if len(_secret_key_memo) < _SECRET_KEY_MEMO_MAX:
+            _secret_key_memo[key] = hit
+    return hit
+
+
 def _redact_value(key: str, value: Any) -> Any:
-    if _SECRET_KEYS.search(key) and value is not None and not isinstance(value, bool | int):
+    if value is None or value.__class__ is int or value.__class__ is bool:
+        return value  # never masked, whatever the key (counts, flags)
+    if _is_secret_key(key) and not isinstance(value, bool | int):
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)

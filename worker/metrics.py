@@ -7,7 +7,29 @@ organization is what ops asks for.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+# Children of labelled metrics by (metric, label values): ``labels()`` validates and locks on
+# every call, and the hot path asks for the same few combinations per message and BC request.
+_children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+_MAX_CHILDREN = 10_000  # labels are bounded; this only guards against a mistake
+
+
+def child(metric: M, *values: str) -> M:
+    """``metric.labels(*values)`` (positional, in declaration order), remembered."""
+    key = (id(metric), values)
+    found = _children.get(key)
+    if found is None:
+        found = metric.labels(*values)
+        if len(_children) < _MAX_CHILDREN:
+            _children[key] = found
+    return found  # type: ignore[return-value]
+
 
 EVENTS_CONSUMED = Counter(
     "bcsync_events_consumed_total", "Events taken from the exports queue.", ["type"]

@@ -7,8 +7,16 @@ import asyncio
 
 import pytest
 
-from worker.bc.errors import BcThrottled
-from worker.bc.limits import RECOVERY_SUCCESSES, LimitConfig, Limiters, SubjectLimiter
+from worker.bc.errors import BcThrottled, BcUnavailable
+from worker.bc.limits import (
+    BREAKER_FAILURES,
+    BREAKER_FIRST_OPEN_S,
+    BREAKER_MAX_OPEN_S,
+    RECOVERY_SUCCESSES,
+    LimitConfig,
+    Limiters,
+    SubjectLimiter,
+)
 
 
 class Clock:
@@ -151,3 +159,65 @@ def test_window_memory_is_a_fixed_number_of_buckets() -> None:
     asyncio.run(many())
     assert len(limiter._buckets) <= 31
     assert limiter.used_in_window() <= 620
+
+
+async def fail_once(limiter: SubjectLimiter) -> None:
+    async with limiter.slot(max_wait=1) as slot:
+        slot.failed()
+
+
+async def test_failures_in_a_row_open_the_circuit_then_one_probe_closes_it() -> None:
+    clock = Clock()
+    limiter = SubjectLimiter(clock=clock)
+    for _ in range(BREAKER_FAILURES - 1):
+        await fail_once(limiter)
+    assert limiter.open_for() == 0  # not yet: a few failures are what retries are for
+    await fail_once(limiter)
+    assert limiter.open_for() == pytest.approx(BREAKER_FIRST_OPEN_S)
+    # Open: callers fail at once (their work goes to the retry ladder, freeing its slot).
+    with pytest.raises(BcUnavailable) as raised:
+        await limiter.acquire(max_wait=30)
+    assert raised.value.code == "CircuitOpen" and not raised.value.retryable
+    assert raised.value.retry_after == pytest.approx(BREAKER_FIRST_OPEN_S)
+
+    # Half-open: a failing probe reopens it for twice as long.
+    clock.now += BREAKER_FIRST_OPEN_S
+    await fail_once(limiter)
+    assert limiter.open_for() == pytest.approx(2 * BREAKER_FIRST_OPEN_S)
+
+    # A successful probe closes it; all five slots are back.
+    clock.now += 2 * BREAKER_FIRST_OPEN_S
+    async with limiter.slot(max_wait=1):
+        pass
+    assert limiter.open_for() == 0
+    await asyncio.gather(*(limiter.acquire(max_wait=1) for _ in range(5)))
+    assert limiter.in_flight == 5
+
+
+async def test_half_open_lets_one_probe_through_at_a_time() -> None:
+    limiter = SubjectLimiter()  # the real clock: the queue wait below is measured with it
+    for _ in range(BREAKER_FAILURES):
+        await fail_once(limiter)
+    await asyncio.sleep(limiter.open_for())
+    await limiter.acquire(max_wait=1)  # the probe
+    with pytest.raises(BcThrottled):  # a second caller waits its queue share, then parks
+        await limiter.acquire(max_wait=0.05, queue_wait=0.05)
+
+
+async def test_the_open_period_is_capped() -> None:
+    clock = Clock()
+    limiter = SubjectLimiter(clock=clock)
+    for _ in range(BREAKER_FAILURES + 12):
+        clock.now += limiter.open_for()
+        await fail_once(limiter)
+    assert limiter.open_for() == pytest.approx(BREAKER_MAX_OPEN_S)
+
+
+async def test_a_broken_subject_does_not_open_another_subjects_circuit() -> None:
+    limiters = Limiters()
+    for _ in range(BREAKER_FAILURES):
+        await fail_once(limiters.get("broken"))
+    assert limiters.get("broken").open_for() > 0
+    async with limiters.get("healthy").slot(max_wait=1):
+        pass
+    assert limiters.get("healthy").open_for() == 0

@@ -122,3 +122,27 @@ def test_redact_text_masks_bearer_and_jwt() -> None:
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijk"
     out = redact_text(f"Authorization: Bearer tok123 and {jwt}")
     assert "tok123" not in out and jwt not in out
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("auth: BEARER Tok-UPPER-123", "Tok-UPPER-123"),
+        (
+            "id_token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig",
+            "eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+        ),
+        ("broker at AMQPS://guest:Pw-Mixed-99@rabbit:5671/", "Pw-Mixed-99"),
+        ('{"Client_Secret": "cs-value-77"}', "cs-value-77"),
+        ("ACCESS_TOKEN=at-value-88&x=1", "at-value-88"),
+        ("Password: pw-value-66", "pw-value-66"),
+    ],
+)
+def test_redaction_does_not_depend_on_case_or_place(text: str, leaked: str) -> None:
+    # Text without a hint skips the patterns; these all carry one in some case or position.
+    assert leaked not in redact_text(f"prefix {text} suffix")
+
+
+def test_plain_text_passes_unchanged() -> None:
+    text = "customer C00042 created in BC as 0f0e0d0c-1234-5678-9abc-def012345678"
+    assert redact_text(text) == text

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ from worker.bc.auth import TokenProvider
 from worker.bc.errors import BcAuthError, BcError, BcUnavailable, from_response
 from worker.bc.limits import LimitConfig, Limiters
 from worker.bc.odata import same_origin
-from worker.bc.retry import RetryPolicy, parse_retry_after, retrying
-from worker.metrics import BC_LAST_SUCCESS, BC_REQUESTS, BC_RETRIES, BC_THROTTLED
+from worker.bc.retry import RetryPolicy, call, parse_retry_after
+from worker.metrics import BC_LAST_SUCCESS, BC_REQUESTS, BC_RETRIES, BC_THROTTLED, child
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +38,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 _NOT_APPLIED = frozenset({408, 429, 503})
 # Statuses after which the request may have been applied: repeat idempotent methods only.
 _AMBIGUOUS = frozenset({502, 504})
+# Answers that count toward the subject's circuit breaker (see worker/bc/limits.py).
+_OUTAGE = frozenset({500, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class Transport:
         options: ClientOptions | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._base_prefix = self.base_url + "/"
         self.tokens = tokens
         self.options = options or ClientOptions()
         self.limiters = Limiters(self.options.limits, max_subjects=self.options.max_subjects)
@@ -160,7 +163,9 @@ class Transport:
         idempotent: bool | None = None,
     ) -> Response:
         """One BC call with in-process retries; raises a :class:`BcError` subclass."""
-        if not same_origin(url, self.base_url):
+        # The prefix test is exact for the usual URL (built from base_url); anything else gets
+        # the full scheme/host/port comparison.
+        if not url.startswith(self._base_prefix) and not same_origin(url, self.base_url):
             raise ValueError("refusing to send a BC token to another host")
         method = method.upper()
         repeatable = method in IDEMPOTENT if idempotent is None else idempotent
@@ -178,12 +183,12 @@ class Transport:
                 sleep_s=round(sleep, 2),
             )
 
-        async for attempt in retrying(self.options.retry, on_retry=on_retry):
-            with attempt:
-                return await self._authorized(
-                    principal, method, url, resource, payload, headers or {}, repeatable
-                )
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        def attempt() -> Awaitable[Response]:
+            return self._authorized(
+                principal, method, url, resource, payload, headers or {}, repeatable
+            )
+
+        return await call(self.options.retry, attempt, on_retry=on_retry)
 
     async def _authorized(
         self,
@@ -243,10 +248,17 @@ class Transport:
     ) -> tuple[int, Mapping[str, str], bytes]:
         limiter = self.limiters.get(principal.subject)
         async with limiter.slot(self.options.retry.max_wait_s, self.options.queue_wait_s) as slot:
-            status, resp_headers, raw = await self._send(
-                method, url, resource, payload, headers, token, repeatable
-            )
-            if status == 429:
+            try:
+                status, resp_headers, raw = await self._send(
+                    method, url, resource, payload, headers, token, repeatable
+                )
+            except BcUnavailable as exc:
+                if exc.code != "TlsError":  # a trust problem, not an outage: no breaker
+                    slot.failed()
+                raise
+            if status in _OUTAGE:
+                slot.failed()
+            elif status == 429:
                 BC_THROTTLED.inc()
                 retry_after = parse_retry_after(resp_headers.get("Retry-After"))
                 slot.throttled(retry_after)
@@ -325,7 +337,7 @@ class Transport:
             ) from exc
         finally:
             elapsed = time.perf_counter() - started
-            BC_REQUESTS.labels(resource, method, outcome).observe(elapsed)
+            child(BC_REQUESTS, resource, method, outcome).observe(elapsed)
             log.debug(
                 "bc.request",
                 method=method,

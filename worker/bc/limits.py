@@ -3,8 +3,13 @@
 
 One :class:`SubjectLimiter` per subject, so one organization's limits never slow another's. The
 limiter adapts to 429s: it halves the subject's allowed concurrency and pauses the subject until
-``Retry-After``; successes then restore one slot at a time. Memory is bounded: a window is a
-fixed number of time buckets, and idle subjects are dropped from the registry.
+``Retry-After``; successes then restore one slot at a time. It is also the subject's circuit
+breaker: after several failures in a row (5xx, timeouts, refused connections) requests fail at
+once for a while (1 s, doubling up to a minute) instead of holding the worker's message slots
+while a broken BC answers slowly or not at all; then one request at a time probes it.
+
+Memory is bounded: a window is a fixed number of time buckets, and idle subjects are dropped
+from the registry.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
-from worker.bc.errors import BcThrottled
+from worker.bc.errors import BcThrottled, BcUnavailable
 
 # Successes needed (since the last cut) before the concurrency limit grows back by one.
 RECOVERY_SUCCESSES = 10
 # Pause after a 429 that carried no Retry-After.
 DEFAULT_PAUSE_S = 1.0
+# Failures in a row (5xx, timeouts, refused connections) that open the circuit, and how long it
+# stays open: the first time BREAKER_FIRST_OPEN_S, doubling while the probes fail.
+BREAKER_FAILURES = 5
+BREAKER_FIRST_OPEN_S = 1.0
+BREAKER_MAX_OPEN_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,10 @@ class SubjectLimiter:
         self.last_used = clock()
         self.max_in_flight = 0
         self.throttle_events = 0
+        self._failures = 0  # in a row
+        self._open_until = 0.0
+        self._open_s = 0.0  # the last open period (0 while closed)
+        self.breaker_openings = 0
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -84,6 +98,10 @@ class SubjectLimiter:
     def paused_for(self) -> float:
         """Seconds until the subject may send again after a 429 (0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
+
+    def open_for(self) -> float:
+        """Seconds until the circuit lets a probe through (0 when closed or half-open)."""
+        return max(0.0, self._open_until - self._clock())
 
     def used_in_window(self) -> int:
         self._expire(self._clock())
@@ -134,10 +152,20 @@ class SubjectLimiter:
             try:
                 while True:
                     now = self._clock()
+                    if self._open_until > now:
+                        raise BcUnavailable(
+                            f"Business Central failed {self._failures} times in a row for this "
+                            "app; its requests pause for a moment.",
+                            code="CircuitOpen",
+                            retry_after=self._open_until - now,
+                            retryable=False,  # the pause is the backoff: park the work
+                        )
+                    # Half-open (failures still counted): one probe at a time.
+                    limit = 1 if self._failures >= BREAKER_FAILURES else self._limit
                     pause = self._paused_until - now
                     if pause > 0:
                         timed = pause
-                    elif self._in_flight >= self._limit:
+                    elif self._in_flight >= limit:
                         timed = None
                     else:
                         timed = self._budget_wait(now)
@@ -170,12 +198,31 @@ class SubjectLimiter:
             finally:
                 self._waiting -= 1
 
-    async def release(self, *, throttled: bool = False, retry_after: float | None = None) -> None:
-        """Give the slot back; ``throttled`` when BC answered 429 to this request."""
+    async def release(
+        self, *, throttled: bool = False, retry_after: float | None = None, failed: bool = False
+    ) -> None:
+        """Give the slot back; ``throttled`` when BC answered 429 to this request, ``failed``
+        when it answered 5xx, timed out or could not be reached."""
         async with self._cond:
             self._in_flight -= 1
             now = self._clock()
             self.last_used = now
+            if failed:
+                self._failures += 1
+                self._successes = 0
+                # Stragglers sent before the circuit opened must not extend it.
+                if self._failures >= BREAKER_FAILURES and self._open_until <= now:
+                    self._open_s = (
+                        BREAKER_FIRST_OPEN_S
+                        if self._open_s == 0
+                        else min(BREAKER_MAX_OPEN_S, self._open_s * 2)
+                    )
+                    self._open_until = now + self._open_s
+                    self.breaker_openings += 1
+                self._cond.notify_all()  # waiters fail fast now, or one probes
+                return
+            self._failures = 0
+            self._open_s = 0.0
             if throttled:
                 self.throttle_events += 1
                 self._successes = 0
@@ -205,22 +252,31 @@ class SubjectLimiter:
             yield handle
         finally:
             await asyncio.shield(
-                self.release(throttled=handle.was_throttled, retry_after=handle.retry_after)
+                self.release(
+                    throttled=handle.was_throttled,
+                    retry_after=handle.retry_after,
+                    failed=handle.was_failed,
+                )
             )
 
 
 class SlotHandle:
-    """Lets the code holding a slot report a 429 before the slot is released."""
+    """Lets the code holding a slot report a 429 or a failure before the slot is released."""
 
-    __slots__ = ("retry_after", "was_throttled")
+    __slots__ = ("retry_after", "was_failed", "was_throttled")
 
     def __init__(self) -> None:
         self.was_throttled = False
         self.retry_after: float | None = None
+        self.was_failed = False
 
     def throttled(self, retry_after: float | None) -> None:
         self.was_throttled = True
         self.retry_after = retry_after
+
+    def failed(self) -> None:
+        """BC answered 5xx, timed out, or could not be reached (counts toward the breaker)."""
+        self.was_failed = True
 
 
 class Limiters:

@@ -201,7 +201,7 @@ class Consumer:
         routing_key = str(hdrs.get(H.ROUTING_KEY) or message.routing_key or "")
         expected = routing_key if routing_key in INCOMING else None
         label = routing_key if routing_key in INCOMING else "invalid"
-        metrics.EVENTS_CONSUMED.labels(type=label).inc()
+        metrics.child(metrics.EVENTS_CONSUMED, label).inc()
         event: Event[Any] | None = None
         try:
             event = parse(message.body, routing_key=expected)
@@ -214,13 +214,13 @@ class Consumer:
                 attempt=attempt,
             ):
                 await self._dead_letter(message, hdrs, exc, "invalid", attempt, None, routing_key)
-            metrics.EVENTS_HANDLED.labels(type=label, outcome="dead_lettered").inc()
+            metrics.child(metrics.EVENTS_HANDLED, label, "dead_lettered").inc()
             return
         label = event.type
         with bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt):
             outcome_label = await self._handle(message, hdrs, event, attempt, routing_key)
-        metrics.EVENTS_HANDLED.labels(type=label, outcome=outcome_label).inc()
-        metrics.HANDLER_SECONDS.labels(type=label).observe(time.perf_counter() - started)
+        metrics.child(metrics.EVENTS_HANDLED, label, outcome_label).inc()
+        metrics.child(metrics.HANDLER_SECONDS, label).observe(time.perf_counter() - started)
 
     async def _handle(
         self,
