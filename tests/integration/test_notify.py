@@ -34,6 +34,7 @@ from worker.events.envelope import parse
 from worker.events.handlers import FailureReport, Outcome
 from worker.messaging.publisher import Publisher
 from worker.notify import NotificationRecorder, NotificationRepository, digest_status
+from worker.notify.recorder import OPEN_FAILURES_TTL_S
 from worker.notify.store import utcnow
 
 ORG = "org-acme"
@@ -225,6 +226,24 @@ async def test_a_resolved_object_appears_in_the_next_digest(
     text = second.part("plain")
     assert "Invoice 1866 was transferred to Business Central after all." in text
     assert "1867" not in text
+
+
+async def test_a_failure_recorded_by_another_process_is_resolved_by_this_one(
+    store: Store, smtp: SmtpSink, tmp_path: Path
+) -> None:
+    await setup_org(store, [{"email": ADMIN}])
+    now = [0.0]
+    here = NotificationRecorder(NotificationRepository(store), clock=lambda: now[0])
+    there = NotificationRecorder(NotificationRepository(store))
+    await here.on_success(invoice_event("1865"), Outcome.ok())  # reads: no open failures
+    await there.on_failure(report("1866"))  # the dead letter happened in another worker
+    now[0] += OPEN_FAILURES_TTL_S  # this process reads again at most this much later
+    await here.on_success(invoice_event("1866"), Outcome.ok())  # e.g. replayed, then fine
+
+    service = make_service(notify_settings(tmp_path, smtp, digest_first_delay_s=0), store)
+    assert await service.run_once() == 1
+    text = smtp.received[0].part("plain")
+    assert "Invoice 1866 was transferred to Business Central after all." in text
 
 
 # --- delivery: outages, refusals, restarts, replicas --------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -11,6 +14,11 @@ from worker.events.handlers import FailureReport, Observer, Outcome, subject_of
 from worker.notify.store import NotificationRepository
 
 log = structlog.get_logger(__name__)
+
+# How long a process trusts its copy of an organization's open failures. A failure another
+# process records is seen at most this late; a success inside that gap is not reported as
+# "resolved" (the failure then stays in the digest), which is rare and harmless.
+OPEN_FAILURES_TTL_S = 2.0
 
 
 def needs_a_person(report: FailureReport) -> bool:
@@ -25,8 +33,32 @@ class NotificationRecorder(Observer):
     could still be lost; the digest service sends what is recorded.
     """
 
-    def __init__(self, repository: NotificationRepository) -> None:
+    def __init__(
+        self,
+        repository: NotificationRepository,
+        *,
+        ttl_s: float = OPEN_FAILURES_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.repository = repository
+        self._ttl_s = ttl_s
+        self._clock = clock
+        # org → (valid until, its open failures); one read per organization and TTL instead of
+        # one per successful event, which cost ~1 ms of CPU each (make bench, scenario 1).
+        self._open: dict[str, tuple[float, set[tuple[str, str]]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _open_failures(self, org: str) -> set[tuple[str, str]]:
+        cached = self._open.get(org)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        async with self._locks.setdefault(org, asyncio.Lock()):
+            cached = self._open.get(org)
+            if cached is not None and cached[0] > self._clock():
+                return cached[1]
+            keys = await self.repository.open_failures(org)
+            self._open[org] = (self._clock() + self._ttl_s, keys)
+            return keys
 
     async def on_failure(self, report: FailureReport) -> None:
         if not needs_a_person(report):
@@ -44,6 +76,9 @@ class NotificationRecorder(Observer):
             moment_number=report.moment_number,
             event_id=report.event_id,
         )
+        cached = self._open.get(report.org)
+        if cached is not None and report.object_type and report.moment_id:
+            cached[1].add((report.object_type, report.moment_id))
 
     async def on_success(self, event: Event[Any], outcome: Outcome) -> None:
         if outcome.kind != "succeeded":
@@ -51,6 +86,10 @@ class NotificationRecorder(Observer):
         object_type, moment_id, number = subject_of(event)
         if object_type is None or moment_id is None:
             return
+        open_failures = await self._open_failures(event.org)
+        if (object_type, moment_id) not in open_failures:
+            return
+        open_failures.discard((object_type, moment_id))
         await self.repository.resolve(
             event.org, object_type, moment_id, moment_number=number, event_id=event.id
         )

@@ -183,6 +183,19 @@ class NotificationRepository:
                 )
             )
 
+    async def open_failures(self, org_id: str) -> set[tuple[str, str]]:
+        """(object type, Moment id) of the organization's failures not resolved yet."""
+        t = self.items
+        query = select(t.c.object_type, t.c.moment_id).where(
+            t.c.org_id == org_id[:100],
+            t.c.kind == FAILURE,
+            t.c.resolved_at.is_(None),
+            t.c.object_type.is_not(None),
+            t.c.moment_id.is_not(None),
+        )
+        async with self._store.read() as conn:
+            return {(row.object_type, row.moment_id) for row in await conn.execute(query)}
+
     async def resolve(
         self,
         org_id: str,
