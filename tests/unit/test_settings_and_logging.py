@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -67,6 +68,33 @@ def test_the_cli_prints_one_line_not_a_traceback() -> None:
     assert proc.stderr.strip().count("\n") == 0
     assert "BC_SYNC_PREFETCH" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "BC_SYNC_API_TOKEN"),  # the api role cannot run without it
+        ({"BC_SYNC_API_TOKEN": "t"}, "BC_SYNC_SECRET_KEY"),  # nor any role without the key
+    ],
+)
+def test_run_without_a_required_secret_setting_says_which_in_one_line(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run"],
+        env={
+            "PATH": "/usr/bin",
+            "BC_SYNC_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.stderr.startswith(f"bc-sync: invalid setting: {named}")
 
 
 def test_amqp_password_is_not_in_the_settings_repr() -> None:
