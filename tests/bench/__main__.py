@@ -128,7 +128,7 @@ def main() -> int:
     )
     parser.add_argument("--worker-log-level", default="INFO", help="BC_SYNC_LOG_LEVEL of workers")
     parser.add_argument(
-        "--memory-events", type=int, help="events of scenario 6 (default 20,000; QUICK 2,000)"
+        "--memory-events", type=int, help="events of scenario 6 (default 60,000; QUICK 2,000)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return asyncio.run(run(parser.parse_args()))

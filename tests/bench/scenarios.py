@@ -42,7 +42,7 @@ class Sizes:
     naive_seconds: float = 15.0
     etiquette_events: int = 5000
     etiquette_seconds: float = 40.0
-    memory_events: int = 20_000
+    memory_events: int = 60_000  # RSS settles after ~50 s (about 20,000 events) here
     prefetch: int = 256
 
     @classmethod
