@@ -12,7 +12,7 @@ from typing import Any
 
 from worker.config.commands import register as register_config
 from worker.config.crypto import SecretKeyError
-from worker.config.settings import Settings, exit_on_bad_settings
+from worker.config.settings import Settings, SettingsError, exit_on_bad_settings
 from worker.log import configure
 from worker.ops.commands import register as register_dlq
 from worker.sync.poll_commands import register as register_poll
@@ -33,16 +33,12 @@ def _roles(value: str) -> list[str]:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.api.app import api_tokens
     from worker.app import build_services
     from worker.runtime import run_services
 
-    if "api" in args.roles and settings.api_token is None:
-        print(
-            "bc-sync: invalid setting: BC_SYNC_API_TOKEN: required by the api role (a token, "
-            "or name=token pairs separated by commas)",
-            file=sys.stderr,
-        )
-        return 2
+    if "api" in args.roles:
+        api_tokens(settings)  # fail before connecting to anything
     services = await build_services(settings, args.roles)
     await run_services(services)
     return 0
@@ -115,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = asyncio.run(args.func(args, settings))
     except KeyboardInterrupt:
         code = 130
-    except SecretKeyError as exc:  # missing or malformed BC_SYNC_SECRET_KEY
+    except (SettingsError, SecretKeyError) as exc:  # e.g. no BC_SYNC_API_TOKEN / SECRET_KEY
         print(f"bc-sync: invalid setting: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)

@@ -29,7 +29,7 @@ from worker.api.app import ApiContext, ApiServer, create_app
 from worker.bc import BcError, BcHub
 from worker.bc.http import Transport
 from worker.config.model import ConfigValidationError, parse_config
-from worker.config.settings import load_settings
+from worker.config.settings import SettingsError, load_settings
 from worker.config.store import integration_configs
 
 TOKEN = "api-token-for-security-tests-7f3a"
@@ -113,7 +113,7 @@ async def test_every_v1_route_refuses_missing_and_wrong_tokens(api: TestClient[A
 
 async def test_api_without_token_setting_refuses_to_start(tmp_path: Path) -> None:
     s = make_settings(tmp_path, api_token=None)
-    with pytest.raises(ValueError, match="BC_SYNC_API_TOKEN"):
+    with pytest.raises(SettingsError, match="BC_SYNC_API_TOKEN"):
         create_app(ApiContext(settings=s), route_modules())
 
 

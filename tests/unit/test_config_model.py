@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
+from tests.factories import dialog
 from worker.config.model import (
     ConfigValidationError,
     FieldError,
@@ -29,32 +30,14 @@ SECRET = "Qx8~k3.secret-VALUE_that-must-not-leak"
 
 def body(**changes: Any) -> dict[str, Any]:
     """The help page's full dialog, every data object switched on (DESIGN §11)."""
-    data: dict[str, Any] = {
-        "tenant_id": "7c2d9a4e-1b3f-4c5d-8e6f-0a1b2c3d4e5f",
-        "client_id": None,
-        "client_secret": SECRET,
-        "environment": "Production",
-        "company_name": "CRONUS%20Sverige%20AB",
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-        "department_tag_group": None,
-        "import_expenses": True,
-        "expenses_from_date": "2026-01-01",
-        "expense_activity": "Inköp",
-        "expenses_billable": True,
-        "notification_recipients": [{"user_id": "u-17"}, {"email": "ekonomi@example.se"}],
-        "notes": "free text",
-    }
-    data.update(changes)
-    return data
+    return dialog(
+        **{
+            "tenant_id": "7c2d9a4e-1b3f-4c5d-8e6f-0a1b2c3d4e5f",
+            "client_secret": SECRET,
+            "environment": "Production",
+            **changes,
+        }
+    )
 
 
 def minimal(**changes: Any) -> dict[str, Any]:

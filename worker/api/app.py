@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from worker.config.settings import Settings
+from worker.config.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,19 @@ class ApiContext:
 
 CONTEXT = web.AppKey("context", ApiContext)
 CALLER = web.RequestKey("caller", str)  # name of the API token that authenticated
+
+
+def api_tokens(settings: Settings) -> dict[str, str]:
+    """The admin API's tokens; :class:`SettingsError` when there are none (the ``api`` role
+    cannot run without one)."""
+    raw = settings.api_token.get_secret_value() if settings.api_token else None
+    tokens = parse_tokens(raw)
+    if not tokens:
+        raise SettingsError(
+            "BC_SYNC_API_TOKEN: required by the api role (a token, or name=token pairs "
+            "separated by commas)"
+        )
+    return tokens
 
 
 def parse_tokens(raw: str | None) -> dict[str, str]:
@@ -133,11 +146,7 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(
     ctx: ApiContext, route_modules: Sequence[Callable[[web.Application], None]] = ()
 ) -> web.Application:
-    tokens = parse_tokens(
-        ctx.settings.api_token.get_secret_value() if ctx.settings.api_token else None
-    )
-    if not tokens and route_modules:
-        raise ValueError("BC_SYNC_API_TOKEN is required for the admin API")
+    tokens = api_tokens(ctx.settings) if route_modules else {}
     app = web.Application(
         middlewares=[_errors_middleware, _auth_middleware(tokens)], client_max_size=1024**2
     )

@@ -335,14 +335,24 @@ def _auth_error(exc: BcAuthError, subject: _Subject) -> FieldError:
 # The calls
 
 
-def _subject(
-    tenant_id: str,
-    client_id: str,
-    own_client_id: bool,
-    environment: str,
-    company_name: str | None,
-) -> _Subject:
-    return _Subject(tenant_id, client_id, own_client_id, environment, company_name or "")
+def _start(
+    source: IntegrationConfig | ConnectionFields, hub: BcHub, secret: SecretStr | None
+) -> tuple[_Subject, SecretStr]:
+    """Who the check is about, and the secret to use (``secret`` overrides the source's own:
+    the stored one, for an update or an options call that left it out)."""
+    secret = secret or source.client_secret
+    if secret is None:
+        raise ConfigValidationError(
+            [_error("client_secret", "required", "Client Secret is required.")]
+        )
+    subject = _Subject(
+        source.tenant_id,
+        source.effective_client_id(hub.settings),
+        source.client_id is not None,
+        source.environment,
+        source.company_name or "",
+    )
+    return subject, secret
 
 
 def _connection(hub: BcHub, subject: _Subject, secret: SecretStr) -> BcConnection:
@@ -487,18 +497,7 @@ async def verify(
     ``secret`` overrides the config's own (the stored secret for an update that left it out).
     Raises :class:`ConfigValidationError` with every problem found, or :class:`BcUnreachable`.
     """
-    secret = secret or config.client_secret
-    if secret is None:
-        raise ConfigValidationError(
-            [_error("client_secret", "required", "Client Secret is required.")]
-        )
-    subject = _subject(
-        config.tenant_id,
-        config.effective_client_id(hub.settings),
-        config.client_id is not None,
-        config.environment,
-        config.company_name,
-    )
+    subject, secret = _start(config, hub, secret)
     try:
         async with asyncio.timeout(timeout_s):
             conn = _connection(hub, subject, secret)
@@ -538,18 +537,7 @@ async def options(
     Credential problems raise :class:`ConfigValidationError`; a company that is not found or
     a page that is not published are ``issues`` of an otherwise complete answer.
     """
-    secret = secret or fields.client_secret
-    if secret is None:
-        raise ConfigValidationError(
-            [_error("client_secret", "required", "Client Secret is required.")]
-        )
-    subject = _subject(
-        fields.tenant_id,
-        fields.effective_client_id(hub.settings),
-        fields.client_id is not None,
-        fields.environment,
-        fields.company_name,
-    )
+    subject, secret = _start(fields, hub, secret)
     try:
         async with asyncio.timeout(timeout_s):
             conn = _connection(hub, subject, secret)
