@@ -198,7 +198,9 @@ class Exports:
         """Wait until the invoice with this external document number is posted in BC."""
 
         async def find() -> dict[str, Any] | None:
-            done = [i for i in await self.invoices(external) if i.get("status") != "Draft"]
+            # Not by status: a released draft shows "Open" like a posted invoice. The emulator's
+            # state gives unposted invoices their Sales Header "documentStatus".
+            done = [i for i in await self.invoices(external) if "documentStatus" not in i]
             return done[0] if done else None
 
         result: dict[str, Any] = await wait_for(find, timeout, interval=0.1)
