@@ -47,6 +47,15 @@ async def _calls(exports: Exports, since: int, suffix: str) -> list[tuple[str, i
     ]
 
 
+async def _seed_vat_group(exports: Exports, code: str, percent: float) -> None:
+    """A VAT product posting group in the BC company."""
+    company = {"name": exports.emulator.company_name, "vat": {code: percent}}
+    environment = {"name": exports.emulator.environment, "companies": [company]}
+    await exports.emulator.control.seed(
+        {"tenants": [{"id": exports.emulator.tenant_id, "environments": [environment]}]}
+    )
+
+
 def _waiting_count() -> float:
     return float(metrics.EVENTS_HANDLED.labels(INVOICE_CREATED, "waiting")._value.get())
 
@@ -210,26 +219,7 @@ async def test_a_vat_code_longer_than_twenty_characters_is_an_invalid_event(
 ) -> None:
     # BC would keep "MOMS-25-STANDARD-SVE" of it, silently, and post with whatever VAT group has
     # that code (here one with another rate).
-    await exports.emulator.control.seed(
-        {
-            "tenants": [
-                {
-                    "id": exports.emulator.tenant_id,
-                    "environments": [
-                        {
-                            "name": exports.emulator.environment,
-                            "companies": [
-                                {
-                                    "name": exports.emulator.company_name,
-                                    "vat": {"MOMS-25-STANDARD-SVE": 12},
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ]
-        }
-    )
+    await _seed_vat_group(exports, "MOMS-25-STANDARD-SVE", 12)
     since = await exports.last_seq()
     invoice = _invoice("8320")
     invoice["lines"].append({**invoice["lines"][0], "vat_code": "MOMS-25-STANDARD-SVERIGE"})
@@ -247,26 +237,7 @@ async def test_a_vat_code_longer_than_twenty_characters_is_an_invalid_event(
 
 async def test_vat_codes_reach_bc_whole(exports: Exports) -> None:
     # Twenty characters is the most BC keeps; such a code arrives unchanged.
-    await exports.emulator.control.seed(
-        {
-            "tenants": [
-                {
-                    "id": exports.emulator.tenant_id,
-                    "environments": [
-                        {
-                            "name": exports.emulator.environment,
-                            "companies": [
-                                {
-                                    "name": exports.emulator.company_name,
-                                    "vat": {"MOMS-25-STANDARD-SVE": 25},
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ]
-        }
-    )
+    await _seed_vat_group(exports, "MOMS-25-STANDARD-SVE", 25)
     since = await exports.last_seq()
     event_id = await exports.send(
         INVOICE_CREATED, {"invoice": _invoice("8321", vat_code="moms-25-standard-sve")}

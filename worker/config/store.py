@@ -547,7 +547,8 @@ def _latest(current: Any, new: Any, when_new: Any) -> ColumnElement[Any]:
 
 
 class SyncOutcomeRepository:
-    """The ``sync_outcomes`` table: last success and failure per organization and object type."""
+    """The ``sync_outcomes`` table: last success, failure and waiting object per organization
+    and object type."""
 
     table = sync_outcomes
 
@@ -601,28 +602,17 @@ class SyncOutcomeRepository:
         at: datetime | None = None,
     ) -> None:
         """Remember a failure with its error code and a message for the Moment admin."""
-        t = self.table
-        at = at or utcnow()
-        values = {
-            "org_id": check_org_id(org_id),
-            "object_type": _object_type(object_type),
-            "last_failure_at": at,
-            "last_failure_code": code[:100],
-            # Messages may quote BC's or Entra's answers: mask anything secret-looking.
-            "last_failure_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
-        }
-
-        def set_(new: Any) -> Mapping[str, Any]:
-            is_newer = (t.c.last_failure_at.is_(None)) | (
-                new.last_failure_at >= t.c.last_failure_at
-            )
-            return {
-                name: _latest(t.c[name], new[name], is_newer)
-                for name in ("last_failure_at", "last_failure_code", "last_failure_message")
-            }
-
-        async with self._store.write() as conn:
-            await conn.execute(self._store.upsert(t, values, ["org_id", "object_type"], set_))
+        await self._record_latest(
+            org_id,
+            object_type,
+            "last_failure_at",
+            {
+                "last_failure_at": at or utcnow(),
+                "last_failure_code": code[:100],
+                # Messages may quote BC's or Entra's answers: mask anything secret-looking.
+                "last_failure_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
+            },
+        )
 
     async def record_waiting(
         self,
@@ -637,23 +627,29 @@ class SyncOutcomeRepository:
         """Remember the last object acked as waiting for a person in BC (``ref``: its Moment
         number), with the waiting code and the plain-words message. Kept like the last failure:
         a later success of the same object does not clear it (compare the timestamps)."""
+        await self._record_latest(
+            org_id,
+            object_type,
+            "last_waiting_at",
+            {
+                "last_waiting_at": at or utcnow(),
+                "last_waiting_ref": (ref or None) and ref[:200],
+                "last_waiting_code": code[:100],
+                "last_waiting_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
+            },
+        )
+
+    async def _record_latest(
+        self, org_id: str, object_type: str, stamp: str, columns: Mapping[str, Any]
+    ) -> None:
+        """Upsert ``columns`` unless the stored ``stamp`` column is newer (late reports lose)."""
         t = self.table
-        at = at or utcnow()
-        values = {
-            "org_id": check_org_id(org_id),
-            "object_type": _object_type(object_type),
-            "last_waiting_at": at,
-            "last_waiting_ref": (ref or None) and ref[:200],
-            "last_waiting_code": code[:100],
-            "last_waiting_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
-        }
-        names = ("last_waiting_at", "last_waiting_ref", "last_waiting_code", "last_waiting_message")
+        values = {"org_id": check_org_id(org_id), "object_type": _object_type(object_type)}
+        values.update(columns)
 
         def set_(new: Any) -> Mapping[str, Any]:
-            is_newer = (t.c.last_waiting_at.is_(None)) | (
-                new.last_waiting_at >= t.c.last_waiting_at
-            )
-            return {name: _latest(t.c[name], new[name], is_newer) for name in names}
+            is_newer = (t.c[stamp].is_(None)) | (new[stamp] >= t.c[stamp])
+            return {name: _latest(t.c[name], new[name], is_newer) for name in columns}
 
         async with self._store.write() as conn:
             await conn.execute(self._store.upsert(t, values, ["org_id", "object_type"], set_))
