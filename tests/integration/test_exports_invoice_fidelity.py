@@ -110,6 +110,46 @@ async def test_a_released_draft_is_posted_not_reported_as_posted(
     assert (data.bc_number, data.status) == (posted["number"], "Open")
 
 
+async def test_a_released_draft_without_its_dimensions_is_neither_posted_nor_reported(
+    exports: Exports, bc_client: BCClient
+) -> None:
+    # Released in BC before its line dimensions were set: "Open" like a posted invoice, but
+    # posting it would book the revenue without project and department.
+    made = await bc_client.post(
+        "salesInvoices",
+        {
+            "customerNumber": "10000",
+            "externalDocumentNumber": "8304",
+            "salesInvoiceLines": [
+                {
+                    "sequence": 10000,
+                    "lineType": "Account",
+                    "lineObjectNumber": "3010",
+                    "quantity": 3,
+                    "unitPrice": 1000,
+                    "taxCode": "25",
+                }
+            ],
+        },
+    )
+    assert made.status == 201, made.body
+    await exports.emulator.control.set_sales_invoice_status(
+        "Released", at=exports.emulator.company_ref, external_document_number="8304"
+    )
+    await exports.listen_exported()
+    since = await exports.last_seq()
+    event_id = await exports.send(INVOICE_CREATED, {"invoice": _invoice("8304")})
+    assert await exports.done(event_id) == ["dead_lettered"]
+    [dead] = await exports.dead(1)
+    message = dead.headers[H.ERROR_MESSAGE]
+    assert dead.headers[H.ERROR_CODE] == "BC-VALIDATION"
+    assert made.body["number"] in message and "reopen it in Business Central" in message
+    assert {r["method"] for r in await exports.bc_requests(since)} == {"GET"}  # nothing written
+    [still] = await exports.invoices("8304")
+    assert still["documentStatus"] == "Released"
+    assert await exports.exported(0) == []
+
+
 async def test_an_invoice_held_for_approval_waits_and_is_posted_once_approved(
     exports: Exports,
 ) -> None:
