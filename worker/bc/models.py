@@ -412,6 +412,9 @@ class PurchaseInvoice:
 
     @property
     def is_draft(self) -> bool:
+        """Unposted. Unlike sales invoices, every unposted purchase invoice shows ``Draft``,
+        whatever its Purchase Header status ([BCApps] PurchInvAggregator.Codeunit.al,
+        InsertOrModifyFromPurchaseHeader), so the status is enough here."""
         return self.status == "Draft"
 
 
