@@ -99,6 +99,13 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "Set the project's department (or its tag in the configured tag group) in Moment, "
         "then ask support to replay the invoice.",
     ),
+    # Not a failure: the consumer acks an invoice in this state as "waiting" (no dead letter).
+    "BC-INVOICE-AWAITING-APPROVAL": ErrorInfo(
+        "An invoice is waiting for approval in Business Central and is not posted yet.",
+        "If nobody has yet, send the invoice for approval in Business Central (Send Approval "
+        "Request on the sales invoice) and have it approved. Once it is approved, ask support "
+        "to export the invoice again: the integration then posts it and reports it to Moment.",
+    ),
     "BC-VALIDATION": ErrorInfo(
         "Business Central rejected the data.",
         "Read Business Central's message below, correct the data in Moment or in Business "

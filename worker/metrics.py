@@ -36,7 +36,7 @@ EVENTS_CONSUMED = Counter(
 )
 EVENTS_HANDLED = Counter(
     "bcsync_events_handled_total",
-    "Outcome of one delivery: succeeded, skipped, retried, dead_lettered, requeued.",
+    "Outcome of one delivery: succeeded, skipped, waiting, retried, dead_lettered, requeued.",
     ["type", "outcome"],
 )
 HANDLER_SECONDS = Histogram(

@@ -94,6 +94,8 @@ def dump_company(c: Company) -> dict[str, Any]:
         ]
         if sales and row.data.get("_draftNumber"):
             out["draftNumber"] = row.data["_draftNumber"]
+        if sales and not row.data.get("_posted"):
+            out["documentStatus"] = row.data.get("_docStatus", docs.DOC_OPEN)
         return out
 
     return {
@@ -106,6 +108,7 @@ def dump_company(c: Company) -> dict[str, Any]:
         "vat": dict(c.vat),
         "number_series_next": dict(c.series),
         "posting_requires_posting_groups": c.posting_requires_posting_groups,
+        "sales_invoice_approval": c.sales_invoice_approval,
         "generalLedgerSetup": [
             _rendered(TableColl(c, c.gl_setup, GL_SETUP, ""), r) for r in c.gl_setup
         ],
@@ -245,6 +248,21 @@ def delete_item(company: Company, kind: str, code: str, dimension: str | None) -
     if row is None:
         raise ControlError(404, f"no {kind} {code!r}")
     table.delete(row)
+
+
+def find_sales_invoice(company: Company, body: dict[str, Any]) -> Row:
+    """By ``id`` or by ``external_document_number`` (as stored: upper case)."""
+    if body.get("id"):
+        row = company.sales_invoices.get(str(body["id"]).lower())
+    else:
+        wanted = str(body.get("external_document_number", ""))
+        row = next(
+            (r for r in company.sales_invoices if r.data["externalDocumentNumber"] == wanted),
+            None,
+        )
+    if row is None:
+        raise ControlError(404, "no such sales invoice")
+    return row
 
 
 def add_control_routes(app: web.Application, emu: Emulator) -> None:
@@ -393,6 +411,26 @@ def add_control_routes(app: web.Application, emu: Emulator) -> None:
         return _ok(
             {"id": row.id, "number": row.data["number"], "line_ids": [ln.id for ln in lines]}, 201
         )
+
+    @routes.post("/_emulator/sales_invoices/status")
+    @handler
+    async def sales_invoice_status(request: web.Request) -> web.StreamResponse:
+        """Release, reopen or send for approval an unposted invoice, as a person does in BC."""
+        body = await _body(request)
+        company = find_company(emu, body)
+        row = find_sales_invoice(company, body)
+        docs.set_document_status(company, row, str(body.get("status", "")))
+        return _ok(_rendered(SalesInvoicesColl(company), row))
+
+    @routes.post("/_emulator/approvals")
+    @handler
+    async def approvals(request: web.Request) -> web.StreamResponse:
+        """Enable or disable the sales invoice approval workflow of a company."""
+        body = await _body(request)
+        company = find_company(emu, body)
+        if "sales_invoices" in body:
+            company.sales_invoice_approval = bool(body["sales_invoices"])
+        return _ok({"sales_invoices": company.sales_invoice_approval})
 
     @routes.post("/_emulator/apps")
     @handler

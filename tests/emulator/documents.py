@@ -27,6 +27,15 @@ from .store import Company, Row, Table
 
 DRAFT = "Draft"
 OPEN = "Open"
+IN_REVIEW = "In_x0020_Review"
+# "Status" of an unposted Sales Header (enum "Sales Document Status"); posted invoices have none.
+DOC_OPEN = "Open"
+DOC_RELEASED = "Released"
+DOC_PENDING_APPROVAL = "Pending Approval"
+DOC_PENDING_PREPAYMENT = "Pending Prepayment"
+DOC_STATUSES = (DOC_OPEN, DOC_RELEASED, DOC_PENDING_APPROVAL, DOC_PENDING_PREPAYMENT)
+# [BCApps] APIV2SalesInvoices.Page.al, GetDraftInvoice: refused when the aggregate is Posted.
+DRAFT_ONLY = "The action can be applied to a draft invoice only."
 # [BCApps] codeunit 5477 "Sales Invoice Aggregator" / page 30043 "APIV2 - Sales Invoice Lines"
 POSTED = "The invoice has been posted and can no longer be modified."
 LINE_EXISTS = "You cannot insert a line because a line already exists."
@@ -158,6 +167,42 @@ def check_currency(company: Company, values: dict[str, Any]) -> None:
 # ---- sales invoices -----------------------------------------------------------------------------
 
 
+def unposted_status(doc_status: str) -> str:
+    """The API ``status`` of an unposted invoice from its Sales Header status.
+
+    [BCApps] SalesInvoiceAggregator.Codeunit.al, InsertOrModifyFromSalesHeader: "Pending
+    Approval" → ``In Review``; "Released" and "Pending Prepayment" → ``Open`` (the status posted
+    invoices show too); anything else (Open) → ``Draft``.
+    """
+    if doc_status == DOC_PENDING_APPROVAL:
+        return IN_REVIEW
+    if doc_status in (DOC_RELEASED, DOC_PENDING_PREPAYMENT):
+        return OPEN
+    return DRAFT
+
+
+def set_document_status(company: Company, row: Row, doc_status: str) -> None:
+    """Release / reopen / send for approval an unposted invoice, as a person does in BC."""
+    if row.data["_posted"]:
+        raise ValueError("a posted invoice has no document status")
+    if doc_status not in DOC_STATUSES:
+        raise ValueError(f"status must be one of {DOC_STATUSES}")
+    company.sales_invoices.update(
+        row, {"_docStatus": doc_status, "status": unposted_status(doc_status)}
+    )
+
+
+def _test_posting_group(customer: dict[str, Any], key: str, caption: str) -> None:
+    """``Customer.TestField(…)``: BC's FieldValidation text (bc-api §5.1)."""
+    if not customer.get(key):
+        raise BCError(
+            400,
+            "Application_FieldValidationException",
+            f"{caption} must have a value in Customer: No.={customer['number']}. "
+            "It cannot be zero or empty.",
+        )
+
+
 def create_sales_invoice(company: Company, values: dict[str, Any], lines: Any) -> Row:
     cust = _customer(company, values, "customerId", "customerNumber", "sell-to")
     if cust is None:
@@ -171,6 +216,14 @@ def create_sales_invoice(company: Company, values: dict[str, Any], lines: Any) -
     check_currency(company, values)
     bill = _customer(company, values, "billToCustomerId", "billToCustomerNumber", "bill-to") or cust
     b = bill.data
+    if company.posting_requires_posting_groups:
+        # [BCApps] SalesHeader.Table.al: validating "Sell-to Customer No." runs
+        # Customer.TestField("Gen. Bus. Posting Group") (unless sales tax is on), then it sets
+        # "Bill-to Customer No.", whose validation runs Customer.TestField("Customer Posting
+        # Group"). Both run on POST salesInvoices (bc-api Corrections 5): a customer without
+        # posting groups fails the draft create, not the post. The header keeps its own copies.
+        _test_posting_group(c, "_genBusPostingGroup", "Gen. Bus. Posting Group")
+        _test_posting_group(b, "_customerPostingGroup", "Customer Posting Group")
     data = SALES_INVOICE.defaults()
     data.update(
         number=company.next_number("sales_invoice"),
@@ -205,6 +258,9 @@ def create_sales_invoice(company: Company, values: dict[str, Any], lines: Any) -
     if "dueDate" not in values:
         data["dueDate"] = _due_date(company, data["invoiceDate"], data["paymentTermsId"])
     data["_posted"] = False
+    data["_docStatus"] = DOC_OPEN
+    data["_genBusPostingGroup"] = c.get("_genBusPostingGroup", "")
+    data["_customerPostingGroup"] = b.get("_customerPostingGroup", "")
     row = company.sales_invoices.insert(data)
     for dim_no in (1, 2):
         code = values.get(f"shortcutDimension{dim_no}Code")
@@ -350,6 +406,11 @@ def _validate_line_object(company: Company, data: dict[str, Any], given: dict[st
 def _line_amounts(
     company: Company, data: dict[str, Any], given: dict[str, Any], sales: bool
 ) -> None:
+    if sales:
+        # [BCApps] APIV2SalesInvoiceLines.Page.al, taxCode.OnValidate: Validate("VAT Prod.
+        # Posting Group", COPYSTR(Rec."Tax Code", 1, 20)) (Tax Group Code in sales-tax
+        # countries). The page takes up to 50 characters and silently keeps the first 20.
+        data["taxCode"] = data["taxCode"][:20]
     code = data["taxCode"]
     if code and code not in company.vat:
         raise invalid_table_relation(
@@ -511,8 +572,23 @@ def recompute_totals(company: Company, doc: Row, *, sales: bool) -> None:
 def post_sales_invoice(company: Company, row: Row) -> None:
     """``Microsoft.NAV.post``: validate like BC's posting, then number from the posted series."""
     d = row.data
-    if d["status"] != DRAFT:
-        raise dialog("The action can be applied to a draft invoice only.")
+    # [BCApps] APIV2SalesInvoices.Page.al, Post → GetDraftInvoice: refused on the aggregate's
+    # Posted flag, not on its status; a released draft (status Open) is posted like any draft.
+    if d["_posted"]:
+        raise dialog(DRAFT_ONLY)
+    doc_status = d.get("_docStatus", DOC_OPEN)
+    # [BCApps] SalesHeader.Table.al SendToPosting → IsApprovedForPosting →
+    # ApprovalsMgmt.Codeunit.al PrePostApprovalCheckSales: with an enabled approval workflow an
+    # Open document fails with SalesPrePostCheckErr. A Pending Approval document passes that
+    # check and Sales-Post's ReleaseSalesDocument skips it; the AL does not say plainly that it
+    # is refused further on, so the emulator takes the stricter reading and refuses it too.
+    if doc_status == DOC_PENDING_APPROVAL or (
+        company.sales_invoice_approval and doc_status == DOC_OPEN
+    ):
+        raise dialog(
+            f"Sales Invoice {d['number']} must be approved and released before you can "
+            "perform this action."
+        )
     cust = company.customers.find("number", d["customerNumber"])
     if cust is None:
         raise record_not_found("Customer", f"No.='{d['customerNumber']}'")
@@ -526,22 +602,9 @@ def post_sales_invoice(company: Company, row: Row) -> None:
     postable = [r for r in lines if r.data["lineType"] != "Comment"]
     if not postable:
         raise dialog("There is nothing to post.")
-    if company.posting_requires_posting_groups:
-        if not c.get("_customerPostingGroup"):
-            raise BCError(
-                400,
-                "Application_FieldValidationException",
-                f"Customer Posting Group must have a value in Customer: No.={c['number']}. "
-                "It cannot be zero or empty.",
-            )
-        if not c.get("_genBusPostingGroup"):
-            first = postable[0].data["sequence"]
-            raise BCError(
-                400,
-                "Application_FieldValidationException",
-                "Gen. Bus. Posting Group must have a value in Sales Line: Document Type=Invoice, "
-                f"Document No.={d['number']}, Line No.={first}. It cannot be zero or empty.",
-            )
+    # No posting-group check here: the draft copied the customer's groups when it was made, and
+    # the create already refused a customer without them (SalesHeader.Table.al, see
+    # create_sales_invoice). Groups removed from the customer later do not reach the header.
     for r in postable:
         number = r.data["lineObjectNumber"]
         if not number:

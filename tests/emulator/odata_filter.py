@@ -306,8 +306,10 @@ def _value(f: Field, op: str, lit: Lit) -> Any:
         if lit.value not in f.enum:
             raise query_error(f"The string '{lit.value}' is not a valid enumeration type constant.")
         return lit.value
-    if f.type == "string" and f.code:
-        return str(lit.value).upper()  # Code fields are stored upper-case; BC filters them so
+    # Code fields are stored upper-cased (entities.coerce). Whether BC upper-cases a lower-case
+    # literal before comparing is UNCONFIRMED (bc-api Corrections 8); the emulator takes the
+    # stricter reading: the literal is compared as written, so ``number eq 'ab-12'`` does not
+    # find ``AB-12``. A client must upper-case what it looks for in a Code field.
     return lit.value
 
 
@@ -334,7 +336,7 @@ def _compile(node: Node, spec: EntitySpec) -> Predicate:
                 f"The function '{node.name}' needs a string property and a string literal."
             )
         name = f.name
-        needle = str(node.lit.value).upper() if f.code else str(node.lit.value)
+        needle = str(node.lit.value)  # as written, like comparisons (see _value)
         if node.name == "contains":
             return lambda row: needle in str(row.get(name, ""))
         if node.name == "startswith":

@@ -159,6 +159,7 @@ COMPANY_KEYS = {
     "number_series",
     "customer_templates",
     "posting_requires_posting_groups",
+    "sales_invoice_approval",
     "customers",
     "purchase_invoices",
 }
@@ -302,6 +303,8 @@ def _company(env: Environment, spec: Any, where: str) -> Company:
             )
     if "posting_requires_posting_groups" in spec:
         company.posting_requires_posting_groups = bool(spec["posting_requires_posting_groups"])
+    if "sales_invoice_approval" in spec:
+        company.sales_invoice_approval = bool(spec["sales_invoice_approval"])
     for j, c in enumerate(_list(spec.get("customers"), f"{where}.customers")):
         _customer(company, c, f"{where}.customers[{j}]")
     for j, p in enumerate(_list(spec.get("purchase_invoices"), f"{where}.purchase_invoices")):

@@ -237,6 +237,27 @@ class ControlClient:
         """Insert a purchase invoice (seed format); returns ``{"id", "number", "line_ids"}``."""
         return await self._call("POST", "purchase_invoices", {**at.as_dict(), "invoice": invoice})  # type: ignore[no-any-return]
 
+    async def set_sales_invoice_status(
+        self,
+        status: str,
+        *,
+        at: CompanyRef,
+        invoice_id: str | None = None,
+        external_document_number: str | None = None,
+    ) -> dict[str, Any]:
+        """Set an unposted invoice's Sales Header status: ``Open`` (reopen), ``Released``,
+        ``Pending Approval`` or ``Pending Prepayment``; returns the invoice as the API shows it."""
+        body: dict[str, Any] = {**at.as_dict(), "status": status}
+        if invoice_id is not None:
+            body["id"] = invoice_id
+        if external_document_number is not None:
+            body["external_document_number"] = external_document_number
+        return await self._call("POST", "sales_invoices/status", body)  # type: ignore[no-any-return]
+
+    async def set_sales_invoice_approval(self, enabled: bool, *, at: CompanyRef) -> None:
+        """Enable or disable the company's sales invoice approval workflow."""
+        await self._call("POST", "approvals", {**at.as_dict(), "sales_invoices": enabled})
+
     async def set_app(
         self,
         tenant: str,

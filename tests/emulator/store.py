@@ -248,6 +248,9 @@ class Company:
         self.services: dict[str, str] = {}
         self.series: dict[str, str] = dict(DEFAULT_SERIES)  # series → next number
         self.posting_requires_posting_groups = True
+        # An approval workflow for sales invoices is enabled ("Sales Invoice Approval Workflow"):
+        # an Open draft cannot be posted before it is approved (ApprovalsMgmt.Codeunit.al).
+        self.sales_invoice_approval = False
         # "Config. Tmpl. Selection Rules" stand-in: country ("*" = any) → internal customer fields
         self.templates: list[tuple[str, dict[str, str]]] = []
         self.etag = world.versions.etag()

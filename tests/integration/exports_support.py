@@ -29,7 +29,7 @@ from worker.bc import BcHub, ClientOptions, RetryPolicy
 from worker.config.model import IntegrationConfig, parse_config
 from worker.config.settings import Settings
 from worker.events.envelope import Event
-from worker.events.handlers import FailureReport, Observer, Outcome
+from worker.events.handlers import FailureReport, Observer, Outcome, WaitingReport
 from worker.messaging.consumer import Consumer
 from worker.messaging.topology import Topology
 from worker.sync import registry
@@ -62,16 +62,21 @@ class Tracker(Observer):
 
     def __init__(self) -> None:
         self.outcomes: dict[str, list[str]] = {}
+        self.waiting: list[WaitingReport] = []
 
     async def on_success(self, event: Event[Any], outcome: Outcome) -> None:
         self.outcomes.setdefault(event.id, []).append(outcome.kind)
+
+    async def on_waiting(self, report: WaitingReport) -> None:
+        self.waiting.append(report)
+        self.outcomes.setdefault(report.event_id, []).append("waiting")
 
     async def on_failure(self, report: FailureReport) -> None:
         kind = "dead_lettered" if report.final else "retried"
         self.outcomes.setdefault(report.event_id or "", []).append(kind)
 
     def finished(self, event_id: str) -> int:
-        """Deliveries of this event that ended (succeeded, skipped or dead-lettered)."""
+        """Deliveries of this event that ended (succeeded, skipped, waiting or dead-lettered)."""
         return len([k for k in self.outcomes.get(event_id, []) if k != "retried"])
 
 
@@ -193,7 +198,9 @@ class Exports:
         """Wait until the invoice with this external document number is posted in BC."""
 
         async def find() -> dict[str, Any] | None:
-            done = [i for i in await self.invoices(external) if i.get("status") != "Draft"]
+            # Not by status: a released draft shows "Open" like a posted invoice. The emulator's
+            # state gives unposted invoices their Sales Header "documentStatus".
+            done = [i for i in await self.invoices(external) if "documentStatus" not in i]
             return done[0] if done else None
 
         result: dict[str, Any] = await wait_for(find, timeout, interval=0.1)

@@ -388,6 +388,29 @@ async def test_a_late_report_does_not_overwrite_a_newer_one(store: Store) -> Non
     assert (outcome.last_success_ref, outcome.last_failure_code) == ("new", "NEW")
 
 
+async def test_the_last_waiting_object_is_kept_beside_success_and_failure(store: Store) -> None:
+    t0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    outcomes = store.sync_outcomes
+    await outcomes.record_success("org-1", "invoice", "1863", at=t0)
+    await outcomes.record_waiting(
+        "org-1", "invoice", "1864", "BC-INVOICE-AWAITING-APPROVAL", "Invoice 1864 waits", at=t0
+    )
+    await outcomes.record_waiting(  # a late report of an older one changes nothing
+        "org-1", "invoice", "1860", "BC-INVOICE-AWAITING-APPROVAL", "old", at=t0 - timedelta(1)
+    )
+    await outcomes.record_success("org-1", "invoice", "1865", at=t0 + timedelta(minutes=1))
+    [invoice] = await store.outcomes("org-1")
+    answer = invoice.to_dict()
+    assert answer["last_success_ref"] == "1865"
+    assert (answer["last_waiting_ref"], answer["last_waiting_code"]) == (
+        "1864",
+        "BC-INVOICE-AWAITING-APPROVAL",
+    )
+    assert answer["last_waiting_message"] == "Invoice 1864 waits"
+    assert answer["last_waiting_at"] == "2026-11-20T08:00:00+00:00"
+    assert answer["last_failure_code"] is None
+
+
 async def test_failure_messages_are_masked_and_bounded(store: Store) -> None:
     await store.record_failure(
         "org-1",

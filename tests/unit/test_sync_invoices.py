@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from worker.bc import BcValidationError
-from worker.sync.invoices import _customer_missing, _posting_groups_missing
+from worker.sync.invoices import (
+    _approval_required,
+    _customer_missing,
+    _not_a_draft,
+    _posting_groups_missing,
+)
 
 
 @pytest.mark.parametrize(
@@ -30,9 +35,15 @@ def test_customer_missing_is_recognised(message: str, expected: bool) -> None:
             True,
         ),
         (
+            "Gen. Bus. Posting Group must have a value in Customer: No.=C1. It cannot be zero or "
+            "empty.",
+            True,
+        ),
+        # A line's own group at the post is no customer repair (the draft copied the groups).
+        (
             "Gen. Bus. Posting Group must have a value in Sales Line: Document Type=Invoice, "
             "Document No.=S-INV1, Line No.=10000. It cannot be zero or empty.",
-            True,
+            False,
         ),
         ("No. must have a value in Sales Line: Document Type=Invoice.", False),
         ("You cannot post this type of document when Customer 30000 is blocked.", False),
@@ -40,3 +51,24 @@ def test_customer_missing_is_recognised(message: str, expected: bool) -> None:
 )
 def test_missing_posting_groups_are_recognised(message: str, expected: bool) -> None:
     assert _posting_groups_missing(BcValidationError(message, status=400)) is expected
+
+
+@pytest.mark.parametrize(
+    ("message", "approval", "posted"),
+    [
+        (
+            "Sales Invoice S-INV100001 must be approved and released before you can perform "
+            "this action.  CorrelationId:  x.",
+            True,
+            False,
+        ),
+        ("The action can be applied to a draft invoice only.  CorrelationId:  x.", False, True),
+        ("The action can be applied to a posted invoice only.", False, False),
+        ("There is nothing to post.", False, False),
+    ],
+)
+def test_post_refusals_are_told_apart(message: str, approval: bool, posted: bool) -> None:
+    """Approval required (ApprovalsMgmt.Codeunit.al) → waiting; "draft invoice only"
+    (APIV2SalesInvoices.Page.al GetDraftInvoice) → already posted; anything else stands."""
+    exc = BcValidationError(message, status=400)
+    assert (_approval_required(exc), _not_a_draft(exc)) == (approval, posted)

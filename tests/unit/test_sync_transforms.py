@@ -42,6 +42,32 @@ def test_foreign_currency_is_kept_and_local_is_blank() -> None:
     assert t.currency(None, "SEK") == ""
 
 
+def test_a_currency_read_back_is_a_code_whether_bc_shows_lcy_or_blank() -> None:
+    """BC shows the local currency as the LCY code (GraphMgtGeneralTools.Codeunit.al); blank
+    (a G/L setup without an LCY code) is the local currency too."""
+    assert t.currency_read("SEK", "SEK") == "SEK"
+    assert t.currency_read("", "SEK") == "SEK"
+    assert t.currency_read(None, "sek") == "SEK"
+    assert t.currency_read("EUR", "SEK") == "EUR"
+
+
+def test_the_external_document_number_is_sent_upper_case() -> None:
+    """Code[35] in BC: stored upper-cased, so sent and searched so (bc-api Corrections 8)."""
+    inv = Invoice.model_validate(f.invoice("ab-12"))
+    body = t.invoice_payload(inv, customer_number="10006", local_currency="SEK")
+    assert body["externalDocumentNumber"] == "AB-12"
+
+
+def test_a_vat_code_longer_than_bc_keeps_is_refused_by_the_contract() -> None:
+    """BC keeps 20 characters of taxCode (APIV2SalesInvoiceLines.Page.al): longer is invalid."""
+    lines = [{**f.invoice()["lines"][0], "vat_code": " " + "V" * 21 + " "}]
+    with pytest.raises(ValueError, match=r"VAT code 'V{21}' has 21 characters"):
+        Invoice.model_validate(f.invoice(lines=lines))
+    lines[0]["vat_code"] = "V" * 20
+    assert Invoice.model_validate(f.invoice(lines=lines)).lines[0].vat_code == "V" * 20
+    assert t.TAX_CODE_MAX == 20
+
+
 def test_domestic_vs_abroad_posting_groups() -> None:
     dom, abroad = ("INRIKES", "KUNDER"), ("EXPORT", "KUNDER-EXP")
     se = Customer.model_validate(f.customer(country="SE"))

@@ -485,7 +485,9 @@ class BcConnection:
         self, external_document_number: str, customer_number: str
     ) -> SalesInvoice | None:
         """``GET COMPANY/salesInvoices?$filter=externalDocumentNumber eq '…' and customerNumber eq
-        '…'`` with the lines and their dimensions; a posted match wins over a draft one."""
+        '…'`` with the lines and their dimensions (the number must be upper case: Code fields
+        are stored so, bc-api Corrections 8). Several matches: one that is surely posted wins,
+        then an ``Open`` one (posted or released), then ``In Review``, then a draft."""
         flt = eq_filter(
             externalDocumentNumber=external_document_number, customerNumber=customer_number
         )
@@ -497,8 +499,7 @@ class BcConnection:
         found = [SalesInvoice.from_row(r) for r in await self._all(url, resource="salesInvoices")]
         if not found:
             return None
-        posted = [inv for inv in found if not inv.is_draft]
-        return (posted or found)[0]
+        return min(found, key=_posting_rank)
 
     async def create_sales_invoice(self, payload: Mapping[str, Any]) -> SalesInvoice:
         """``POST COMPANY/salesInvoices``: the draft with its ``salesInvoiceLines`` (deep insert).
@@ -644,6 +645,15 @@ class BcConnection:
             yield PurchaseInvoicePage(
                 tuple(i for i in invoices if not i.is_draft), max(stamps) if stamps else None
             )
+
+
+def _posting_rank(invoice: SalesInvoice) -> int:
+    """Sort key: the match furthest along towards posted first (stable among equals)."""
+    if invoice.surely_posted:
+        return 0
+    if invoice.is_draft:
+        return 3
+    return 2 if invoice.in_review else 1
 
 
 def _already_exists(result: BatchResult) -> bool:

@@ -186,7 +186,7 @@ class Customer:
     number: str
     display_name: str
     country: str
-    currency_code: str
+    currency_code: str  # the LCY code for the local currency (blank if G/L setup has none)
     email: str
     blocked: str  # decoded: " " (not blocked), "Ship", "Invoice", "All"
     etag: str
@@ -262,7 +262,7 @@ class SalesInvoice:
     invoice_date: date | None
     posting_date: date | None
     due_date: date | None
-    currency_code: str
+    currency_code: str  # the LCY code for the local currency (blank if G/L setup has none)
     total_amount_including_tax: Decimal
     etag: str
     lines: tuple[SalesInvoiceLine, ...] = ()
@@ -289,9 +289,32 @@ class SalesInvoice:
             _dec(row, "totalAmountExcludingTax"),
         )
 
+    # What the API status tells about posting ([BCApps] SalesInvoiceAggregator.Codeunit.al,
+    # bc-api Corrections 4). The aggregate's own ``Posted`` flag is not on the API page
+    # (APIV2SalesInvoices.Page.al), so ``status`` is all a read shows:
+    # - ``Draft``: unposted, Sales Header status Open (editable);
+    # - ``In Review``: unposted, Pending Approval (someone must approve it in BC);
+    # - ``Paid``, ``Canceled``, ``Corrective``: posted;
+    # - ``Open``: EITHER posted OR an unposted draft that is Released / Pending Prepayment.
+    # The ``Open`` case cannot be told apart by any field the page shows (the number series is
+    # not readable through API v2.0 either); ``Microsoft.NAV.post`` decides it: BC posts a
+    # released draft and refuses a posted invoice (GetDraftInvoice tests ``Rec.Posted``: "The
+    # action can be applied to a draft invoice only."). See worker/sync/invoices.py.
+
     @property
     def is_draft(self) -> bool:
+        """Unposted and editable (status ``Draft``)."""
         return self.status == "Draft"
+
+    @property
+    def in_review(self) -> bool:
+        """Unposted and pending approval in BC (status ``In Review``)."""
+        return self.status == "In Review"
+
+    @property
+    def surely_posted(self) -> bool:
+        """A status only posted invoices have (``Open`` is not one of them)."""
+        return self.status in ("Paid", "Canceled", "Corrective")
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +387,7 @@ class PurchaseInvoice:
     vendor_invoice_number: str
     invoice_date: date | None
     posting_date: date | None
-    currency_code: str
+    currency_code: str  # the LCY code for the local currency (blank if G/L setup has none)
     last_modified: datetime | None
     lines: tuple[PurchaseInvoiceLine, ...]
 
@@ -389,6 +412,9 @@ class PurchaseInvoice:
 
     @property
     def is_draft(self) -> bool:
+        """Unposted. Unlike sales invoices, every unposted purchase invoice shows ``Draft``,
+        whatever its Purchase Header status ([BCApps] PurchInvAggregator.Codeunit.al,
+        InsertOrModifyFromPurchaseHeader), so the status is enough here."""
         return self.status == "Draft"
 
 

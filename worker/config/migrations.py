@@ -220,6 +220,16 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        5,
+        "sync outcomes: the last object waiting for a person in BC (e.g. invoice approval)",
+        (
+            "ALTER TABLE sync_outcomes ADD COLUMN last_waiting_at {TIMESTAMP}",
+            "ALTER TABLE sync_outcomes ADD COLUMN last_waiting_ref VARCHAR(200)",
+            "ALTER TABLE sync_outcomes ADD COLUMN last_waiting_code VARCHAR(100)",
+            "ALTER TABLE sync_outcomes ADD COLUMN last_waiting_message TEXT",
+        ),
+    ),
 ]
 
 schema_version = Table(

@@ -87,6 +87,12 @@ sync_outcomes = Table(
     Column("last_failure_at", UtcDateTime),
     Column("last_failure_code", String(100)),
     Column("last_failure_message", Text),
+    # The last object of this type acked as waiting for a person in BC (e.g. an invoice waiting
+    # for approval): its Moment number, the waiting code and what to do (migration step 5).
+    Column("last_waiting_at", UtcDateTime),
+    Column("last_waiting_ref", String(200)),
+    Column("last_waiting_code", String(100)),
+    Column("last_waiting_message", Text),
 )
 
 
@@ -138,7 +144,7 @@ class StoredConfig:
 
 @dataclass(frozen=True)
 class SyncOutcome:
-    """The last success and the last failure of one object type of one organization."""
+    """The last success, failure and waiting object of one object type of one organization."""
 
     org_id: str
     object_type: str
@@ -147,6 +153,10 @@ class SyncOutcome:
     last_failure_at: datetime | None
     last_failure_code: str | None
     last_failure_message: str | None
+    last_waiting_at: datetime | None = None
+    last_waiting_ref: str | None = None
+    last_waiting_code: str | None = None
+    last_waiting_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for the status endpoint."""
@@ -157,6 +167,10 @@ class SyncOutcome:
             "last_failure_at": _iso(self.last_failure_at),
             "last_failure_code": self.last_failure_code,
             "last_failure_message": self.last_failure_message,
+            "last_waiting_at": _iso(self.last_waiting_at),
+            "last_waiting_ref": self.last_waiting_ref,
+            "last_waiting_code": self.last_waiting_code,
+            "last_waiting_message": self.last_waiting_message,
         }
 
 
@@ -360,6 +374,11 @@ class Store:
     async def record_failure(self, org_id: str, object_type: str, code: str, message: str) -> None:
         await self.sync_outcomes.record_failure(org_id, object_type, code, message)
 
+    async def record_waiting(
+        self, org_id: str, object_type: str, ref: str | None, code: str, message: str
+    ) -> None:
+        await self.sync_outcomes.record_waiting(org_id, object_type, ref, code, message)
+
     async def outcomes(self, org_id: str) -> list[SyncOutcome]:
         return await self.sync_outcomes.for_org(org_id)
 
@@ -528,7 +547,8 @@ def _latest(current: Any, new: Any, when_new: Any) -> ColumnElement[Any]:
 
 
 class SyncOutcomeRepository:
-    """The ``sync_outcomes`` table: last success and failure per organization and object type."""
+    """The ``sync_outcomes`` table: last success, failure and waiting object per organization
+    and object type."""
 
     table = sync_outcomes
 
@@ -582,25 +602,54 @@ class SyncOutcomeRepository:
         at: datetime | None = None,
     ) -> None:
         """Remember a failure with its error code and a message for the Moment admin."""
+        await self._record_latest(
+            org_id,
+            object_type,
+            "last_failure_at",
+            {
+                "last_failure_at": at or utcnow(),
+                "last_failure_code": code[:100],
+                # Messages may quote BC's or Entra's answers: mask anything secret-looking.
+                "last_failure_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
+            },
+        )
+
+    async def record_waiting(
+        self,
+        org_id: str,
+        object_type: str,
+        ref: str | None,
+        code: str,
+        message: str,
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Remember the last object acked as waiting for a person in BC (``ref``: its Moment
+        number), with the waiting code and the plain-words message. Kept like the last failure:
+        a later success of the same object does not clear it (compare the timestamps)."""
+        await self._record_latest(
+            org_id,
+            object_type,
+            "last_waiting_at",
+            {
+                "last_waiting_at": at or utcnow(),
+                "last_waiting_ref": (ref or None) and ref[:200],
+                "last_waiting_code": code[:100],
+                "last_waiting_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
+            },
+        )
+
+    async def _record_latest(
+        self, org_id: str, object_type: str, stamp: str, columns: Mapping[str, Any]
+    ) -> None:
+        """Upsert ``columns`` unless the stored ``stamp`` column is newer (late reports lose)."""
         t = self.table
-        at = at or utcnow()
-        values = {
-            "org_id": check_org_id(org_id),
-            "object_type": _object_type(object_type),
-            "last_failure_at": at,
-            "last_failure_code": code[:100],
-            # Messages may quote BC's or Entra's answers: mask anything secret-looking.
-            "last_failure_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
-        }
+        values = {"org_id": check_org_id(org_id), "object_type": _object_type(object_type)}
+        values.update(columns)
 
         def set_(new: Any) -> Mapping[str, Any]:
-            is_newer = (t.c.last_failure_at.is_(None)) | (
-                new.last_failure_at >= t.c.last_failure_at
-            )
-            return {
-                name: _latest(t.c[name], new[name], is_newer)
-                for name in ("last_failure_at", "last_failure_code", "last_failure_message")
-            }
+            is_newer = (t.c[stamp].is_(None)) | (new[stamp] >= t.c[stamp])
+            return {name: _latest(t.c[name], new[name], is_newer) for name in columns}
 
         async with self._store.write() as conn:
             await conn.execute(self._store.upsert(t, values, ["org_id", "object_type"], set_))

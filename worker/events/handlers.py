@@ -12,14 +12,21 @@ from typing import Any, Literal
 
 from worker.events.envelope import Event
 
-OutcomeKind = Literal["succeeded", "skipped"]
+OutcomeKind = Literal["succeeded", "skipped", "waiting"]
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a handler did. ``waiting``: nothing is wrong with the event or the settings, but
+    the object cannot be finished until a person acts in BC (e.g. an invoice waiting for
+    approval). The consumer acks it (retrying cannot help, a dead letter would be no error),
+    counts and logs it, and reports it to the observers' ``on_waiting``; no ``bc.*.exported``
+    is sent for it."""
+
     kind: OutcomeKind
-    reason: str | None = None  # why it was skipped: not_configured, export_off, ...
+    reason: str | None = None  # skipped: not_configured, export_off, ...; waiting: its code
     detail: dict[str, Any] | None = None
+    message: str | None = None  # waiting: what a person reads, in plain words
 
     @classmethod
     def ok(cls, **detail: Any) -> Outcome:
@@ -28,6 +35,12 @@ class Outcome:
     @classmethod
     def skipped(cls, reason: str) -> Outcome:
         return cls("skipped", reason=reason)
+
+    @classmethod
+    def waiting(cls, code: str, message: str, **detail: Any) -> Outcome:
+        """Waiting for a person in BC; ``code`` from the catalogue (worker.errors), e.g.
+        ``BC-INVOICE-AWAITING-APPROVAL``."""
+        return cls("waiting", reason=code, detail=detail or None, message=message)
 
 
 Handler = Callable[[Event[Any]], Awaitable[Outcome]]
@@ -51,10 +64,34 @@ class FailureReport:
     notify_now: bool = False  # e.g. rejected credentials: a person must hear even if retried
 
 
+@dataclass(frozen=True)
+class WaitingReport:
+    """One delivery acked as waiting for a person in BC, as observers (status, notifications)
+    see it. ``message`` is plain words for the organization's admin; ``ref`` names the BC
+    record (e.g. the draft invoice number)."""
+
+    org: str
+    event_id: str
+    event_type: str
+    object_type: str | None
+    moment_id: str | None
+    moment_number: str | None
+    code: str
+    message: str
+    ref: str | None = None
+
+
 class Observer:
-    """Hooks called after an outcome is durable. Default: do nothing."""
+    """Hooks called after an outcome is durable. Default: do nothing.
+
+    ``on_success`` sees succeeded and skipped deliveries, ``on_waiting`` the waiting ones,
+    ``on_failure`` retries and dead letters.
+    """
 
     async def on_success(self, event: Event[Any], outcome: Outcome) -> None:
+        return None
+
+    async def on_waiting(self, report: WaitingReport) -> None:
         return None
 
     async def on_failure(self, report: FailureReport) -> None:

@@ -9,7 +9,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -34,6 +42,30 @@ CurrencyCode = Annotated[
 ]
 CountryCode = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")
+]
+
+
+# Business Central keeps only the first 20 characters of a line's VAT code, without an error
+# (salesInvoiceLines.taxCode → "VAT Prod. Posting Group", APIV2SalesInvoiceLines.Page.al), so a
+# longer one could post with another VAT group: the event is invalid instead.
+VAT_CODE_MAX = 20
+
+
+def _vat_code_fits(value: str) -> str:
+    if len(value) > VAT_CODE_MAX:
+        raise PydanticCustomError(
+            "vat_code_too_long",
+            "VAT code '{value}' has {length} characters; Business Central takes at most {limit}",
+            {"value": value[:60], "length": len(value), "limit": VAT_CODE_MAX},
+        )
+    return value
+
+
+VatCode = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True),
+    AfterValidator(_vat_code_fits),
+    WithJsonSchema({"type": "string", "maxLength": VAT_CODE_MAX}),
 ]
 
 
@@ -96,7 +128,7 @@ class InvoiceLine(Model):
     unit_price: Money
     discount_percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0
     account_number: Key
-    vat_code: Text | None = None
+    vat_code: VatCode | None = None
     project: Project | None = None
 
 

@@ -2,6 +2,8 @@
 
 Outcome → action (the message is acked only after the action is confirmed by the broker):
 - success, or skipped (no config / object switched off) → ack;
+- waiting (a person must act in BC first, e.g. approve an invoice) → ack, reported to the
+  observers' ``on_waiting`` (status, notifications), counted with outcome ``waiting``;
 - ``InvalidEvent`` or ``Permanent`` → publish to the dead-letter queue with headers, then ack;
 - ``Transient`` or an unexpected exception → publish to the next retry-ladder queue with
   ``x-bc-attempt`` + 1, then ack; when the ladder is used up → dead letter;
@@ -33,7 +35,14 @@ from worker import metrics
 from worker.config.settings import Settings
 from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
 from worker.events.envelope import Event, parse
-from worker.events.handlers import FailureReport, Observer, Outcome, Registry, subject_of
+from worker.events.handlers import (
+    FailureReport,
+    Observer,
+    Outcome,
+    Registry,
+    WaitingReport,
+    subject_of,
+)
 from worker.events.models import INCOMING
 from worker.log import bound, redact_text
 from worker.messaging import headers as H
@@ -248,6 +257,13 @@ class Consumer:
             log.exception("handler crashed")
             wrapped = Transient("INTERNAL-ERROR", f"{type(exc).__name__}: {exc}")
             return await self._retry(message, hdrs, wrapped, attempt, event, routing_key)
+        if outcome.kind == "waiting":
+            await self._notify_waiting(event, outcome)
+            await message.ack()
+            log.warning(
+                "waiting", code=outcome.reason, reason=outcome.message, **(outcome.detail or {})
+            )
+            return "waiting"
         await self._notify_success(event, outcome)
         await message.ack()
         if outcome.kind == "skipped":
@@ -392,6 +408,26 @@ class Consumer:
                 await observer.on_failure(report)
             except Exception:
                 log.exception("failure observer failed", observer=type(observer).__name__)
+
+    async def _notify_waiting(self, event: Event[Any], outcome: Outcome) -> None:
+        object_type, moment_id, number = subject_of(event)
+        detail = outcome.detail or {}
+        report = WaitingReport(
+            org=event.org,
+            event_id=event.id,
+            event_type=event.type,
+            object_type=object_type,
+            moment_id=moment_id,
+            moment_number=number,
+            code=outcome.reason or "",
+            message=_short(outcome.message or ""),
+            ref=str(detail["bc_number"]) if detail.get("bc_number") else None,
+        )
+        for observer in self.observers:
+            try:
+                await observer.on_waiting(report)
+            except Exception:
+                log.exception("waiting observer failed", observer=type(observer).__name__)
 
     async def _notify_success(self, event: Event[Any], outcome: Outcome) -> None:
         for observer in self.observers:

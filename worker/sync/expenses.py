@@ -136,7 +136,7 @@ def expense_of(
         quantity=float(line.quantity),
         unit_cost=float(line.unit_cost),
         amount=float(line.net_amount),
-        # BC leaves the currency blank for the company's local currency.
+        # BC shows the local currency as its LCY code; blank (no LCY code set) means it too.
         currency_code=(invoice.currency_code or local_currency).strip().upper(),
         vendor_number=invoice.vendor_number or None,
         vendor_name=invoice.vendor_name or None,

@@ -1,4 +1,5 @@
-"""Records the last success and failure per organization and object type (the status endpoint)."""
+"""Records the last success, failure and waiting object per organization and object type (the
+status endpoint's ``objects`` section)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 import structlog
 
 from worker.events.envelope import Event
-from worker.events.handlers import FailureReport, Observer, Outcome
+from worker.events.handlers import FailureReport, Observer, Outcome, WaitingReport
 
 log = structlog.get_logger(__name__)
 
@@ -24,9 +25,14 @@ class FailureRecorder(Protocol):
         self, org_id: str, object_type: str, code: str, message: str
     ) -> None: ...
 
+    async def record_waiting(
+        self, org_id: str, object_type: str, ref: str | None, code: str, message: str
+    ) -> None: ...
+
 
 class StatusObserver(Observer):
-    """Failures that reached a person's attention (dead letters) go to the status table.
+    """Failures that reached a person's attention (dead letters) and objects waiting for a
+    person in BC (e.g. an invoice waiting for approval) go to the status table.
 
     Successes are recorded by the handlers themselves (they know the BC reference).
     """
@@ -36,6 +42,12 @@ class StatusObserver(Observer):
 
     async def on_success(self, event: Event[Any], outcome: Outcome) -> None:
         return None
+
+    async def on_waiting(self, report: WaitingReport) -> None:
+        if report.object_type:
+            await self.outcomes.record_waiting(
+                report.org, report.object_type, report.moment_number, report.code, report.message
+            )
 
     async def on_failure(self, report: FailureReport) -> None:
         if report.org and report.object_type and (report.final or report.notify_now):

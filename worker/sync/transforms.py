@@ -34,7 +34,10 @@ EXTERNAL_DOCUMENT_MAX = 35
 REFERENCE_MAX = 35
 LINE_DESCRIPTION_MAX = 100
 DIMENSION_VALUE_NAME_MAX = 50
-TAX_CODE_MAX = 50
+# salesInvoiceLines.taxCode takes 50 characters but BC keeps only the first 20, silently
+# (APIV2SalesInvoiceLines.Page.al: COPYSTR(Rec."Tax Code", 1, 20) into "VAT Prod. Posting
+# Group"): a longer code could select another VAT group. The event contract refuses it first.
+TAX_CODE_MAX = 20
 LINE_STEP = 10000  # BC's own line-number step
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
@@ -73,9 +76,18 @@ def bc_code(value: str, limit: int, what: str, subject: str) -> str:
 
 
 def currency(code: str | None, local_currency: str) -> str:
-    """BC sends the local currency as blank; anything else stays as it is."""
+    """``currencyCode`` to send: blank for the local currency (BC stores it blank; sending the
+    LCY code would do too: TranslateCurrencyCodeToNAVCurrencyCode), anything else as it is."""
     code = (code or "").strip().upper()
     return "" if not code or code == local_currency.strip().upper() else code
+
+
+def currency_read(code: str | None, local_currency: str) -> str:
+    """A ``currencyCode`` BC answered, as a code: BC shows the local currency as the LCY code
+    (GraphMgtGeneralTools.Codeunit.al, TranslateNAVCurrencyCodeToCurrencyCode; bc-api
+    Corrections 9), but blank (a company without an LCY code in its G/L setup) means the local
+    currency too."""
+    return (code or local_currency).strip().upper()
 
 
 def is_domestic(customer: Customer, company_country: str) -> bool:
@@ -191,7 +203,10 @@ def invoice_payload(
     subject = f"invoice {invoice.number}"
     return {
         "customerNumber": customer_number,
-        "externalDocumentNumber": identifier(
+        # Code[35] in BC (SalesInvoiceEntityAggregate.Table.al): stored upper-cased, so it is
+        # sent and searched upper-cased (bc-api Corrections 8), or "ab-12" would not be found
+        # again and would be posted twice.
+        "externalDocumentNumber": bc_code(
             invoice.number, EXTERNAL_DOCUMENT_MAX, "Invoice number", subject
         ),
         "invoiceDate": invoice.invoice_date.isoformat(),
