@@ -6,7 +6,7 @@ A handler returns an :class:`Outcome` or raises one of the failure classes in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,14 +16,27 @@ OutcomeKind = Literal["succeeded", "skipped"]
 
 
 @dataclass(frozen=True)
+class DataWarning:
+    """A value BC cannot take that was left out so the object still went through (e.g. a phone
+    number with letters): not a failure, but a person should correct it in Moment.
+
+    ``code`` is a catalogue code (``worker.errors``); ``message`` names the object, the field
+    and the value, and what to fix."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     kind: OutcomeKind
     reason: str | None = None  # why it was skipped: not_configured, export_off, ...
     detail: dict[str, Any] | None = None
+    warnings: tuple[DataWarning, ...] = ()
 
     @classmethod
-    def ok(cls, **detail: Any) -> Outcome:
-        return cls("succeeded", detail=detail or None)
+    def ok(cls, *, warnings: Sequence[DataWarning] = (), **detail: Any) -> Outcome:
+        return cls("succeeded", detail=detail or None, warnings=tuple(warnings))
 
     @classmethod
     def skipped(cls, reason: str) -> Outcome:

@@ -27,7 +27,8 @@ def needs_a_person(report: FailureReport) -> bool:
 
 
 class NotificationRecorder(Observer):
-    """Records failures that need a person, and the later success of such an object.
+    """Records failures that need a person, the later success of such an object, and the
+    warnings of a success (values BC could not take, left out).
 
     Called after the outcome is durable, so a recorded item is never about a message that
     could still be lost; the digest service sends what is recorded.
@@ -84,6 +85,16 @@ class NotificationRecorder(Observer):
         if outcome.kind != "succeeded":
             return
         object_type, moment_id, number = subject_of(event)
+        for warning in outcome.warnings:
+            await self.repository.add_warning(
+                event.org,
+                code=warning.code,
+                message=warning.message,
+                object_type=object_type,
+                moment_id=moment_id,
+                moment_number=number,
+                event_id=event.id,
+            )
         if object_type is None or moment_id is None:
             return
         open_failures = await self._open_failures(event.org)
