@@ -88,7 +88,9 @@ async def handle(ctx: SyncContext, event: Event[Any]) -> Outcome:
         ),
         ref=customer.number,
     )
-    return Outcome.ok(customer=stored.number, bc_id=stored.id, warnings=result.warnings)
+    # The codes (not the values) go into the "succeeded" log line for operators.
+    left_out = {"left_out": [w.code for w in result.warnings]} if result.warnings else {}
+    return Outcome.ok(customer=stored.number, bc_id=stored.id, warnings=result.warnings, **left_out)
 
 
 async def upsert(
