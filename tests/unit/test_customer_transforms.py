@@ -59,7 +59,8 @@ def test_a_vat_number_over_20_characters_is_left_out_with_a_warning() -> None:
         ("+46 8 123 45 ext. 12", False),
         ("växel", False),
         ("08-123 45 67 Åsa", False),
-        ("０８-１２３", True),  # full-width digits are not letters (Char.IsLetter: Unicode L*)
+        # Full-width digits are not letters (Char.IsLetter is Unicode L*).
+        ("\uff10\uff18-\uff11\uff12\uff13", True),
     ],
 )
 def test_a_phone_number_with_a_letter_is_left_out_with_a_warning(phone: str, kept: bool) -> None:
