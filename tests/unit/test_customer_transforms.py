@@ -3,6 +3,8 @@ formulas in other languages, and the address BC stored (bc-api Corrections 1-3).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests import factories as f
@@ -10,7 +12,7 @@ from worker.events.models import Customer
 from worker.sync import transforms as t
 
 
-def cust(**over: object) -> Customer:
+def cust(**over: Any) -> Customer:
     return Customer.model_validate(f.customer("10006", **over))
 
 
