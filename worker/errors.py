@@ -106,6 +106,37 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "Request on the sales invoice) and have it approved. Once it is approved, ask support "
         "to export the invoice again: the integration then posts it and reports it to Moment.",
     ),
+    "BC-CUSTOMER-NOS-NOT-MANUAL": ErrorInfo(
+        "Business Central does not accept customer numbers from Moment: its customer number "
+        "series does not allow manual numbers.",
+        "In Business Central open Sales & Receivables Setup and look up the number series in "
+        "the Customer Nos. field; on the No. Series page turn on Manual Nos. for that series. "
+        "The integration creates each customer under its Moment customer number. Then ask "
+        "support to replay the failed items.",
+    ),
+    # Warnings: the object was transferred without the value (worker.events.handlers.DataWarning).
+    "BC-VAT-NUMBER-LEFT-OUT": ErrorInfo(
+        "A customer's VAT registration number was not accepted by Business Central and was left "
+        "out.",
+        "Correct the VAT number on the customer in Moment: Business Central takes at most 20 "
+        "characters and checks the number against the VAT Registration No. Formats of the "
+        "customer's country (in Business Central: Countries/Regions, VAT Reg. No. Formats). "
+        "Enter the VAT number there, not the organization number. The customer's next change "
+        "in Moment sends it again.",
+    ),
+    "BC-PHONE-LEFT-OUT": ErrorInfo(
+        "A customer's phone number contains letters, which Business Central does not accept; it "
+        "was left out.",
+        "Enter only the number in the customer's phone field in Moment (digits, spaces, +, - "
+        "and parentheses); put extensions or notes such as 'ext.' or 'växel' elsewhere. The "
+        "customer's next change in Moment sends it again.",
+    ),
+    "BC-ADDRESS-FROM-POST-CODES": ErrorInfo(
+        "Business Central replaced part of a customer's address from its Post Codes list.",
+        "Compare the customer's address in Business Central with Moment. Correct the post code "
+        "or city in Moment, or the entry on Business Central's Post Codes page, then change the "
+        "customer in Moment to send it again.",
+    ),
     "BC-VALIDATION": ErrorInfo(
         "Business Central rejected the data.",
         "Read Business Central's message below, correct the data in Moment or in Business "

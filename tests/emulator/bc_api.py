@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from . import customer_rules as rules
 from . import documents as docs
 from .entities import (
     ACCOUNT,
@@ -46,6 +47,7 @@ from .errors import (
     query_error,
     resource_not_found,
 )
+from .languages import format_formula, parse_formula
 from .odata_filter import Filter, compile_filter
 from .odata_query import ExpandItem, QueryOptions, parse_options
 from .store import Company, Environment, Row, Table, Tenant, World
@@ -229,6 +231,12 @@ class CustomersColl(TableColl):
     def render(self, row: Row) -> dict[str, Any]:
         out = super().render(row)
         out["currencyCode"] = out["currencyCode"] or self.company.currency
+        # VAT countries: "Tax Area ID" is the VAT Bus. Posting Group's SystemId
+        # (Customer.Table.al UpdateTaxAreaId) and its display name the group's description.
+        code = row.data.get("_vatBusPostingGroup", "")
+        group = self.company.vat_bus_groups.find("code", code) if code else None
+        out["taxAreaId"] = group.id if group else EMPTY_GUID
+        out["taxAreaDisplayName"] = group.data.get("description", "") if group else ""
         return out
 
     def _check(self, values: dict[str, Any]) -> None:
@@ -241,8 +249,6 @@ class CustomersColl(TableColl):
             if values.get(key, EMPTY_GUID) != EMPTY_GUID:
                 # not modelled: no such records exist in the emulator ([BCApps] texts)
                 raise dialog(f'The "{key}" does not match to a {what}.')
-        if values.get("taxAreaId", EMPTY_GUID) != EMPTY_GUID:
-            raise dialog('The "taxAreaId" does not match to a Tax Area.')  # approximated text
         docs.check_currency(self.company, values)
 
     def create(self, body: Any) -> Row:
@@ -251,17 +257,17 @@ class CustomersColl(TableColl):
             raise dialog('A "displayName" must be provided.')
         self._check(values)
         number = values.get("number")
-        if number:
-            if self.table.find("number", number) is not None:
-                raise already_exists("Customer", f"No.='{number}'")
-        else:
+        if number and self.table.find("number", number) is not None:
+            raise already_exists("Customer", f"No.='{number}'")
+        data = self.spec.defaults()
+        data.update(_genBusPostingGroup="", _customerPostingGroup="", _vatBusPostingGroup="")
+        # DelayedInsert: the fields are validated on the new record, xRec is blank.
+        rules.apply(self.company, data, dict(data), values, rules.API_ORDER)
+        if not number:
             number = self.company.next_number("customer")
             while self.table.find("number", number) is not None:
                 number = self.company.next_number("customer")
-        data = self.spec.defaults()
-        data.update(values)
         data["number"] = number
-        data.update(_genBusPostingGroup="", _customerPostingGroup="", _vatBusPostingGroup="")
         tmpl = self.company.template_for(data["country"])
         if tmpl is not None:  # "Config. Tmpl. Selection Rules" by country (bc-api §4.2)
             data.update(tmpl)
@@ -279,7 +285,9 @@ class CustomersColl(TableColl):
                 raise dialog('The blank "number" is not allowed.')  # approximated
             if self.table.find("number", new_no) is not None:
                 raise already_exists("Customer", f"No.='{new_no}'")
-        self.table.update(row, values)
+        rec = dict(row.data)
+        rules.apply(self.company, rec, row.data, values, rules.API_ORDER)
+        self.table.update(row, {k: v for k, v in rec.items() if row.data.get(k) != v})
         if new_no is not None and new_no != old_no:  # rename cascades to documents
             for inv in self.company.sales_invoices.find_all("customerNumber", old_no):
                 self.company.sales_invoices.update(inv, {"customerNumber": new_no}, touch=False)
@@ -289,17 +297,32 @@ class CustomersColl(TableColl):
 
 
 class PaymentTermsColl(TableColl):
+    """Payment terms; the two DateFormula fields are shown and read in the BC user's language
+    (languages.py: the stricter reading, whatever the request's Accept-Language)."""
+
+    FORMULAS = ("dueDateCalculation", "discountDateCalculation")
+
     def __init__(self, company: Company) -> None:
         super().__init__(company, company.payment_terms, PAYMENT_TERM, "Payment Terms")
 
+    def render(self, row: Row) -> dict[str, Any]:
+        out = super().render(row)
+        for k in self.FORMULAS:
+            out[k] = format_formula(out[k], self.company.language)
+        return out
+
     def _check(self, values: dict[str, Any]) -> None:
-        for k in ("dueDateCalculation", "discountDateCalculation"):
-            if k in values and not docs.valid_date_formula(values[k]):
+        for k in self.FORMULAS:
+            if k not in values:
+                continue
+            stored = parse_formula(values[k], self.company.language)
+            if stored is None or not docs.valid_date_formula(stored):
                 raise BCError(
                     400,
                     "Application_EvaluateException",
                     f'The value "{values[k]}" can\'t be evaluated into type DateFormula.',
                 )
+            values[k] = stored
 
     def create(self, body: Any) -> Row:
         values, _ = parse_body(self.spec, body)

@@ -133,6 +133,12 @@ def dump_company(c: Company) -> dict[str, Any]:
             {"code": r.data["code"], "description": r.data["description"]}
             for r in c.customer_groups
         ],
+        "vatBusPostingGroups": [
+            {"id": r.id, "code": r.data["code"], "description": r.data["description"]}
+            for r in c.vat_bus_groups
+        ],
+        "language": c.language,
+        "customerNos": {"code": c.customer_nos, "manual": c.customer_nos_manual},
         "accounts": [
             {
                 **_rendered(TableColl(c, c.gl_accounts, ACCOUNT, ""), r),

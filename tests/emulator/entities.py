@@ -785,7 +785,7 @@ V4_CUSTOMER_CARD = EntitySpec(
         V("Country/Region Code", n=10, code=True),
         V("Phone No.", n=30),
         V("E-Mail", n=80),
-        V("VAT Registration No.", n=50),
+        V("VAT Registration No.", n=20),  # the table field, Text[20] (Customer.Table.al)
         V("Blocked", "enum", enum=CUSTOMER_BLOCKED),
         V("Currency Code", n=10, code=True),
         V("Payment Terms Code", n=10, code=True),

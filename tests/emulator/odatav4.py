@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from . import customer_rules as rules
 from .bc_api import (
     ApiCtx,
     ApiRequest,
@@ -292,15 +293,13 @@ class CustomerCardV4(Coll):
         )
 
     def modify(self, row: Row, body: Any) -> None:
+        """The card validates its controls in its own order (customer_rules.CARD_ORDER: the
+        country before the city, unlike the API page), with the Customer table's triggers."""
         values, _ = parse_body(self.spec, body)
         c = self.company
-        checks = (
-            (
-                "Gen_Bus_Posting_Group",
-                "Gen. Bus. Posting Group",
-                c.gen_bus_groups,
-                "Gen. Business Posting Group",
-            ),
+        if "No" in values and values["No"] != row.data["number"]:
+            raise not_implemented("renaming a customer through the Customer Card page")
+        for name, caption, table, related in (
             (
                 "Customer_Posting_Group",
                 "Customer Posting Group",
@@ -308,20 +307,19 @@ class CustomerCardV4(Coll):
                 "Customer Posting Group",
             ),
             ("Payment_Terms_Code", "Payment Terms Code", c.payment_terms, "Payment Terms"),
-        )
-        for name, caption, table, related in checks:
+        ):
             code = values.get(name)
             if code and table.find("code", code) is None:
                 raise invalid_table_relation(caption, "Customer", code, related)
-        if "No" in values and values["No"] != row.data["number"]:
-            raise not_implemented("renaming a customer through the Customer Card page")
         changes = {CARD_MAP[k]: v for k, v in values.items() if k in CARD_MAP}
         if "Payment_Terms_Code" in values:
             pt = c.payment_terms.find("code", values["Payment_Terms_Code"])
             changes["paymentTermsId"] = pt.id if pt else "00000000-0000-0000-0000-000000000000"
         if "currencyCode" in changes and changes["currencyCode"] == c.currency:
             changes["currencyCode"] = ""
-        self.table.update(row, changes)
+        rec = dict(row.data)
+        rules.apply(c, rec, row.data, changes, rules.CARD_ORDER)
+        self.table.update(row, {k: v for k, v in rec.items() if row.data.get(k) != v})
 
     def create(self, body: Any) -> Row:
         raise _not_implemented_write("CustomerCard (POST)")

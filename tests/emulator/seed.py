@@ -102,6 +102,14 @@ def _sverige() -> dict[str, Any]:
                 "def_vat_bus_posting_group": "EU",
             },
         ],
+        "vat_bus_posting_groups": [
+            {"code": "INRIKES", "description": "Inrikes kunder och leverantörer"},
+            {"code": "EXPORT", "description": "Kunder och leverantörer utanför EU"},
+            {"code": "EU", "description": "Kunder och leverantörer inom EU"},
+        ],
+        # Contoso's formats for Sweden (CreateVATRegNoFormat.Codeunit.al); other countries have
+        # none here, so BC checks no other country's numbers.
+        "vat_registration_formats": {"SE": ["SE##########01", "##########01"]},
         "customer_posting_groups": [
             {
                 "code": "KUNDER",

@@ -31,7 +31,7 @@ from .entities import (
 )
 from .errors import BCError
 from .odatav4 import insert_dimension_value
-from .store import PAGE_KINDS, App, Company, Environment, Row, Tenant, World
+from .store import PAGE_KINDS, App, Company, Environment, PostCodeEntry, Row, Tenant, World
 
 
 class SeedError(ValueError):
@@ -162,6 +162,11 @@ COMPANY_KEYS = {
     "sales_invoice_approval",
     "customers",
     "purchase_invoices",
+    "language",
+    "customer_nos",
+    "vat_bus_posting_groups",
+    "vat_registration_formats",
+    "post_codes",
 }
 
 
@@ -227,6 +232,7 @@ def _company(env: Environment, spec: Any, where: str) -> Company:
                 raise SeedError(f"{where}.shortcut_dimensions: dimension {code!r} is not seeded")
             changes[f"shortcutDimension{n}Code"] = code
         company.gl_setup.update(gl, changes)
+    _customer_setup(company, spec, where)
     for j, g in enumerate(
         _list(spec.get("gen_bus_posting_groups"), f"{where}.gen_bus_posting_groups")
     ):
@@ -242,7 +248,8 @@ def _company(env: Environment, spec: Any, where: str) -> Company:
             {
                 "description": g.get("description", ""),
                 "defVatBusPostingGroup": str(g.get("def_vat_bus_posting_group", "")).upper(),
-                "autoInsertDefault": bool(g.get("auto_insert_default", False)),
+                # InitValue = true (GenBusinessPostingGroup.Table.al "Auto Insert Default")
+                "autoInsertDefault": bool(g.get("auto_insert_default", True)),
             },
         )
     for j, g in enumerate(
@@ -310,6 +317,66 @@ def _company(env: Environment, spec: Any, where: str) -> Company:
     for j, p in enumerate(_list(spec.get("purchase_invoices"), f"{where}.purchase_invoices")):
         add_purchase_invoice(company, p, f"{where}.purchase_invoices[{j}]")
     return company
+
+
+def _vat_bus_group(company: Company, code: Any, description: str | None = None) -> None:
+    values = {} if description is None else {"description": description}
+    row = company.vat_bus_groups.find("code", str(code).upper())
+    if row is None:
+        values.setdefault("description", "")
+    _upsert_code(company.vat_bus_groups, code, values)
+
+
+def _customer_setup(company: Company, spec: Any, where: str) -> None:
+    """The settings behind the Customer table's rules (customer_rules.py): the BC user's
+    language, Customer Nos. and its Manual Nos., VAT Bus. Posting Groups, VAT Registration No.
+    Formats per country, the Post Code table. Gen. bus. groups and customers that name a VAT
+    bus. group create it, so seeds need not list it twice."""
+    if "language" in spec:
+        company.language = str(spec["language"])
+    if "customer_nos" in spec:
+        nos = _keys(spec["customer_nos"], f"{where}.customer_nos", set(), {"code", "manual"})
+        company.customer_nos = str(nos.get("code", company.customer_nos)).upper()
+        company.customer_nos_manual = bool(nos.get("manual", company.customer_nos_manual))
+    for j, g in enumerate(
+        _list(spec.get("vat_bus_posting_groups"), f"{where}.vat_bus_posting_groups")
+    ):
+        _keys(g, f"{where}.vat_bus_posting_groups[{j}]", {"code"}, {"description"})
+        _vat_bus_group(company, g["code"], str(g.get("description", "")))
+    for g in _list(spec.get("gen_bus_posting_groups"), f"{where}.gen_bus_posting_groups"):
+        if isinstance(g, dict) and g.get("def_vat_bus_posting_group"):
+            _vat_bus_group(company, g["def_vat_bus_posting_group"])
+    for c in [
+        *_list(spec.get("customers"), f"{where}.customers"),
+        *_list(spec.get("customer_templates"), f"{where}.customer_templates"),
+    ]:
+        if isinstance(c, dict) and c.get("vat_bus_posting_group"):
+            _vat_bus_group(company, c["vat_bus_posting_group"])
+    if "vat_registration_formats" in spec:
+        formats = spec["vat_registration_formats"]
+        if not isinstance(formats, dict) or not all(
+            isinstance(v, list) and all(isinstance(f, str) and 0 < len(f) <= 20 for f in v)
+            for v in formats.values()
+        ):
+            raise SeedError(
+                f"{where}.vat_registration_formats: expected country → list of formats "
+                "(1..20 characters each)"
+            )
+        for country, fmts in formats.items():
+            company.vat_formats[str(country).upper()] = list(fmts)
+    for j, p in enumerate(_list(spec.get("post_codes"), f"{where}.post_codes")):
+        pw = f"{where}.post_codes[{j}]"
+        _keys(p, pw, {"code", "city"}, {"country", "county"})
+        entry = PostCodeEntry(
+            str(p["code"]).upper(),
+            str(p["city"]),
+            str(p.get("country", "")).upper(),
+            str(p.get("county", "")),
+        )
+        if not entry.code or len(entry.code) > 20 or not entry.city or len(entry.city) > 30:
+            raise SeedError(f"{pw}: code 1..20 and city 1..30 characters")
+        rows = [e for e in company.post_codes if (e.code, e.city) != (entry.code, entry.city)]
+        company.post_codes = sorted([*rows, entry], key=lambda e: (e.code, e.city))
 
 
 def set_service(company: Company, service: str, value: Any, where: str = "services") -> None:
@@ -557,7 +624,7 @@ def _customer(company: Company, spec: Any, where: str) -> None:
     for key, internal, table in (
         ("gen_bus_posting_group", "_genBusPostingGroup", company.gen_bus_groups),
         ("customer_posting_group", "_customerPostingGroup", company.customer_groups),
-        ("vat_bus_posting_group", "_vatBusPostingGroup", None),
+        ("vat_bus_posting_group", "_vatBusPostingGroup", company.vat_bus_groups),
     ):
         if key in spec:
             code = str(spec[key] or "").upper()

@@ -227,6 +227,20 @@ PAGE_KINDS = {
 }
 
 
+@dataclass(frozen=True)
+class PostCodeEntry:
+    """A row of BC's "Post Code" table (Foundation/Address/PostCode.Table.al)."""
+
+    code: str  # Code[20]
+    city: str  # Text[30]
+    country: str  # Code[10]
+    county: str = ""
+
+    @property
+    def search_city(self) -> str:  # "Search City" Code[30]: the city upper-cased
+        return self.city.upper()
+
+
 class Company:
     """One BC company with its tables."""
 
@@ -251,6 +265,17 @@ class Company:
         # An approval workflow for sales invoices is enabled ("Sales Invoice Approval Workflow"):
         # an Open draft cannot be posted before it is approved (ApprovalsMgmt.Codeunit.al).
         self.sales_invoice_approval = False
+        # The language of the app's BC user (User Settings): BC formats DateFormula values in it
+        # (languages.py). "en-US" unless seeded.
+        self.language = "en-US"
+        # Sales & Receivables Setup "Customer Nos." and that No. Series' "Manual Nos."
+        # (customer_rules.py, NoSeriesImpl.Codeunit.al TestManual).
+        self.customer_nos = "KUND"
+        self.customer_nos_manual = True
+        # "VAT Registration No. Format" (table 381): country → formats in line order.
+        self.vat_formats: dict[str, list[str]] = {}
+        # "Post Code" (table 225), in its key order (Code, City).
+        self.post_codes: list[PostCodeEntry] = []
         # "Config. Tmpl. Selection Rules" stand-in: country ("*" = any) → internal customer fields
         self.templates: list[tuple[str, dict[str, str]]] = []
         self.etag = world.versions.etag()
@@ -266,6 +291,7 @@ class Company:
         self.gl_accounts = t("G/L Account", unique=["number"])
         self.gen_bus_groups = t("Gen. Business Posting Group", unique=["code"], modified_field=None)
         self.customer_groups = t("Customer Posting Group", unique=["code"], modified_field=None)
+        self.vat_bus_groups = t("VAT Business Posting Group", unique=["code"], modified_field=None)
         self.gl_setup = t("General Ledger Setup")
         self.company_information = t("Company Information")
         self.sales_invoices = t(

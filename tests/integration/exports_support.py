@@ -32,6 +32,7 @@ from worker.events.envelope import Event
 from worker.events.handlers import FailureReport, Observer, Outcome, WaitingReport
 from worker.messaging.consumer import Consumer
 from worker.messaging.topology import Topology
+from worker.notify import NotificationRecorder, NotificationRepository
 from worker.sync import registry
 from worker.sync.status import StatusObserver
 
@@ -111,7 +112,12 @@ class Exports:
         consumer = Consumer(
             self.settings,
             registry(runtime.sync_context()),
-            observers=[StatusObserver(runtime.store), self.tracker],
+            # As build_services wires them: the status, what needs a person, and the test's view.
+            observers=[
+                StatusObserver(runtime.store),
+                NotificationRecorder(NotificationRepository(runtime.store)),
+                self.tracker,
+            ],
             connection=runtime.connection,
         )
         await consumer.start()

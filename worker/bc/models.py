@@ -191,6 +191,9 @@ class Customer:
     blocked: str  # decoded: " " (not blocked), "Ship", "Invoice", "All"
     etag: str
     last_modified: datetime | None
+    city: str = ""
+    postal_code: str = ""
+    tax_registration_number: str = ""
 
     @classmethod
     def from_row(cls, row: Row) -> Customer:
@@ -204,6 +207,9 @@ class Customer:
             _enum(row, "blocked"),
             _etag(row),
             _datetime(row, "lastModifiedDateTime"),
+            _s(row, "city"),
+            _s(row, "postalCode"),
+            _s(row, "taxRegistrationNumber"),
         )
 
 

@@ -6,13 +6,25 @@ A handler returns an :class:`Outcome` or raises one of the failure classes in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from worker.events.envelope import Event
 
 OutcomeKind = Literal["succeeded", "skipped", "waiting"]
+
+
+@dataclass(frozen=True)
+class DataWarning:
+    """A value BC cannot take that was left out so the object still went through (e.g. a phone
+    number with letters): not a failure, but a person should correct it in Moment.
+
+    ``code`` is a catalogue code (``worker.errors``); ``message`` names the object, the field
+    and the value, and what to fix."""
+
+    code: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -27,10 +39,11 @@ class Outcome:
     reason: str | None = None  # skipped: not_configured, export_off, ...; waiting: its code
     detail: dict[str, Any] | None = None
     message: str | None = None  # waiting: what a person reads, in plain words
+    warnings: tuple[DataWarning, ...] = ()
 
     @classmethod
-    def ok(cls, **detail: Any) -> Outcome:
-        return cls("succeeded", detail=detail or None)
+    def ok(cls, *, warnings: Sequence[DataWarning] = (), **detail: Any) -> Outcome:
+        return cls("succeeded", detail=detail or None, warnings=tuple(warnings))
 
     @classmethod
     def skipped(cls, reason: str) -> Outcome:

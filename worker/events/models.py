@@ -213,12 +213,14 @@ class FailureGroup(Model):
 
 
 class IntegrationFailedData(Model):
-    """A digest of failures for a Moment user to see in-app."""
+    """A digest of failures for a Moment user to see in-app; ``warnings`` are objects that were
+    transferred with a value left out that Business Central does not accept (same grouping)."""
 
     recipient_user_id: str
     window_start: datetime
     window_end: datetime
     failures: list[FailureGroup]
+    warnings: list[FailureGroup] = Field(default_factory=list)
     resolved: list[FailureExample] = Field(default_factory=list)
     summary: str
 

@@ -10,8 +10,8 @@ from typing import Any
 import structlog
 
 from worker.events.envelope import Event
-from worker.events.handlers import FailureReport, Observer, Outcome, subject_of
-from worker.notify.store import NotificationRepository
+from worker.events.handlers import FailureReport, Observer, Outcome, WaitingReport, subject_of
+from worker.notify.store import WAITING, NotificationRepository
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +27,8 @@ def needs_a_person(report: FailureReport) -> bool:
 
 
 class NotificationRecorder(Observer):
-    """Records failures that need a person, and the later success of such an object.
+    """Records failures that need a person, the later success of such an object, and the
+    warnings of a success (values BC could not take, left out).
 
     Called after the outcome is durable, so a recorded item is never about a message that
     could still be lost; the digest service sends what is recorded.
@@ -80,10 +81,34 @@ class NotificationRecorder(Observer):
         if cached is not None and report.object_type and report.moment_id:
             cached[1].add((report.object_type, report.moment_id))
 
+    async def on_waiting(self, report: WaitingReport) -> None:
+        """A person must act in BC (e.g. approve an invoice): it reaches the digest as a
+        warning line, never as an open failure, so a later success resolves nothing."""
+        await self.repository.add_warning(
+            report.org,
+            code=report.code,
+            message=report.message,
+            object_type=report.object_type,
+            moment_id=report.moment_id,
+            moment_number=report.moment_number,
+            event_id=report.event_id,
+            kind=WAITING,
+        )
+
     async def on_success(self, event: Event[Any], outcome: Outcome) -> None:
         if outcome.kind != "succeeded":
             return
         object_type, moment_id, number = subject_of(event)
+        for warning in outcome.warnings:
+            await self.repository.add_warning(
+                event.org,
+                code=warning.code,
+                message=warning.message,
+                object_type=object_type,
+                moment_id=moment_id,
+                moment_number=number,
+                event_id=event.id,
+            )
         if object_type is None or moment_id is None:
             return
         open_failures = await self._open_failures(event.org)

@@ -43,7 +43,7 @@ notification_items = Table(
     metadata,
     Column("id", _Id, primary_key=True, autoincrement=True),
     Column("org_id", String(100), nullable=False),
-    Column("kind", String(20), nullable=False),  # "failure" or "resolved"
+    Column("kind", String(20), nullable=False),  # failure, resolved, warning or waiting
     Column("code", String(100)),
     Column("object_type", String(50)),
     Column("moment_id", String(200)),
@@ -75,6 +75,12 @@ notification_digests = Table(
 
 FAILURE = "failure"
 RESOLVED = "resolved"
+# Transferred with a value left out (a DataWarning): needs a person, but is never an open
+# failure, never resolved and never dead-lettered.
+WARNING = "warning"
+# Acked as waiting for a person in BC (e.g. an invoice held for approval): like a warning it
+# needs a person and is never an open failure, but the digest tells it apart.
+WAITING = "waiting"
 
 
 def utcnow() -> datetime:
@@ -180,6 +186,52 @@ class NotificationRepository:
                     event_id=_clip(event_id, 200),
                     message=clean_message(message),
                     occurred_at=at or utcnow(),
+                )
+            )
+
+    async def add_warning(
+        self,
+        org_id: str,
+        *,
+        code: str,
+        message: str,
+        object_type: str | None = None,
+        moment_id: str | None = None,
+        moment_number: str | None = None,
+        event_id: str | None = None,
+        at: datetime | None = None,
+        kind: str = WARNING,
+    ) -> None:
+        """Record a warning (or, with ``kind=WAITING``, an object waiting for a person in BC);
+        the same object reported again with the same code before the next digest updates that
+        line (the latest message wins, its first time stays)."""
+        t = self.items
+        values = {
+            "message": clean_message(message),
+            "moment_number": _clip(moment_number, 200),
+            "event_id": _clip(event_id, 200),
+        }
+        async with self._store.write() as conn:
+            if object_type and moment_id:
+                pending = and_(
+                    t.c.org_id == org_id[:100],
+                    t.c.kind == kind,
+                    t.c.code == code[:100],
+                    t.c.object_type == object_type[:50],
+                    t.c.moment_id == moment_id[:200],
+                    t.c.digest_id.is_(None),
+                )
+                if (await conn.execute(update(t).where(pending).values(**values))).rowcount:
+                    return
+            await conn.execute(
+                insert(t).values(
+                    org_id=org_id[:100],
+                    kind=kind,
+                    code=code[:100],
+                    object_type=_clip(object_type, 50),
+                    moment_id=_clip(moment_id, 200),
+                    occurred_at=at or utcnow(),
+                    **values,
                 )
             )
 
@@ -428,8 +480,9 @@ class NotificationRepository:
     async def purge(self, *, keep_s: float, keep_open_s: float, now: datetime | None = None) -> int:
         """Delete what no digest or resolution needs any more; returns the rows deleted.
 
-        Sent digests older than ``keep_s`` go with their resolutions and resolved failures;
-        a failure never resolved is kept ``keep_open_s`` (its later success is still news).
+        Sent digests older than ``keep_s`` go with their resolutions, warnings and resolved
+        failures; a failure never resolved is kept ``keep_open_s`` (its later success is still
+        news).
         """
         now = now or utcnow()
         t, d = self.items, self.digests
@@ -441,7 +494,7 @@ class NotificationRepository:
                 delete(t).where(
                     t.c.digest_id.in_(old_sent),
                     or_(
-                        t.c.kind == RESOLVED,
+                        t.c.kind.in_((RESOLVED, WARNING, WAITING)),
                         t.c.resolved_at.is_not(None),
                         t.c.occurred_at < now - timedelta(seconds=keep_open_s),
                     ),

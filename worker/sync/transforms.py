@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import Permanent
+from worker.events.handlers import DataWarning
 from worker.events.models import Customer, Invoice, InvoiceLine, Project
 
 # BC field lengths (bc-api §4.2 customers, §4.7 dimension values, §4.11/4.12 sales invoices).
@@ -27,7 +28,9 @@ CUSTOMER_LIMITS = {
     "email": 80,
     "phoneNumber": 30,
     "website": 255,
-    "taxRegistrationNumber": 50,
+    # Customer.Table.al field(86; "VAT Registration No."; Text[20]); the API page's own
+    # variable is Text[50], but the table field decides (bc-api Corrections 1).
+    "taxRegistrationNumber": 20,
 }
 NUMBER_MAX = 20  # customer No., dimension value Code, G/L account No.
 EXTERNAL_DOCUMENT_MAX = 35
@@ -111,7 +114,13 @@ def posting_groups(
     return PostingGroupChoice(gen, cust, home)
 
 
-_DAYS = re.compile(r"^<?\s*(\d+)\s*[DdTt]\s*>?$")  # "30D", "<30D>", Swedish "30T" (dagar)
+# A due-date formula of whole days. BC shows a DateFormula in its user's language (French
+# "30J", German "30T"; bc-api "Also check", languages.py of the emulator), and the same letter
+# means another unit in another language (French "3T" is three quarters, German "30J" thirty
+# years). Only "D" is a day wherever it occurs, and English is what the client asks for
+# (Accept-Language: en-US), so only "<n>D" (or the language-independent "<<n>D>") maps; any
+# other formula maps to nothing and BC's own default applies, never a wrong term.
+_DAYS = re.compile(r"^<?\s*(\d+)\s*D\s*>?$", re.IGNORECASE)
 
 
 def payment_terms_id(days: int | None, terms: Sequence[tuple[str, str, str]]) -> str | None:
@@ -128,10 +137,95 @@ def payment_terms_id(days: int | None, terms: Sequence[tuple[str, str, str]]) ->
     return None
 
 
-def customer_payload(
+@dataclass(frozen=True)
+class CustomerExport:
+    """The ``POST/PATCH customers`` body and the values left out of it because BC cannot take
+    them (each with the warning a person reads in the digest)."""
+
+    body: dict[str, Any]
+    warnings: tuple[DataWarning, ...] = ()
+
+
+# Codes of the warnings (worker.errors.CATALOGUE has their words).
+VAT_LEFT_OUT = "BC-VAT-NUMBER-LEFT-OUT"
+PHONE_LEFT_OUT = "BC-PHONE-LEFT-OUT"
+ADDRESS_FROM_POST_CODES = "BC-ADDRESS-FROM-POST-CODES"
+_NOT_SENT = "It was not sent to Business Central; correct it in Moment."
+
+
+def customer_label(customer: Customer) -> str:
+    """``Customer 10006 (Acme AB)``: how warnings name a customer."""
+    name = clean(customer.name, CUSTOMER_LIMITS["displayName"])
+    return f"Customer {customer.number} ({name})" if name else f"Customer {customer.number}"
+
+
+def vat_number(customer: Customer) -> tuple[str | None, DataWarning | None]:
+    """The VAT registration number to send: Moment's VAT number, upper-cased as BC stores it,
+    or blank when there is none. Never the organization number: it is not a VAT number (a
+    Swedish "556677-8899" fails BC's SE format). Longer than BC's 20 characters → None (left
+    out) and a warning."""
+    value = clean(customer.vat_number, 200).upper()
+    limit = CUSTOMER_LIMITS["taxRegistrationNumber"]
+    if len(value) > limit:
+        return None, DataWarning(
+            VAT_LEFT_OUT,
+            f"{customer_label(customer)}: the VAT registration number '{value}' has "
+            f"{len(value)} characters; Business Central takes at most {limit}. {_NOT_SENT}",
+        )
+    return value, None
+
+
+def vat_rejected(customer: Customer, value: str, bc_message: str) -> DataWarning:
+    """The warning for a VAT number BC refused (e.g. its country's VAT Registration No.
+    Formats); ``bc_message`` is BC's own words."""
+    country = customer.invoice_address.country_code.upper()
+    return DataWarning(
+        VAT_LEFT_OUT,
+        f"{customer_label(customer)}: Business Central did not accept the VAT registration "
+        f"number '{value}' for country {country} ({bc_message}). {_NOT_SENT}",
+    )
+
+
+def phone_number(customer: Customer) -> tuple[str | None, DataWarning | None]:
+    """The phone number to send; one with a letter (BC's rule: ``Char.IsLetter`` on any
+    character, Customer.Table.al "Phone No." OnValidate) → None (left out) and a warning."""
+    value = clean(customer.phone, CUSTOMER_LIMITS["phoneNumber"])
+    # str.isalpha() is Unicode categories L*: the same characters as .NET Char.IsLetter.
+    if any(ch.isalpha() for ch in value):
+        return None, DataWarning(
+            PHONE_LEFT_OUT,
+            f"{customer_label(customer)}: the phone number '{value}' contains letters, which "
+            f"Business Central does not accept. {_NOT_SENT}",
+        )
+    return value, None
+
+
+def address_changed(
+    customer: Customer, sent: dict[str, Any], stored: tuple[str, str, str]
+) -> DataWarning | None:
+    """A warning when BC stored another (city, post code, country) than we sent: its Post
+    Codes list overwrites them when it knows the post code (PostCode.Table.al
+    ValidatePostCode). Letter case does not count (BC keeps its list's spelling)."""
+    wanted = (sent.get("city", ""), sent.get("postalCode", ""), sent.get("country", ""))
+    if all(str(w).casefold() == str(g).casefold() for w, g in zip(wanted, stored, strict=True)):
+        return None
+
+    def show(city: str, post_code: str, country: str) -> str:
+        return ", ".join(p for p in (post_code, city, country) if p) or "(blank)"
+
+    return DataWarning(
+        ADDRESS_FROM_POST_CODES,
+        f"{customer_label(customer)}: Moment's address {show(*wanted)} is stored in Business "
+        f"Central as {show(*stored)}; Business Central took city or country from its Post "
+        "Codes list. Check the post code in Moment or the Post Codes list in Business Central.",
+    )
+
+
+def customer_export(
     customer: Customer, *, local_currency: str, payment_terms: str | None
-) -> dict[str, Any]:
-    """``POST/PATCH customers`` body (bc-contract "Customers")."""
+) -> CustomerExport:
+    """``POST/PATCH customers`` body (bc-contract "Customers") without the values BC cannot
+    take, and a warning for each value left out."""
     subject = f"customer {customer.number}"
     address = customer.invoice_address
     body: dict[str, Any] = {
@@ -143,19 +237,32 @@ def customer_payload(
         "postalCode": clean(address.postal_code, CUSTOMER_LIMITS["postalCode"]),
         "country": address.country_code.upper(),
         "email": clean(customer.email, CUSTOMER_LIMITS["email"]),
-        "phoneNumber": clean(customer.phone, CUSTOMER_LIMITS["phoneNumber"]),
         "website": clean(customer.website, CUSTOMER_LIMITS["website"]),
-        "taxRegistrationNumber": clean(
-            customer.vat_number or customer.organization_number,
-            CUSTOMER_LIMITS["taxRegistrationNumber"],
-        ),
         "currencyCode": currency(customer.currency_code, local_currency),
     }
     if not body["displayName"]:
         raise Permanent("BC-VALIDATION", "The customer has no name.", subject=subject)
+    warnings: list[DataWarning] = []
+    for key, (value, warning) in (
+        ("phoneNumber", phone_number(customer)),
+        ("taxRegistrationNumber", vat_number(customer)),
+    ):
+        if value is not None:
+            body[key] = value
+        if warning is not None:
+            warnings.append(warning)
     if payment_terms:
         body["paymentTermsId"] = payment_terms
-    return body
+    return CustomerExport(body, tuple(warnings))
+
+
+def customer_payload(
+    customer: Customer, *, local_currency: str, payment_terms: str | None
+) -> dict[str, Any]:
+    """``POST/PATCH customers`` body (bc-contract "Customers"); see :func:`customer_export`."""
+    return customer_export(
+        customer, local_currency=local_currency, payment_terms=payment_terms
+    ).body
 
 
 def dimension_value(project: Project) -> tuple[str, str]:
