@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from worker.bc.auth import TokenProvider
 from worker.bc.errors import (
+    SAME_KEY,
     BcAuthError,
     BcCompanyNotFound,
     BcEnvironmentNotFound,
@@ -25,6 +26,8 @@ from worker.bc.errors import (
     BcNotFound,
     BcUnavailable,
     BcValidationError,
+    Label,
+    is_dialog,
 )
 from worker.bc.http import ClientOptions, Principal, Transport
 from worker.bc.models import (
@@ -647,9 +650,9 @@ class BcConnection:
 
 
 def _already_exists(result: BatchResult) -> bool:
+    """The line has that dimension already: page 30022's RecordAlreadyExistErr (an AL Error(),
+    so only its English label tells it), or a duplicate key."""
     err = result.error
-    return (
-        err is not None
-        and err.status in (400, 409)
-        and "already exists" in (err.message or "").lower()
+    return err is not None and (
+        err.code == SAME_KEY or is_dialog(err, Label.DIMENSION_SET_LINE_EXISTS)
     )

@@ -8,12 +8,12 @@ event's snapshots (when that export is on), then the step is repeated.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import structlog
 
 from worker.bc import BcConnection, BcError, LineDimension
+from worker.bc.errors import Label, facts, is_dialog, names_field
 from worker.bc.models import SalesInvoice
 from worker.config.model import IntegrationConfig
 from worker.errors import Permanent
@@ -187,7 +187,7 @@ async def _create(
     try:
         return await bc.create_sales_invoice(payload)
     except BcError as exc:
-        if exc.transient or "account does not exist" not in (exc.message or "").lower():
+        if exc.transient or not is_dialog(exc, Label.ACCOUNT_DOES_NOT_EXIST):
             raise
         # BC's line validation does not name the account (page 30043): name the candidates.
         accounts = sorted({line["lineObjectNumber"] for line in payload["salesInvoiceLines"]})
@@ -202,21 +202,19 @@ async def _create(
         ) from None
 
 
-_GROUPS_MISSING = re.compile(
-    r"(Customer Posting Group|Gen\. Bus\. Posting Group) must have a value", re.IGNORECASE
-)
-
-
 def _posting_groups_missing(exc: BcError) -> bool:
-    """BC refused to post because the customer has no posting groups (a TestField text)."""
-    return bool(_GROUPS_MISSING.search(exc.message or ""))
+    """BC refused to post because the customer has no posting groups (a TestField naming the
+    field, ``Application_FieldValidationException``)."""
+    return names_field(exc, "Customer Posting Group", "Gen. Bus. Posting Group")
 
 
 def _customer_missing(exc: BcError) -> bool:
     """BC's answer says the invoice's customer does not exist ("The sell-to customer cannot be
     found.", or a record-not-found naming the Customer table)."""
-    text = (exc.message or "").lower()
-    return "customer" in text and ("cannot be found" in text or "does not exist" in text)
+    if is_dialog(exc, Label.SELL_TO_CUSTOMER_NOT_FOUND, Label.BILL_TO_CUSTOMER_NOT_FOUND):
+        return True
+    found = facts(exc)
+    return found.missing_record and (found.related_table or "").casefold() == "customer"
 
 
 async def _set_dimensions(
