@@ -241,7 +241,9 @@ def translate(message: str, language: str) -> str:
 def localize(reply: Reply, accept_language: str | None) -> Reply:
     """The reply with its error message in the request's language (other replies unchanged)."""
     body = reply.body
-    error = body.get("error") if isinstance(body, dict) else None
+    if body is None:
+        return reply
+    error = body.get("error")
     if not isinstance(error, dict) or not isinstance(error.get("message"), str):
         return reply
     language = requested(accept_language)
