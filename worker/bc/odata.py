@@ -138,6 +138,16 @@ def all_of(*conditions: str | None) -> str:
     return " and ".join(parts)
 
 
+def eq_any(field_name: str, values: Iterable[object]) -> str:
+    """``id eq A or id eq B``: BC allows ``or`` only within one field ("The 'OR' operator is not
+    supported on distinct fields", bc-api §5.4), and ``in (…)`` only with ``$schemaversion=2.1``.
+    """
+    parts = [cond(field_name, "eq", v) for v in values]
+    if not parts:
+        raise ValueError("an empty filter")
+    return " or ".join(parts)
+
+
 def eq_filter(**values: object) -> str:
     """``a eq 'x' and b eq 1`` from keyword arguments (in the given order)."""
     return all_of(*(cond(k, "eq", v) for k, v in values.items()))
