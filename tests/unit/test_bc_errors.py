@@ -229,6 +229,15 @@ def test_the_code_decides_which_structure_is_read() -> None:
     )
 
 
+def test_a_field_error_names_its_field_before_the_value() -> None:
+    err = error(
+        "Application_FieldValidationException",
+        "Phone No. +46 8 123 ext. 12 must not contain letters in Customer No.='10000'.",
+    )
+    assert names_field(err, "Phone No.")
+    assert not names_field(err, "Mobile Phone No.")
+
+
 def test_dialogs_are_told_by_their_label_under_their_code() -> None:
     sell_to = error("Application_DialogException", "The sell-to customer cannot be found.")
     assert is_dialog(sell_to, Label.SELL_TO_CUSTOMER_NOT_FOUND, Label.BILL_TO_CUSTOMER_NOT_FOUND)
@@ -238,6 +247,12 @@ def test_dialogs_are_told_by_their_label_under_their_code() -> None:
     # A translated text is not mistaken for anything (the client asks for English instead).
     swedish = error("Application_DialogException", "Kontot finns inte.")
     assert not is_dialog(swedish, Label.ACCOUNT_DOES_NOT_EXIST)
+    vat = error(
+        "Application_DialogException",
+        "The entered VAT Registration number for Customer 10000 is not in agreement with the "
+        "format specified for Country/Region Code SE.",
+    )
+    assert is_dialog(vat, Label.VAT_REGISTRATION_FORMAT)
 
 
 def test_kind_is_bcs_own_classification() -> None:

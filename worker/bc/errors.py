@@ -296,6 +296,12 @@ class Label:
     DIMENSION_SET_LINE_EXISTS = "The dimension set line already exists."
     # APIV2SalesInvoices.Page.al / APIV2PurchaseInvoices.Page.al: DraftInvoiceActionErr.
     DRAFT_INVOICE_ONLY = "The action can be applied to a draft invoice only."
+    # Finance/VAT/Registration/VATRegistrationNoFormat.Table.al: VATRegistrationNumberErr
+    # ("… for Customer 10000 is not in agreement with the format specified for …").
+    VAT_REGISTRATION_FORMAT = "The entered VAT Registration number for"
+    # No. Series (CannotAssignManuallyErr): "… If you want to enter numbers manually, please
+    # activate Manual Nos. in No. Series …".
+    MANUAL_NUMBERS = "You may not enter numbers manually"
 
 
 # The platform's texts, in English (the structure, not the words, is what is read).
@@ -426,10 +432,13 @@ def is_dialog(exc: BcError, *labels: str) -> bool:
 
 def names_field(exc: BcError, *fields: str, table: str | None = None) -> bool:
     """BC's answer is about one of ``fields`` (captions, case-insensitive), on ``table`` when
-    given: a TestField / FieldError or a table relation naming it."""
+    given: a TestField / FieldError or a table relation naming it. A FieldError puts the
+    field's current value after its caption ("Phone No. 08-123 ext 1 must not contain letters
+    in …"), so the caption may be followed by a space and the value."""
     found = facts(exc)
     if found.field is None:
         return False
     if table is not None and (found.table or "").casefold() != table.casefold():
         return False
-    return found.field.casefold() in {f.casefold() for f in fields}
+    named = found.field.casefold()
+    return any(named == f.casefold() or named.startswith(f.casefold() + " ") for f in fields)
