@@ -162,9 +162,18 @@ CATALOGUE: dict[str, ErrorInfo] = {
 }
 
 
-def info(code: str) -> ErrorInfo:
-    """The catalogue entry of a code; unknown codes get a generic entry instead of failing."""
-    return CATALOGUE.get(code, CATALOGUE["BC-VALIDATION"])
+# The one answer for a code the catalogue does not know (a newer worker's code read by an older
+# one, a hand-made dead letter): the digest, the dead-letter view and the demo all show this.
+UNKNOWN = ErrorInfo(
+    "Unknown error code.",
+    "Read the message in the examples. If it does not say what to change, ask support to look "
+    "at the integration's logs for this event.",
+)
+
+
+def info(code: str | None) -> ErrorInfo:
+    """The catalogue entry of a code; a code it does not know gets :data:`UNKNOWN`."""
+    return CATALOGUE.get(code or "", UNKNOWN)
 
 
 class HandlerError(Exception):

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
-from . import entra
+from . import entra, language
 from .batch import count_operations, handle_batch
 from .bc_api import JSON_CT, ApiCtx, ApiRequest, handle_api
 from .errors import BCError, EntraError, Reply, invalid_credentials, resource_not_found
@@ -156,6 +156,7 @@ class Emulator:
             query=request.query_string,
             tenant=tenant.id if tenant else seg,
             client=None,
+            accept_language=request.headers.get("Accept-Language"),
         )
         return await self._entra(
             request,
@@ -178,6 +179,7 @@ class Emulator:
             tenant=tenant.id if tenant else seg,
             client=form.get("client_id"),
             body=redact_form(raw),
+            accept_language=request.headers.get("Accept-Language"),
         )
 
         def run() -> tuple[int, dict[str, Any]]:
@@ -244,6 +246,7 @@ class Emulator:
         else:
             tenant = self.world.tenants.get(tok.tenant_id) if tok else None
         body = await request.read() if request.can_read_body else b""
+        accept_language = request.headers.get("Accept-Language")
         entry = self.log.start(
             method=request.method,
             path=decoded,
@@ -252,6 +255,7 @@ class Emulator:
             tenant=tenant.id if tenant else tenant_seg,
             client=tok.client_id if tok else None,
             body=body.decode("utf-8", "replace") if body else None,
+            accept_language=accept_language,
         )
         fired = self.faults.match(self.tenant_keys(tenant, tenant_seg), request.method, decoded)
         for rule in fired:
@@ -272,7 +276,7 @@ class Emulator:
                 self.limiter.take_rate(st, cost)
                 await self.limiter.acquire(st)
             except LimitExceeded as exc:
-                reply = limit_reply(exc)
+                reply = language.localize(limit_reply(exc), accept_language)
                 self.log.finish(entry, reply.status, error_code(reply))
                 return json_response(reply)
         try:
@@ -304,6 +308,8 @@ class Emulator:
         finally:
             if st is not None:
                 self.limiter.release(st)
+        # BC answers in the request's language (bc-api.md Corrections 10; language.py).
+        reply = language.localize(reply, accept_language)
         self.log.finish(entry, reply.status, error_code(reply))
         return json_response(reply)
 
@@ -368,6 +374,7 @@ class Emulator:
                             client=tok.client_id,
                             body=op.body.decode("utf-8", "replace") if op.body else None,
                             batch_parent=entry["seq"],
+                            accept_language=op.headers.get("accept-language"),
                         )
                         self.log.finish(sub_entry, reply.status, error_code(reply))
 

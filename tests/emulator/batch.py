@@ -12,6 +12,9 @@
   batch continues after a failure (the behaviour shown by BC's docs sample).
 - Rate limit (UNCONFIRMED whether inner operations count): the stricter choice — the batch costs
   1 + number of operations in the sliding window (applied by the HTTP layer, see app.py).
+- Language (UNCONFIRMED whether parts inherit the outer ``Accept-Language``; bc-api §5.5 is
+  silent): the stricter choice — each operation's error is in the language of *its own*
+  ``Accept-Language`` header, Swedish without one (language.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from . import language
 from .bc_api import JSON_CT, ApiCtx, ApiRequest, handle_api
 from .errors import BCError, Reply, bad_request, not_implemented, resource_not_found
 
@@ -84,7 +88,8 @@ def _operation(ctx: ApiCtx, api_path: str, op: Any) -> ApiRequest:
     )
 
 
-def _response(op_id: Any, reply: Reply) -> dict[str, Any]:
+def _response(op_id: Any, reply: Reply, op: ApiRequest) -> dict[str, Any]:
+    reply = language.localize(reply, op.headers.get("accept-language"))
     headers = {k.lower(): v for k, v in reply.headers.items()}
     if reply.body is not None:
         headers.setdefault("content-type", JSON_CT)
@@ -122,7 +127,7 @@ def handle_batch(
         for op_id, op in inner:
             reply = handle_api(ctx, op)
             log_inner(op, reply)
-            responses.append(_response(op_id, reply))
+            responses.append(_response(op_id, reply, op))
         return Reply(200, {"responses": responses})
     try:
         with ctx.world.tx.transaction():
@@ -131,7 +136,7 @@ def handle_batch(
                 log_inner(op, reply)
                 if reply.status >= 400:
                     raise _Abort(reply)
-                responses.append(_response(op_id, reply))
+                responses.append(_response(op_id, reply, op))
     except _Abort as abort:
-        responses = [_response(op_id, abort.reply) for op_id, _ in inner]
+        responses = [_response(op_id, abort.reply, op) for op_id, op in inner]
     return Reply(200, {"responses": responses})

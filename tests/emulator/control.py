@@ -23,7 +23,8 @@ from .bc_api import (
     SalesInvoicesColl,
     TableColl,
 )
-from .entities import ACCOUNT, COMPANY_INFORMATION, GL_SETUP
+from .entities import ACCOUNT, COMPANY_INFORMATION, GL_SETUP, parse_datetime
+from .errors import BCError
 from .seeding import SeedError, add_purchase_invoice, apply_seed, set_service
 from .store import Company, Row
 
@@ -158,6 +159,7 @@ def dump_company(c: Company) -> dict[str, Any]:
         ],
         "salesInvoices": [document(invoices, r, True) for r in c.sales_invoices],
         "purchaseInvoices": [document(purchases, r, False) for r in c.purchase_invoices],
+        "purchaseCreditMemos": [{"id": r.id, **r.data} for r in c.purchase_credit_memos],
     }
 
 
@@ -282,6 +284,8 @@ def add_control_routes(app: web.Application, emu: Emulator) -> None:
                 return _ok({"error": e.message}, e.status)
             except (SeedError, ValueError) as e:
                 return _ok({"error": str(e)}, 400)
+            except BCError as e:  # BC refused the action itself (e.g. cancelling a paid invoice)
+                return _ok({"error": e.message, "code": e.code}, e.status)
 
         return wrapped
 
@@ -437,6 +441,36 @@ def add_control_routes(app: web.Application, emu: Emulator) -> None:
         if "sales_invoices" in body:
             company.sales_invoice_approval = bool(body["sales_invoices"])
         return _ok({"sales_invoices": company.sales_invoice_approval})
+
+    @routes.post("/_emulator/purchase_invoices/cancel")
+    @handler
+    async def cancel_purchase_invoice(request: web.Request) -> web.StreamResponse:
+        """BC's "Cancel" on a posted purchase invoice (documents.cancel_purchase_invoice):
+        ``{tenant, environment, company, number | id, modified_at?}``."""
+        body = await _body(request)
+        company = find_company(emu, body)
+        table = company.purchase_invoices
+        row = table.get(str(body["id"]).lower()) if body.get("id") else None
+        if row is None and body.get("number"):
+            row = table.find("number", str(body["number"]).upper())
+        if row is None:
+            raise ControlError(404, "no purchase invoice with that number or id")
+        modified_at = None
+        if body.get("modified_at") is not None:
+            modified_at = parse_datetime(str(body["modified_at"]))
+            if modified_at is None:
+                raise ControlError(400, "modified_at: not an ISO datetime with zone")
+        with company.tx.transaction():
+            memo = docs.cancel_purchase_invoice(company, row, modified_at=modified_at)
+        return _ok(
+            {
+                "id": row.id,
+                "number": row.data["number"],
+                "status": row.data["status"],
+                "lastModifiedDateTime": row.data["lastModifiedDateTime"],
+                "credit_memo": memo.data["number"],
+            }
+        )
 
     @routes.post("/_emulator/apps")
     @handler

@@ -820,3 +820,76 @@ def create_purchase_invoice(
             row, {"lastModifiedDateTime": data["lastModifiedDateTime"]}, touch=False
         )
     return row
+
+
+# ---- cancelling a posted purchase invoice -------------------------------------------------------
+# [BCApps] Purchases/History/CorrectPostedPurchInvoice.Codeunit.al (codeunit 1313), labels:
+PAID = "Paid"
+CANCELED = "Canceled"
+CORRECTIVE = "Corrective"
+CANCEL_PAID = (
+    "You cannot cancel this posted purchase invoice because it is fully or partially paid.\\"
+    "To reverse a paid purchase invoice, you must manually create a purchase credit memo."
+)
+CANCEL_TWICE = (
+    "You cannot cancel this posted purchase invoice because it has already been canceled."
+)
+CANCEL_CORRECTIVE = (
+    "You cannot cancel this posted purchase invoice because it represents a correction of a "
+    "credit memo."
+)
+CANCEL_NOT_POSTED = "You cannot correct or cancel this type of document."
+
+
+def cancel_purchase_invoice(company: Company, row: Row, *, modified_at: str | None = None) -> Row:
+    """Cancel a posted purchase invoice the way BC's "Cancel" action does; returns the posted
+    corrective credit memo.
+
+    * Only a posted invoice, not paid (``TestIfInvoiceIsPaid``), not cancelled before
+      (``TestIfInvoiceIsCorrectedOnce``), not itself a correction
+      (``TestIfInvoiceIsNotCorrectiveDoc``): CorrectPostedPurchInvoice.Codeunit.al, texts above
+      (an AL ``Error()``).
+    * ``OnRun`` copies the invoice into a credit memo with ``Applies-to Doc. No.`` = the invoice,
+      posts it (closing the invoice's vendor ledger entry) and ``SetTrackInfoForCancellation``
+      inserts a "Cancelled Document" (Utilities/CancelledDocument.Table.al).
+    * The API row (table "Purch. Inv. Entity Aggregate", page 30042) follows: the aggregator
+      subscribes to the vendor ledger entry and to the "Cancelled Document" insert
+      (Integration/Entity/PurchInvAggregator.Codeunit.al, ``SetStatusOptionFromCancelledDocument``
+      → ``UpdateStatusIfChanged``); ``SetStatusOptionFromPurchaseInvoiceHeader`` puts
+      ``Cancelled`` before ``Closed``, so the status is ``Canceled``; the status change is a
+      ``Modify(true)`` of the aggregate row, so ``lastModifiedDateTime`` (= ``SystemModifiedAt``,
+      APIV2PurchaseInvoices.Page.al) moves to the time of that modify.
+    * ``modified_at``: that time, when it is not "now". The modify happens inside the posting
+      transaction and the row is seen only at its final ``Commit()``; a long transaction makes
+      a row appear with a ``lastModifiedDateTime`` older than the moment it became visible.
+    """
+    if not row.data.get("_posted"):
+        raise dialog(CANCEL_NOT_POSTED)
+    status = row.data["status"]
+    if status == CANCELED:
+        raise dialog(CANCEL_TWICE)
+    if status == CORRECTIVE:
+        raise dialog(CANCEL_CORRECTIVE)
+    if status == PAID:
+        raise dialog(CANCEL_PAID)
+    lines = lines_of(company, row.id, sales=False)
+    memo = company.purchase_credit_memos.insert(
+        {
+            "number": company.next_number("posted_purchase_credit_memo"),
+            "appliesToInvoiceId": row.id,
+            "appliesToInvoiceNumber": row.data["number"],
+            "vendorNumber": row.data.get("vendorNumber", ""),
+            "postingDate": row.data.get("postingDate"),
+            "totalAmountIncludingTax": row.data.get("totalAmountIncludingTax", 0),
+            "lineIds": [ln.id for ln in lines],
+            "status": CORRECTIVE,
+        }
+    )
+    company.purchase_invoices.update(
+        row,
+        {"status": CANCELED, "_cancelledBy": memo.data["number"]},
+        touch=modified_at is None,
+    )
+    if modified_at is not None:
+        company.purchase_invoices.update(row, {"lastModifiedDateTime": modified_at}, touch=False)
+    return memo

@@ -118,6 +118,8 @@ class BCClient:
 
     ``url`` may be absolute, start with ``/`` (relative to the server) or be relative to the demo
     company (``customers?$filter=…``). ``encoded=True`` sends the URL exactly as given.
+    Like the product, it asks for English (``language="en-US"``); ``language=None`` sends no
+    ``Accept-Language``, and the emulator answers in Swedish (language.py).
     """
 
     def __init__(self, handle: EmulatorHandle, session: aiohttp.ClientSession, token: str) -> None:
@@ -141,8 +143,12 @@ class BCClient:
         headers: Mapping[str, str] | None = None,
         encoded: bool = False,
         token: str | None = None,
+        language: str | None = "en-US",
     ) -> Resp:
-        hdrs = {"Authorization": f"Bearer {token or self.token}", **(headers or {})}
+        hdrs = {"Authorization": f"Bearer {token or self.token}"}
+        if language is not None:
+            hdrs["Accept-Language"] = language
+        hdrs.update(headers or {})
         target: Any = yarl.URL(self.absolute(url), encoded=True) if encoded else self.absolute(url)
         async with self.session.request(method, target, json=json, headers=hdrs) as resp:
             text = await resp.text()

@@ -37,6 +37,7 @@ class RequestLog:
         client: str | None,
         body: str | None = None,
         batch_parent: int | None = None,
+        accept_language: str | None = None,
     ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "seq": next(self._seq),
@@ -52,6 +53,8 @@ class RequestLog:
             "code": None,
             "fault": None,
             "batch_parent": batch_parent,
+            # The language the request asked for (every $batch part has its own).
+            "accept_language": accept_language,
         }
         self.entries.append(entry)
         return entry

@@ -678,8 +678,10 @@ def add_purchase_invoice(company: Company, spec: Any, where: str = "purchase_inv
     if existing is not None:
         return existing
     status = str(spec.get("status", "Open"))
-    if status not in ("Draft", "Open", "Paid", "Canceled"):
-        raise SeedError(f"{where}.status: one of Draft, Open, Paid, Canceled")
+    # PurchInvAggregator.Codeunit.al: an unposted invoice is always Draft; a posted one Open,
+    # Paid, Canceled or Corrective.
+    if status not in ("Draft", "Open", "Paid", "Canceled", "Corrective"):
+        raise SeedError(f"{where}.status: one of Draft, Open, Paid, Canceled, Corrective")
     posting = _date(spec.get("posting_date"), f"{where}.posting_date", docs.today())
     data: dict[str, Any] = {
         "number": number,

@@ -258,6 +258,21 @@ class ControlClient:
         """Enable or disable the company's sales invoice approval workflow."""
         await self._call("POST", "approvals", {**at.as_dict(), "sales_invoices": enabled})
 
+    async def cancel_purchase_invoice(
+        self,
+        *,
+        at: CompanyRef,
+        number: str | None = None,
+        id_: str | None = None,
+        modified_at: str | None = None,
+    ) -> dict[str, Any]:
+        """BC's "Cancel" on a posted purchase invoice (status Canceled, a corrective credit
+        memo); returns ``{"id", "number", "status", "lastModifiedDateTime", "credit_memo"}``."""
+        body: dict[str, Any] = {**at.as_dict(), "number": number, "id": id_}
+        if modified_at is not None:
+            body["modified_at"] = modified_at
+        return await self._call("POST", "purchase_invoices/cancel", body)  # type: ignore[no-any-return]
+
     async def set_app(
         self,
         tenant: str,

@@ -212,6 +212,7 @@ DEFAULT_SERIES = {
     "posted_sales_invoice": "103001",
     "purchase_invoice": "P-INV100001",
     "posted_purchase_invoice": "108001",
+    "posted_purchase_credit_memo": "109001",
 }
 
 # ODataV4 page kinds and the service names the worker uses by default (bc-contract.md).
@@ -302,6 +303,8 @@ class Company:
         self.sales_lines = t("Sales Line", multi=["documentId"], modified_field=None)
         self.purchase_invoices = t("Purchase Header", unique=["number"], multi=["status"])
         self.purchase_lines = t("Purchase Line", multi=["documentId"], modified_field=None)
+        # Posted corrective credit memos of cancelled purchase invoices (control state only).
+        self.purchase_credit_memos = t("Purch. Cr. Memo Hdr.", unique=["number"])
         # key "<parentId>:<dimensionId>"; data: parentId, parentType, id (dimension id), valueId
         self.dim_set = t("Dimension Set Entry", multi=["parentId"], modified_field=None)
 

@@ -355,6 +355,33 @@ async def test_purchase_invoices_since(conn: BcConnection, emulator: EmulatorHan
     assert [i.number for p in march for i in p.invoices] == ["108003", "108010"]
 
 
+async def test_purchase_invoice_statuses_by_id(
+    conn: BcConnection, emulator: EmulatorHandle
+) -> None:
+    """The re-check of imported invoices: one request, `id eq … or …`, only the fields needed;
+    a cancelled invoice is still a posted one in the change read (its lines get withdrawn)."""
+    ids = {
+        i.number: i.id
+        async for p in conn.purchase_invoices_since(date(2026, 1, 1))
+        for i in p.invoices
+    }
+    await emulator.control.cancel_purchase_invoice(at=emulator.company_ref, number="108002")
+    await emulator.control.clear_requests()
+    unknown = "00000000-0000-4000-8000-000000000009"
+    got = await conn.purchase_invoice_statuses([ids["108001"], ids["108002"], unknown])
+    assert sorted((i.number, i.status, i.is_canceled) for i in got) == [
+        ("108001", "Open", False),
+        ("108002", "Canceled", True),
+    ]
+    [read] = await emulator.control.requests(path="purchaseInvoices")
+    assert "$select=id,number,status,lastModifiedDateTime" in read["query"]
+    assert f"id eq {ids['108001']} or id eq {ids['108002']} or id eq {unknown}" in read["query"]
+    assert await conn.purchase_invoice_statuses([]) == []
+    pages = [p async for p in conn.purchase_invoices_since(date(2026, 1, 1))]
+    canceled = [i for p in pages for i in p.invoices if i.number == "108002"]
+    assert canceled and canceled[0].is_posted and canceled[0].is_canceled
+
+
 # --- credentials ------------------------------------------------------------------------------
 
 

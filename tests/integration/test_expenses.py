@@ -13,6 +13,7 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from sqlalchemy import text as sa_text
 
 from tests.amqp_support import drain, wait_for
 from tests.conftest import make_settings
@@ -29,7 +30,14 @@ from worker.events.handlers import FailureReport, Observer
 from worker.messaging.publisher import Publisher
 from worker.metrics import EXPENSES_PUBLISHED, POLLER_LAG
 from worker.sync.context import SyncContext
-from worker.sync.expenses import EVENT_TYPE, ExpenseState, PollResult, event_id
+from worker.sync.expenses import (
+    EVENT_TYPE,
+    WITHDRAWN_TYPE,
+    ExpenseState,
+    PollResult,
+    event_id,
+    withdrawn_event_id,
+)
 from worker.sync.poller import ExpensePoller
 
 ORG = "org-expenses"
@@ -141,8 +149,21 @@ class Expenses:
 
     async def received(self) -> list[dict[str, Any]]:
         """Every expense event Moment has been sent so far (duplicates included)."""
+        return [e for e in await self._all() if e["type"] == EVENT_TYPE]
+
+    async def withdrawals(self) -> list[dict[str, Any]]:
+        """Every bc.expense.withdrawn Moment has been sent so far (duplicates included)."""
+        return [e for e in await self._all() if e["type"] == WITHDRAWN_TYPE]
+
+    async def _all(self) -> list[dict[str, Any]]:
         self.seen.extend(g.json for g in await drain(self.settings, self.queue))
         return list(self.seen)
+
+    async def cancel(self, number: str, **kw: Any) -> dict[str, Any]:
+        """BC's "Cancel" on a posted purchase invoice (a corrective credit memo)."""
+        return await self.emulator.control.cancel_purchase_invoice(
+            at=self.emulator.company_ref, number=number, **kw
+        )
 
     async def distinct(self) -> dict[str, dict[str, Any]]:
         """What a consumer that dedupes by event id keeps."""
@@ -178,6 +199,7 @@ async def expenses(
     queue_name = settings.queue("moment-expenses")
     queue = await channel.declare_queue(queue_name, durable=False)
     await queue.bind(exchange, EVENT_TYPE)
+    await queue.bind(exchange, WITHDRAWN_TYPE)
     world = Expenses(settings, emulator, db_url, connection, queue_name)
     try:
         yield world
@@ -479,3 +501,182 @@ async def test_the_poll_role_runs_on_its_interval_until_stopped(expenses: Expens
 
 async def _count(expenses: Expenses, n: int) -> bool:
     return len(await expenses.received()) >= n
+
+
+# --- cancelled purchase invoices (bc-api.md Corrections 7) ------------------------------------
+
+
+async def _two_line_invoice(expenses: Expenses) -> None:
+    """A posted, unpaid invoice with two lines on projects (108003 is paid: BC refuses to
+    cancel a paid invoice)."""
+    await expenses.post_invoice("108300", "2026-03-10", ("Hotell", "4005"), ("Tåg", "4006"))
+
+
+def withdrawn_lines(events: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(e["data"]["expense"]["document_number"], e["data"]["expense"]["id"]) for e in events}
+
+
+async def _line_ids(emulator: EmulatorHandle, number: str) -> dict[str, str]:
+    state = await emulator.control.company_state(emulator.company_ref)
+    [inv] = [i for i in state["purchaseInvoices"] if i["number"] == number]
+    return {ln["description"]: ln["id"] for ln in inv["purchaseInvoiceLines"]}
+
+
+@SQLITE
+async def test_lines_of_a_cancelled_invoice_are_never_imported(
+    expenses: Expenses, emulator: EmulatorHandle
+) -> None:
+    """Cancelled before the first poll (BC's Cancel, or already Canceled when first seen): its
+    lines never reach Moment, and nothing is withdrawn that was never imported."""
+    await expenses.save_config()
+    await expenses.post_invoice("108200", "2026-03-01", ("Hyrbil", "4005"), status="Canceled")
+    await expenses.cancel("108002")
+    poller = await expenses.poller()
+    [first] = await poller.run_round()
+    assert (first.status, first.published, first.withdrawn) == ("ok", 3, 0)
+    assert lines_of(await expenses.received()) == SEEDED - {("108002", "Serverhyra februari")}
+    [again] = await poller.run_round()
+    assert (again.published, again.withdrawn) == (0, 0)
+    assert await expenses.withdrawals() == []
+
+
+async def test_an_imported_invoice_cancelled_later_withdraws_each_line_exactly_once(
+    expenses: Expenses, emulator: EmulatorHandle
+) -> None:
+    await expenses.save_config()
+    await _two_line_invoice(expenses)
+    poller = await expenses.poller()
+    [first] = await poller.run_round()
+    assert first.published == 6
+    imported = {e["data"]["expense"]["id"]: e for e in await expenses.received()}
+
+    answer = await expenses.cancel("108300")
+    [second] = await poller.run_round()
+    assert (second.status, second.published, second.withdrawn) == ("ok", 0, 2)
+    withdrawals = await expenses.withdrawals()
+    ids = await _line_ids(emulator, "108300")
+    assert withdrawn_lines(withdrawals) == {("108300", i) for i in ids.values()}
+    by_line = {e["data"]["expense"]["id"]: e for e in withdrawals}
+    train = by_line[ids["Tåg"]]
+    assert train["id"] == withdrawn_event_id(ORG, ids["Tåg"])
+    assert train["type"] == WITHDRAWN_TYPE and train["organizationid"] == ORG
+    data = train["data"]["expense"]
+    assert data == {
+        "id": ids["Tåg"],
+        "imported_event_id": imported[ids["Tåg"]]["id"],
+        "project_number": "4006",
+        "document_number": "108300",
+        "bc_invoice_id": answer["id"],
+        "reason": "canceled",
+        "seen_at": data["seen_at"],
+    }
+    assert data["seen_at"].endswith(("Z", "+00:00"))
+
+    # Nothing more, however often it is polled; another cancellation withdraws its own line.
+    for _ in range(3):
+        [later] = await poller.run_round()
+        assert later.withdrawn == 0
+    await expenses.cancel("108001")
+    [third] = await poller.run_round()
+    assert third.withdrawn == 1  # its second line has no project: never imported
+    events = await expenses.withdrawals()
+    assert len(events) == len({e["id"] for e in events}) == 3
+    assert len(await expenses.received()) == 6  # nothing imported again
+
+
+@SQLITE
+async def test_a_cancellation_the_change_read_misses_is_found_by_the_re_check(
+    expenses: Expenses, emulator: EmulatorHandle
+) -> None:
+    """The stricter assumption: the row's lastModifiedDateTime may lie behind the watermark
+    (the modify committed late). The change read does not see it; the bounded re-check of
+    imported invoices (oldest checked first) does, within its budget per round."""
+    await expenses.save_config()
+    blind = await expenses.poller(check_requests=0)
+    await blind.run_round()
+    await expenses.cancel("108002", modified_at="2026-02-03T09:00:00Z")
+    [missed] = await blind.run_round()
+    assert (missed.status, missed.withdrawn) == ("ok", 0)  # the change read alone misses it
+
+    poller = await expenses.poller(check_requests=1, check_batch=1)
+    rounds = 0
+    while not await expenses.withdrawals():
+        await emulator.control.clear_requests()
+        [result] = await poller.run_round()
+        rounds += 1
+        reads = await emulator.control.requests(path="purchaseInvoices", method="GET")
+        checks = [r for r in reads if "id eq" in str(r["query"])]
+        assert len(checks) <= 1 and result.checked <= 1  # the budget: one request a round
+        assert rounds <= 3, "three imported invoices, one checked a round"
+    [event] = await expenses.withdrawals()
+    assert event["data"]["expense"]["document_number"] == "108002"
+    [after] = await poller.run_round()
+    assert after.withdrawn == 0
+
+
+@SQLITE
+async def test_a_crash_between_withdrawal_and_bookkeeping_never_withdraws_twice(
+    expenses: Expenses,
+) -> None:
+    await expenses.save_config()
+    await _two_line_invoice(expenses)
+    poller = await expenses.poller()
+    await poller.run_round()
+    await expenses.cancel("108300")
+    state: ExpenseState = poller.state
+    real = state.mark_withdrawn
+
+    async def crash(*_a: Any, **_k: Any) -> None:
+        raise ConnectionError("worker died")
+
+    state.mark_withdrawn = crash  # type: ignore[method-assign]
+    [crashed] = await poller.run_round()
+    assert crashed.status == "failed"
+    state.mark_withdrawn = real  # type: ignore[method-assign]
+    restarted = await expenses.poller()  # a new process on the same store
+    [again] = await restarted.run_round()
+    assert (again.status, again.withdrawn) == ("ok", 2)
+    events = await expenses.withdrawals()
+    assert len(events) == 4 and len({e["id"] for e in events}) == 2  # same ids: Moment dedupes
+    [done] = await restarted.run_round()
+    assert done.withdrawn == 0
+    assert len(await expenses.withdrawals()) == 4
+
+
+@POSTGRES
+async def test_two_pollers_withdraw_one_set(expenses: Expenses, emulator: EmulatorHandle) -> None:
+    await expenses.save_config()
+    a = await expenses.poller(await expenses.store())
+    b = await expenses.poller(await expenses.store())
+    await _two_line_invoice(expenses)
+    await a.run_round()
+    await expenses.cancel("108300")
+    await expenses.cancel("108002", modified_at="2026-02-03T09:00:00Z")  # found by the re-check
+    await emulator.control.set_limits(latency_ms=30)
+    results = await asyncio.gather(a.run_round(), b.run_round(), a.run_round(), b.run_round())
+    assert sum(r.withdrawn for rs in results for r in rs) == 3
+    events = await expenses.withdrawals()
+    assert len(events) == len({e["id"] for e in events}) == 3
+
+
+@SQLITE
+async def test_lines_imported_before_the_store_kept_their_invoice_are_withdrawn_too(
+    expenses: Expenses,
+) -> None:
+    """Migration step 6: lines published before it have no invoice. A cancelled invoice the
+    change read returns is matched by its line ids; the next full read names the others."""
+    await expenses.save_config()
+    await _two_line_invoice(expenses)
+    poller = await expenses.poller()
+    await poller.run_round()
+    store = expenses.stores[0]
+    async with store.write() as conn:
+        await conn.execute(
+            sa_text("UPDATE published_expenses SET invoice_id = NULL, project_number = NULL")
+        )
+        await conn.execute(sa_text("DELETE FROM expense_invoices"))
+    await expenses.cancel("108300")
+    [result] = await poller.run_round()
+    assert result.withdrawn == 2
+    projects = {e["data"]["expense"]["project_number"] for e in await expenses.withdrawals()}
+    assert projects == {"4005", "4006"}  # read from the lines BC returned

@@ -335,7 +335,13 @@ def test_batches_are_chunked_at_100() -> None:
     assert sizes == [MAX_BATCH, MAX_BATCH, 50]
     body = batch_body(list(chunks(ops))[2])
     assert [r["id"] for r in body["requests"]] == [str(i) for i in range(1, 51)]
-    assert body["requests"][0] == {"id": "1", "method": "POST", "url": "x(200)"}
+    # Each part asks for English itself (bc-api.md Corrections 10; inheritance UNCONFIRMED).
+    assert body["requests"][0] == {
+        "id": "1",
+        "method": "POST",
+        "url": "x(200)",
+        "headers": {"Accept-Language": "en-US"},
+    }
 
 
 def test_batch_results_match_answers_by_id() -> None:
@@ -345,7 +351,11 @@ def test_batch_results_match_answers_by_id() -> None:
         BatchOperation("POST", "c"),
     ]
     body = batch_body(ops)
-    assert body["requests"][1]["headers"] == {"If-Match": "*", "Content-Type": "application/json"}
+    assert body["requests"][1]["headers"] == {
+        "Accept-Language": "en-US",
+        "If-Match": "*",
+        "Content-Type": "application/json",
+    }
     answer = {
         "responses": [
             {

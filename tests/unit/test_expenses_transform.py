@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from worker.bc.models import PurchaseInvoice, PurchaseInvoicePage
 from worker.config.model import parse_config
 from worker.events.envelope import build
@@ -20,6 +22,7 @@ from worker.sync.expenses import (
     expense_of,
     expenses_of_page,
     read_start,
+    withdrawn_event_id,
 )
 
 
@@ -153,6 +156,49 @@ def test_a_page_counts_its_expenses_and_the_lines_left_out() -> None:
     # The second invoice lies before the from date: never trust one BC answer about it.
     assert [e.id for e in found.expenses] == [LINE_ID]
     assert found.skipped == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "imported"),
+    [
+        # PurchInvAggregator.Codeunit.al: posted → Open, Paid, Corrective (or Canceled);
+        # unposted → Draft. Anything else is not taken for posted.
+        ("Open", True),
+        ("Paid", True),
+        ("Corrective", True),
+        ("Canceled", False),
+        ("Draft", False),
+        ("In_x0020_Review", False),
+        ("_x0020_", False),
+        ("SomethingNew", False),
+    ],
+)
+def test_only_posted_invoices_that_are_not_cancelled_are_imported(
+    status: str, imported: bool
+) -> None:
+    inv = PurchaseInvoice.from_row(invoice_row(status=status))
+    assert (expense_of(inv, inv.lines[0], Cfg(), "SEK") is not None) is imported
+
+
+def test_a_page_lists_its_cancelled_invoices_whatever_their_date() -> None:
+    old = invoice_row(number="107990", status="Canceled", postingDate="2025-06-30")
+    page = PurchaseInvoicePage(
+        (
+            PurchaseInvoice.from_row(invoice_row(status="Canceled")),
+            PurchaseInvoice.from_row(old),
+        ),
+        None,
+    )
+    found = expenses_of_page(page, Cfg(), "SEK")
+    assert found.expenses == []
+    assert [i.number for i in found.canceled] == ["108001", "107990"]
+    assert found.skipped == 4
+
+
+def test_withdrawal_ids_are_stable_and_differ_from_the_import() -> None:
+    assert withdrawn_event_id("org-1", LINE_ID) == withdrawn_event_id("org-1", LINE_ID.upper())
+    assert withdrawn_event_id("org-1", LINE_ID) != event_id("org-1", LINE_ID)
+    assert withdrawn_event_id("org-1", LINE_ID) != withdrawn_event_id("org-2", LINE_ID)
 
 
 def test_event_ids_are_stable_per_line_and_organization() -> None:

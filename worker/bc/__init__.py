@@ -6,9 +6,11 @@ Knows nothing of Moment and nothing of AMQP. Start with :class:`BcHub` (one per 
 Mapping errors to outcomes: ``err.transient`` says whether a later attempt can succeed
 (:class:`BcThrottled`, :class:`BcUnavailable`, :class:`BcConflict` → retry ladder, honouring
 ``err.retry_after`` when set; :class:`BcAuthError` → park and notify at once); everything else
-(:class:`BcValidationError`, :class:`BcNotFound` and its subclasses) is permanent.
-``err.catalogue_code`` is the matching code of ``worker.errors.CATALOGUE`` and ``err.field`` the
-integration setting to correct, if any.
+(:class:`BcValidationError`, :class:`BcNotFound` and its subclasses) is permanent
+(``err.kind`` says the same in one word); ``err.field`` is the integration setting to correct,
+if any. Which worker error code an error becomes is decided in ``worker.sync.errors``; a
+particular BC error is recognised with :func:`worker.bc.errors.facts`, ``is_dialog`` and
+``names_field`` (code and structure, English labels only where BC gives nothing else).
 """
 
 from worker.bc.client import BcConnection, BcCredentials, BcHub

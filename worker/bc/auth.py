@@ -27,7 +27,7 @@ import structlog
 from pydantic import SecretStr
 
 from worker.bc.errors import BcAuthError, BcError, BcUnavailable
-from worker.bc.odata import is_valid_tenant
+from worker.bc.odata import ACCEPT_LANGUAGE, is_valid_tenant
 from worker.metrics import BC_TOKEN_REQUESTS
 
 log = structlog.get_logger(__name__)
@@ -163,6 +163,9 @@ class TokenProvider:
         session = _TimeoutSession(self.timeout_s)
         session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides `verify`
         session.verify = self.ca_file or True
+        # Entra's error_description follows the request's language too; the worker reads only
+        # its AADSTS numbers (language-neutral), and asks for English for the logs.
+        session.headers["Accept-Language"] = ACCEPT_LANGUAGE
         # trust_env=False also drops proxy variables; keep honouring HTTPS_PROXY / NO_PROXY.
         session.proxies.update(requests.utils.get_environ_proxies(self.authority_url))
         kwargs: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from worker.bc.auth import TokenProvider
 from worker.bc.errors import (
+    SAME_KEY,
     BcAuthError,
     BcCompanyNotFound,
     BcEnvironmentNotFound,
@@ -25,6 +26,8 @@ from worker.bc.errors import (
     BcNotFound,
     BcUnavailable,
     BcValidationError,
+    Label,
+    is_dialog,
 )
 from worker.bc.http import ClientOptions, Principal, Transport
 from worker.bc.models import (
@@ -55,6 +58,7 @@ from worker.bc.odata import (
     chunks,
     cond,
     decode_company_name,
+    eq_any,
     eq_filter,
     guid,
     is_valid_environment,
@@ -643,8 +647,25 @@ class BcConnection:
             invoices = [PurchaseInvoice.from_row(r) for r in rows]
             stamps = [i.last_modified for i in invoices if i.last_modified is not None]
             yield PurchaseInvoicePage(
-                tuple(i for i in invoices if not i.is_draft), max(stamps) if stamps else None
+                tuple(i for i in invoices if i.is_posted), max(stamps) if stamps else None
             )
+
+    async def purchase_invoice_statuses(self, invoice_ids: Sequence[str]) -> list[PurchaseInvoice]:
+        """``GET COMPANY/purchaseInvoices?$filter=id eq A or id eq B …&$select=id,number,status,
+        lastModifiedDateTime``: the current status of these invoices, in one request (``or`` on
+        one field is allowed, bc-api §5.4); an id BC does not know is left out."""
+        ids = [guid(i) for i in invoice_ids]
+        if not ids:
+            return []
+        query = query_string(
+            {
+                "$filter": eq_any("id", (Guid(i) for i in ids)),
+                "$select": "id,number,status,lastModifiedDateTime",
+            }
+        )
+        url = f"{await self._company_url()}/purchaseInvoices{query}"
+        rows = await self._all(url, resource="purchaseInvoices")
+        return [PurchaseInvoice.from_row(r) for r in rows]
 
 
 def _posting_rank(invoice: SalesInvoice) -> int:
@@ -657,9 +678,9 @@ def _posting_rank(invoice: SalesInvoice) -> int:
 
 
 def _already_exists(result: BatchResult) -> bool:
+    """The line has that dimension already: page 30022's RecordAlreadyExistErr (an AL Error(),
+    so only its English label tells it), or a duplicate key."""
     err = result.error
-    return (
-        err is not None
-        and err.status in (400, 409)
-        and "already exists" in (err.message or "").lower()
+    return err is not None and (
+        err.code == SAME_KEY or is_dialog(err, Label.DIMENSION_SET_LINE_EXISTS)
     )

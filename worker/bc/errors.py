@@ -4,11 +4,21 @@ Every error carries BC's HTTP status, BC's error ``code`` and ``message`` and th
 that BC puts inside its messages (quote it to Microsoft support). Messages never contain
 secrets or tokens.
 
-Each class says whether retrying later can help (``transient``) and which code of the worker's
-error catalogue (``worker.errors.CATALOGUE``) describes it (``catalogue_code``), so callers map
-an error to an outcome without looking at statuses. ``field`` names the integration setting a
-user must correct, when there is one (``tenant_id``, ``client_id``, ``client_secret``,
-``environment``, ``company_name``).
+Only BC's own facts live here (DESIGN §2: ``bc`` knows nothing of Moment): each class says
+whether retrying later can help (``transient``, and :attr:`BcError.kind`: ``auth``,
+``transient`` or ``permanent``); ``field`` names the integration setting a user must correct,
+when there is one (``tenant_id``, ``client_id``, ``client_secret``, ``environment``,
+``company_name``). Which of the worker's error codes an error becomes is decided on the sync
+side (``worker.sync.errors``).
+
+Recognising a particular BC error (:func:`facts`, :func:`is_dialog`, :func:`names_field`):
+BC translates its messages into the request's language (bc-api.md Corrections 10), so the
+client asks for English on every request, each ``$batch`` part included
+(:data:`worker.bc.odata.ACCEPT_LANGUAGE`), and errors are recognised by BC's error code first (codes
+are never translated), then by the structure of the message (the field and table a TestField
+or table-relation error names, the value in parentheses). Only an AL ``Error()``
+(``Application_DialogException``) carries nothing but its text; those are matched against the
+English AL label (:class:`Label`), guarded by the code.
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 _CORRELATION = re.compile(
     r"CorrelationId:\s*([0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})"
@@ -37,7 +48,6 @@ class BcError(Exception):
     """Any failure talking to Business Central or Entra ID on its behalf."""
 
     transient: ClassVar[bool] = False
-    catalogue_code: ClassVar[str] = "BC-VALIDATION"
 
     def __init__(
         self,
@@ -60,6 +70,14 @@ class BcError(Exception):
         self.correlation_id = correlation_id
         self.field = field
 
+    @property
+    def kind(self) -> Literal["auth", "transient", "permanent"]:
+        """BC's classification: rejected credentials (``auth``, a person must act; retried later
+        as well), ``transient`` (a later attempt can succeed) or ``permanent``."""
+        if isinstance(self, BcAuthError):
+            return "auth"
+        return "transient" if self.transient else "permanent"
+
     def __str__(self) -> str:
         parts = [self.message]
         if self.code:
@@ -81,7 +99,6 @@ class BcAuthError(BcError):
     in BC, token still refused after one refresh). Park and tell a person at once."""
 
     transient = True
-    catalogue_code = "BC-CREDENTIALS-REJECTED"
 
     def __init__(self, message: str, **kwargs: Any) -> None:
         kwargs.setdefault("retryable", False)
@@ -95,13 +112,9 @@ class BcPermissionDenied(BcAuthError):
 class BcNotFound(BcError):
     """The resource does not exist (404)."""
 
-    catalogue_code = "BC-VALIDATION"
-
 
 class BcEnvironmentNotFound(BcNotFound):
     """The BC environment does not exist (404 ``NoEnvironment``)."""
-
-    catalogue_code = "BC-ENVIRONMENT-MISSING"
 
     def __init__(self, environment: str, **kwargs: Any) -> None:
         kwargs.setdefault("field", "environment")
@@ -116,8 +129,6 @@ class BcEnvironmentNotFound(BcNotFound):
 
 class BcCompanyNotFound(BcNotFound):
     """No company with the configured name exists in the environment."""
-
-    catalogue_code = "BC-COMPANY-MISSING"
 
     def __init__(self, company_name: str, available: tuple[str, ...] = (), **kwargs: Any) -> None:
         kwargs.setdefault("field", "company_name")
@@ -135,8 +146,6 @@ class BcCompanyNotFound(BcNotFound):
 class BcServiceNotPublished(BcNotFound):
     """An ODataV4 page web service is not published under the configured service name."""
 
-    catalogue_code = "BC-SERVICE-NOT-PUBLISHED"
-
     def __init__(self, service: str, page: str, **kwargs: Any) -> None:
         kwargs.pop("message", None)
         super().__init__(
@@ -153,7 +162,6 @@ class BcConflict(BcError):
     won (409 ``Internal_EntityWithSameKeyExists``). Re-read and retry."""
 
     transient = True
-    catalogue_code = "BC-UNAVAILABLE"
 
     def __init__(self, message: str, **kwargs: Any) -> None:
         kwargs.setdefault("retryable", False)  # repeating the same write cannot succeed
@@ -164,14 +172,11 @@ class BcValidationError(BcError):
     """BC rejected the request's data (400 ``BadRequest_*`` / ``Application_*``); retrying the same
     request cannot help."""
 
-    catalogue_code = "BC-VALIDATION"
-
 
 class BcThrottled(BcError):
     """BC answered 429 (or the subject's own budget is spent) and in-process waiting is over."""
 
     transient = True
-    catalogue_code = "BC-THROTTLED"
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -182,7 +187,6 @@ class BcUnavailable(BcError):
     """BC or Entra could not be reached, timed out, or answered 408/5xx."""
 
     transient = True
-    catalogue_code = "BC-UNAVAILABLE"
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -263,3 +267,181 @@ def from_response(
     if status == 408 or status >= 500:
         return BcUnavailable(message, retry_after=retry_after, **kw)
     return BcValidationError(message, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recognising one BC error: by code and structure first (see the module docstring)
+
+# BC's error codes (bc-api.md §5.1). Codes are never translated; messages are.
+DIALOG = "Application_DialogException"  # any AL Error(): only its text tells which
+FIELD_VALIDATION = "Application_FieldValidationException"  # TestField / FieldError
+TABLE_RELATION = "Internal_InvalidTableRelation"  # a code not in the related table
+RECORD_NOT_FOUND = "Internal_RecordNotFound"  # a failed Record.Get inside AL code
+RESOURCE_NOT_FOUND = "BadRequest_ResourceNotFound"  # unknown URL segment (unpublished service)
+ENTITY_CHANGED = "Request_EntityChanged"  # stale ETag
+SAME_KEY = "Internal_EntityWithSameKeyExists"  # duplicate primary key
+STRING_TOO_LONG = "Application_StringExceededLength"
+
+
+class Label:
+    """English texts of the AL labels the worker acts on (an ``Application_DialogException``
+    carries nothing else). The client asks for English, so BC answers with these."""
+
+    # APIV2SalesInvoiceLines.Page.al (and the other line pages): AccountDoesNotExistErr.
+    ACCOUNT_DOES_NOT_EXIST = "Account does not exist."
+    # APIV2SalesInvoices.Page.al: CouldNotFindSellToCustomerErr / CouldNotFindBillToCustomerErr.
+    SELL_TO_CUSTOMER_NOT_FOUND = "The sell-to customer cannot be found."
+    BILL_TO_CUSTOMER_NOT_FOUND = "The bill-to customer cannot be found."
+    # APIV2DimensionSetLines.Page.al: RecordAlreadyExistErr.
+    DIMENSION_SET_LINE_EXISTS = "The dimension set line already exists."
+    # APIV2SalesInvoices.Page.al / APIV2PurchaseInvoices.Page.al: DraftInvoiceActionErr.
+    DRAFT_INVOICE_ONLY = "The action can be applied to a draft invoice only."
+    # ApprovalsMgmt.Codeunit.al SalesPrePostCheckErr: "Sales Invoice 1001 must be approved and
+    # released before you can perform this action." (inside the text, after the document).
+    APPROVAL_REQUIRED = "must be approved and released before you can perform this action"
+    # Finance/VAT/Registration/VATRegistrationNoFormat.Table.al: VATRegistrationNumberErr
+    # ("… for Customer 10000 is not in agreement with the format specified for …").
+    VAT_REGISTRATION_FORMAT = "The entered VAT Registration number for"
+    # No. Series (CannotAssignManuallyErr): "… If you want to enter numbers manually, please
+    # activate Manual Nos. in No. Series …".
+    MANUAL_NUMBERS = "You may not enter numbers manually"
+
+
+# The platform's texts, in English (the structure, not the words, is what is read).
+# TestField: "Customer Posting Group must have a value in Customer: No.=C1. It cannot be zero or
+# empty." (also "Status must be equal to 'Open'  in Sales Header: …"); FieldError: "Phone No. must
+# not contain letters in Customer No.='10000'." (no colon: the table is not told apart).
+_TEST_FIELD = re.compile(
+    r"^(?P<field>.+?) must \S.*?\s+in (?P<table>[^:]+): (?P<keys>.+?)(?:\.\s|\.?$)"
+)
+_FIELD_ERROR = re.compile(r"^(?P<field>.+?) must \S")
+# "The field No. of table Sales Line contains a value (9999) that cannot be found in the related
+# table (G/L Account)."
+_RELATION = re.compile(
+    r"(?:The field (?P<field>.+?) of table (?P<table>.+?) )?contains a value \((?P<value>[^)]*)\)"
+    r".*related table \((?P<related>[^)]*)\)"
+)
+# "The G/L Account does not exist. Identification fields and values: No.='9999'"
+_MISSING = re.compile(
+    r"The (?P<table>.+?) does not exist\. Identification fields and values: (?P<keys>.*)"
+)
+_KEY_PAIR = re.compile(r"(?P<name>[^=,]+?)\s*=\s*(?P<value>'(?:[^']|'')*'|[^,]*)")
+_CORRELATION_TAIL = re.compile(r"\s*CorrelationId:\s*\S*\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFacts:
+    """What one BC error says, read by its code first and its message's structure second.
+
+    ``field`` / ``table``: the field and table a TestField, FieldError or table-relation error
+    names (BC's captions, English because the client asks for English); ``value``: the value BC
+    could not use (the code in parentheses of a table relation, the key of a missing record);
+    ``related_table``: where a table relation looked for it (or the missing record's table);
+    ``keys``: the identification fields of the record concerned (``(("No.", "C1"),)``).
+    """
+
+    code: str | None
+    status: int | None
+    text: str
+    field: str | None = None
+    table: str | None = None
+    value: str | None = None
+    related_table: str | None = None
+    keys: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def missing_record(self) -> bool:
+        """BC says a record the request refers to does not exist."""
+        return self.related_table is not None and self.value is not None
+
+
+def message_text(exc: BcError) -> str:
+    """BC's message without the ``CorrelationId`` tail."""
+    return _CORRELATION_TAIL.sub("", exc.message or "").strip()
+
+
+def _keys(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for match in _KEY_PAIR.finditer(text.strip().rstrip(".")):
+        value = match.group("value").strip()
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1].replace("''", "'")
+        pairs.append((match.group("name").strip(), value))
+    return tuple(pairs)
+
+
+def facts(exc: BcError) -> ErrorFacts:
+    """The structure of a BC error: which field, table and value it is about, when BC says.
+
+    The code decides which structure is read (an answer without a code, e.g. from a proxy, is
+    read for every structure): ``Application_FieldValidationException`` → TestField/FieldError;
+    ``Internal_InvalidTableRelation`` / ``Internal_RecordNotFound`` → the missing record.
+    """
+    text = message_text(exc)
+    base = ErrorFacts(exc.code, exc.status, text)
+    code = exc.code
+    if code in (None, TABLE_RELATION, RECORD_NOT_FOUND):
+        match = _RELATION.search(text)
+        if match:
+            return ErrorFacts(
+                code,
+                exc.status,
+                text,
+                field=_strip(match.group("field")),
+                table=_strip(match.group("table")),
+                value=match.group("value").strip(),
+                related_table=match.group("related").strip(),
+            )
+        match = _MISSING.search(text)
+        if match:
+            keys = _keys(match.group("keys"))
+            return ErrorFacts(
+                code,
+                exc.status,
+                text,
+                table=match.group("table").strip(),
+                value=keys[-1][1] if keys else match.group("keys").strip(),
+                related_table=match.group("table").strip(),
+                keys=keys,
+            )
+    if code in (None, FIELD_VALIDATION):
+        match = _TEST_FIELD.match(text)
+        if match:
+            return ErrorFacts(
+                code,
+                exc.status,
+                text,
+                field=match.group("field").strip(),
+                table=match.group("table").strip(),
+                keys=_keys(match.group("keys")),
+            )
+        match = _FIELD_ERROR.match(text)
+        if match:
+            return ErrorFacts(code, exc.status, text, field=match.group("field").strip())
+    return base
+
+
+def _strip(value: str | None) -> str | None:
+    return value.strip() if value else None
+
+
+def is_dialog(exc: BcError, *labels: str) -> bool:
+    """BC's answer is an AL ``Error()`` with one of these labels (English, see :class:`Label`)."""
+    if exc.code not in (None, DIALOG):
+        return False
+    text = message_text(exc).casefold()
+    return any(text.startswith(label.casefold()) for label in labels)
+
+
+def names_field(exc: BcError, *fields: str, table: str | None = None) -> bool:
+    """BC's answer is about one of ``fields`` (captions, case-insensitive), on ``table`` when
+    given: a TestField / FieldError or a table relation naming it. A FieldError puts the
+    field's current value after its caption ("Phone No. 08-123 ext 1 must not contain letters
+    in …"), so the caption may be followed by a space and the value."""
+    found = facts(exc)
+    if found.field is None:
+        return False
+    if table is not None and (found.table or "").casefold() != table.casefold():
+        return False
+    named = found.field.casefold()
+    return any(named == f.casefold() or named.startswith(f.casefold() + " ") for f in fields)

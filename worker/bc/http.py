@@ -27,7 +27,7 @@ from yarl import URL
 from worker.bc.auth import TokenProvider
 from worker.bc.errors import BcAuthError, BcError, BcUnavailable, from_response
 from worker.bc.limits import LimitConfig, Limiters
-from worker.bc.odata import same_origin
+from worker.bc.odata import ACCEPT_LANGUAGE, same_origin
 from worker.bc.retry import RetryPolicy, call, parse_retry_after
 from worker.metrics import BC_LAST_SUCCESS, BC_REQUESTS, BC_RETRIES, BC_THROTTLED, child
 
@@ -139,7 +139,8 @@ class Transport:
                 ),
                 headers={
                     "Accept": "application/json",
-                    "Accept-Language": "en-US",  # BC's error messages in one language
+                    # BC's error messages in English on every request (batch parts: batch_body).
+                    "Accept-Language": ACCEPT_LANGUAGE,
                     "User-Agent": self.options.user_agent,
                 },
                 trust_env=False,  # the proxy comes from env_proxy(), read once

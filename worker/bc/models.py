@@ -423,11 +423,29 @@ class PurchaseInvoice:
         InsertOrModifyFromPurchaseHeader), so the status is enough here."""
         return self.status == "Draft"
 
+    @property
+    def is_posted(self) -> bool:
+        """Posted, cancelled ones included. PurchInvAggregator.Codeunit.al gives an unposted
+        invoice ``Draft`` always (no ``In Review`` / ``Open`` for purchase drafts, unlike sales)
+        and a posted one ``Open``, ``Paid``, ``Canceled`` or ``Corrective``; any other status
+        is not taken for posted."""
+        return self.status in PURCHASE_POSTED
+
+    @property
+    def is_canceled(self) -> bool:
+        """Reversed by a corrective credit memo (or corrected): its lines are no expense."""
+        return self.status == "Canceled"
+
+
+# Statuses of a posted purchase invoice (PurchInvAggregator.Codeunit.al,
+# SetStatusOptionFromPurchaseInvoiceHeader).
+PURCHASE_POSTED = frozenset({"Open", "Paid", "Canceled", "Corrective"})
+
 
 @dataclass(frozen=True, slots=True)
 class PurchaseInvoicePage:
-    """One page of the expense import: posted invoices only, and the newest
-    ``lastModifiedDateTime`` seen on the page (drafts included) for the watermark."""
+    """One page of the expense import: posted invoices only (cancelled ones included), and the
+    newest ``lastModifiedDateTime`` seen on the page (drafts included) for the watermark."""
 
     invoices: tuple[PurchaseInvoice, ...]
     last_modified: datetime | None

@@ -20,6 +20,10 @@ from urllib.parse import quote, urlsplit
 
 from worker.bc.errors import BcError, BcUnavailable, from_response
 
+# The language every request asks for (each $batch part too): BC translates its error messages
+# into the request's language (bc-api.md Corrections 10) and the worker reads them in English.
+ACCEPT_LANGUAGE = "en-US"
+
 MAX_BATCH = 100  # BC online: at most 100 operations per $batch (operational limits)
 
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
@@ -132,6 +136,16 @@ def all_of(*conditions: str | None) -> str:
     if not parts:
         raise ValueError("an empty filter")
     return " and ".join(parts)
+
+
+def eq_any(field_name: str, values: Iterable[object]) -> str:
+    """``id eq A or id eq B``: BC allows ``or`` only within one field ("The 'OR' operator is not
+    supported on distinct fields", bc-api §5.4), and ``in (…)`` only with ``$schemaversion=2.1``.
+    """
+    parts = [cond(field_name, "eq", v) for v in values]
+    if not parts:
+        raise ValueError("an empty filter")
+    return " or ".join(parts)
 
 
 def eq_filter(**values: object) -> str:
@@ -308,10 +322,15 @@ def chunks(
 
 
 def batch_body(operations: Sequence[BatchOperation]) -> dict[str, Any]:
-    """The JSON body of one ``$batch`` request (ids are the operations' positions)."""
+    """The JSON body of one ``$batch`` request (ids are the operations' positions).
+
+    Every part asks for English itself: whether BC applies the outer request's
+    ``Accept-Language`` to the parts is UNCONFIRMED (bc-api.md §5.5 says nothing), so the
+    stricter reading is taken (a part without its own header may answer in another language).
+    """
     requests = []
     for index, op in enumerate(operations):
-        headers = dict(op.headers)
+        headers = {"Accept-Language": ACCEPT_LANGUAGE, **op.headers}
         entry: dict[str, Any] = {"id": str(index + 1), "method": op.method, "url": op.url}
         if op.body is not None:
             headers.setdefault("Content-Type", "application/json")

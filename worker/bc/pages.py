@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.bc.errors import BcNotFound, BcServiceNotPublished
+from worker.bc.errors import RESOURCE_NOT_FOUND, BcNotFound, BcServiceNotPublished
 from worker.bc.http import Principal, Transport
 from worker.bc.models import CustomerCard, PageDimensionValue, PostingGroup
 from worker.bc.odata import company_segment, is_identifier, key_segment, pages, segment
@@ -100,8 +100,9 @@ class ODataPages:
         if type(exc) is not BcNotFound:
             return exc  # environment / company missing: already specific
         # A collection URL that is not found means the service is not published; for a keyed
-        # URL BC names the segment it could not resolve when the service itself is missing.
-        if not keyed or f"'{service}'" in exc.message or "segment" in exc.message.lower():
+        # URL BC's code tells an unknown segment (the service) from a missing record
+        # (Internal_RecordNotFound), whatever the language of its message.
+        if not keyed or exc.code == RESOURCE_NOT_FOUND:
             return BcServiceNotPublished(
                 service,
                 page,

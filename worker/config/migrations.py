@@ -230,6 +230,43 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE sync_outcomes ADD COLUMN last_waiting_message TEXT",
         ),
     ),
+    Migration(
+        6,
+        "expense import: the invoice of each published line, withdrawals, invoices to re-check",
+        (
+            # Which BC invoice a published line came from, and its withdrawal once that invoice
+            # is cancelled (bc.expense.withdrawn, confirmed by the broker before it is set).
+            "ALTER TABLE published_expenses ADD COLUMN invoice_id VARCHAR(100)",
+            "ALTER TABLE published_expenses ADD COLUMN document_number VARCHAR(100)",
+            "ALTER TABLE published_expenses ADD COLUMN project_number VARCHAR(100)",
+            "ALTER TABLE published_expenses ADD COLUMN withdrawn_at {TIMESTAMP}",
+            "ALTER TABLE published_expenses ADD COLUMN withdrawn_event_id VARCHAR(100)",
+            """
+            CREATE INDEX ix_published_expenses_invoice
+                ON published_expenses (org_id, invoice_id)
+            """,
+            # The invoices lines were published from, re-read oldest-checked first to find
+            # cancellations (worker/sync/expenses.py, "Cancelled invoices").
+            """
+            CREATE TABLE expense_invoices (
+                org_id VARCHAR(100) NOT NULL,
+                invoice_id VARCHAR(100) NOT NULL,
+                document_number VARCHAR(100) NOT NULL,
+                checked_at {TIMESTAMP} NOT NULL,
+                canceled_at {TIMESTAMP},
+                PRIMARY KEY (org_id, invoice_id)
+            )
+            """,
+            """
+            CREATE INDEX ix_expense_invoices_due
+                ON expense_invoices (org_id, canceled_at, checked_at)
+            """,
+            # Lines published before this step have no invoice: the next round of each
+            # organization re-reads everything since its from date once (the published ids keep
+            # it from re-sending) and fills it in.
+            "UPDATE expense_polls SET watermark = NULL",
+        ),
+    ),
 ]
 
 schema_version = Table(

@@ -165,6 +165,28 @@ class Expense(Model):
     vendor_invoice_number: Text | None
 
 
+class ExpenseWithdrawal(Model):
+    """An expense Moment imported before (``bc.expense.imported``) that no longer exists in BC:
+    its purchase invoice was cancelled (reversed by a corrective credit memo, or corrected)."""
+
+    id: NonEmpty = Field(description="The expense's id: the same as in bc.expense.imported.")
+    imported_event_id: NonEmpty = Field(
+        description="The CloudEvents id of the bc.expense.imported event this withdraws."
+    )
+    project_number: Text | None = Field(
+        description="The project the expense was imported on (null only for a line imported "
+        "before bc-sync kept it)."
+    )
+    document_number: Text = Field(
+        description="The posted purchase invoice's number (document_number of the expense)."
+    )
+    bc_invoice_id: NonEmpty = Field(description="BC's id of the purchase invoice.")
+    reason: Literal["canceled"] = Field(
+        description="Why: canceled = the invoice's status in BC is Canceled."
+    )
+    seen_at: datetime = Field(description="When bc-sync saw the invoice cancelled (UTC).")
+
+
 # --- data of each event type -------------------------------------------------------------
 
 
@@ -182,6 +204,10 @@ class InvoiceData(Model):
 
 class ExpenseImportedData(Model):
     expense: Expense
+
+
+class ExpenseWithdrawnData(Model):
+    expense: ExpenseWithdrawal
 
 
 class ExportedData(Model):
@@ -234,6 +260,7 @@ INCOMING: dict[str, type[Model]] = {
 }
 OUTGOING: dict[str, type[Model]] = {
     "bc.expense.imported": ExpenseImportedData,
+    "bc.expense.withdrawn": ExpenseWithdrawnData,
     "bc.customer.exported": ExportedData,
     "bc.project.exported": ExportedData,
     "bc.invoice.exported": ExportedData,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from worker.errors import CATALOGUE, ErrorInfo
+from worker.errors import info
 from worker.events.models import FailureExample, FailureGroup, IntegrationFailedData
 from worker.log import redact_text
 from worker.notify.store import FAILURE, RESOLVED, WAITING, WARNING, Item, clean_message
@@ -29,17 +29,6 @@ OBJECT_NAMES = {
     # The poller reports only when it pauses an organization's expense import.
     "expense": "Expense import (paused until the integration settings are saved again)",
 }
-
-_UNKNOWN = ErrorInfo(
-    "The integration reported a problem.",
-    "Read the message in the examples. If it does not say what to change, ask support to "
-    "look at the integration's logs.",
-)
-
-
-def error_info(code: str) -> ErrorInfo:
-    """The catalogue's words for a code, or a neutral text for a code it does not know."""
-    return CATALOGUE.get(code, _UNKNOWN)
 
 
 def object_label(object_type: str | None, moment_number: str | None) -> str:
@@ -221,8 +210,8 @@ def _groups(
         FailureGroup(
             code=code,
             count=len(objs),
-            title=error_info(code).title,
-            fix=error_info(code).fix,
+            title=info(code).title,
+            fix=info(code).fix,
             examples=[
                 FailureExample(
                     object_type=i.object_type or "event",

@@ -62,7 +62,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from worker.config.settings import Settings
-from worker.errors import CATALOGUE
+from worker.errors import info
 from worker.events.envelope import CONTENT_TYPE
 from worker.log import redact, redact_text
 from worker.messaging import headers as H
@@ -352,7 +352,7 @@ class DeadLetter:
 
     def detail(self, *, copies: int = 1) -> dict[str, Any]:
         """The ``show`` view: envelope, every header, history, what the code means. Redacted."""
-        entry = CATALOGUE.get(self.code)
+        entry = info(self.code)
         envelope = _json_object(self.body)
         body_text = None
         if envelope is None:
@@ -362,10 +362,8 @@ class DeadLetter:
             "summary": self.row(),
             "error": {
                 "code": self.code,
-                "title": entry.title if entry else "Unknown error code.",
-                "fix": entry.fix
-                if entry
-                else "Look at the worker logs for this event id to find the cause.",
+                "title": entry.title,
+                "fix": entry.fix,
             },
             "history": self.history(),
             "properties": {"content_type": self.content_type, "message_id": self.message_id},

@@ -1,8 +1,15 @@
-"""Business Central errors → failure classes with stable codes and words a Moment admin reads."""
+"""Business Central errors → the worker's error codes and failure classes, in words a Moment
+admin reads.
+
+This is the one mapping from BC errors to the codes of ``worker.errors.CATALOGUE``
+(:func:`catalogue_code`; :func:`classify` adds the message and the failure class). ``worker.bc``
+only states BC's facts (status, code, message, transient / permanent / auth); what they mean
+for Moment is decided here. A related record BC reports missing is recognised by BC's error
+code and the structure of its message (:func:`worker.bc.errors.facts`), never by its wording
+alone.
+"""
 
 from __future__ import annotations
-
-import re
 
 from worker.bc import (
     BcAuthError,
@@ -15,17 +22,10 @@ from worker.bc import (
     BcThrottled,
     BcUnavailable,
 )
+from worker.bc.errors import ENTITY_CHANGED, facts
 from worker.errors import HandlerError, Permanent, Transient
 
-# BC's table-relation text: "The field No. of table Sales Line contains a value (9999) that
-# cannot be found in the related table (G/L Account)."
-_RELATION = re.compile(r"contains a value \((?P<value>[^)]*)\).*related table \((?P<table>[^)]*)\)")
-# BC's record-not-found text: "The G/L Account does not exist. Identification fields and
-# values: No.='9999'"
-_MISSING = re.compile(
-    r"The (?P<table>.+?) does not exist\. Identification fields and values: (?P<ident>.*)"
-)
-
+# The related table BC names (its English caption: the client asks for English) → our code.
 _TABLE_CODES = {
     "g/l account": ("BC-ACCOUNT-MISSING", "G/L account"),
     "customer": ("BC-CUSTOMER-MISSING", "Customer"),
@@ -34,31 +34,36 @@ _TABLE_CODES = {
     "dimension value": ("BC-DIMENSION-VALUE-MISSING", "Dimension value"),
     "dimension": ("BC-DIMENSION-MISSING", "Dimension"),
 }
+_TRANSIENT_CODES = ("BC-CREDENTIALS-REJECTED", "BC-THROTTLED", "BC-UNAVAILABLE")
 
 
 def missing_record(exc: BcError) -> tuple[str, str, str] | None:
-    """(code, thing, value) when BC says a related record does not exist, else None."""
-    text = exc.message or ""
-    for pattern in (_RELATION, _MISSING):
-        match = pattern.search(text)
-        if not match:
-            continue
-        table = match.group("table").strip().lower()
-        value = match.group("value") if "value" in match.groupdict() else match.group("ident")
-        value = value.strip()
-        quoted = re.search(r"'([^']*)'", value)
-        if quoted:
-            value = quoted.group(1)
-        for name, (code, thing) in _TABLE_CODES.items():
-            if table == name:
-                return code, thing, value
-    return None
+    """(code, thing, value) when BC says a related record does not exist, else None.
+
+    Read from BC's table-relation and record-not-found errors (``Internal_InvalidTableRelation``,
+    ``Internal_RecordNotFound``): the related table decides the code, the value is the one in
+    parentheses or the missing record's key. A table we do not know gives None (the generic
+    code with BC's own words), never a guess.
+    """
+    found = facts(exc)
+    if not found.missing_record or found.related_table is None or found.value is None:
+        return None
+    known = _TABLE_CODES.get(found.related_table.casefold())
+    if known is None:
+        return None
+    code, thing = known
+    return code, thing, found.value
+
+
+def catalogue_code(exc: BcError) -> str:
+    """The worker's error code (``worker.errors.CATALOGUE``) for a BC error."""
+    return _code_and_message(exc, "the request", "")[0]
 
 
 def classify(exc: BcError, *, subject: str, company: str) -> HandlerError:
     """The failure class for a BC error raised while syncing ``subject`` in ``company``."""
     code, message = _code_and_message(exc, subject, company)
-    if code in ("BC-CREDENTIALS-REJECTED", "BC-THROTTLED", "BC-UNAVAILABLE"):
+    if code in _TRANSIENT_CODES:
         return Transient(
             code,
             message,
@@ -81,7 +86,7 @@ def _code_and_message(exc: BcError, subject: str, company: str) -> tuple[str, st
         return "BC-THROTTLED", exc.message
     if isinstance(exc, BcUnavailable):
         return "BC-UNAVAILABLE", exc.message
-    if isinstance(exc, BcConflict) and exc.code == "Request_EntityChanged":
+    if isinstance(exc, BcConflict) and exc.code == ENTITY_CHANGED:
         return "BC-UNAVAILABLE", "The record was changed concurrently."
     if isinstance(exc, BcEnvironmentNotFound):
         return "BC-ENVIRONMENT-MISSING", exc.message
@@ -93,6 +98,6 @@ def _code_and_message(exc: BcError, subject: str, company: str) -> tuple[str, st
     if found is not None:
         code, thing, value = found
         return code, f"{thing} '{value}' does not exist in company '{company}'."
-    if exc.transient:
+    if exc.transient:  # a concurrent create (duplicate key): re-read and retry later
         return "BC-UNAVAILABLE", exc.message
     return "BC-VALIDATION", f"Business Central rejected {subject}: {exc.message}"

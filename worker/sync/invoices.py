@@ -12,13 +12,13 @@ An invoice BC holds for approval is no failure: the outcome is ``waiting`` (acke
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from worker.bc import BcConnection, BcError, LineDimension
+from worker.bc.errors import DIALOG, Label, facts, is_dialog, message_text, names_field
 from worker.bc.models import SalesInvoice
 from worker.config.model import IntegrationConfig
 from worker.errors import Permanent
@@ -270,7 +270,7 @@ async def _create(
     try:
         return await bc.create_sales_invoice(payload)
     except BcError as exc:
-        if exc.transient or "account does not exist" not in (exc.message or "").lower():
+        if exc.transient or not is_dialog(exc, Label.ACCOUNT_DOES_NOT_EXIST):
             raise
         # BC's line validation does not name the account (page 30043): name the candidates.
         accounts = sorted({line["lineObjectNumber"] for line in payload["salesInvoiceLines"]})
@@ -285,39 +285,35 @@ async def _create(
         ) from None
 
 
-# Customer.TestField on the customer's groups when the draft is made (SalesHeader.Table.al):
-# "Gen. Bus. Posting Group must have a value in Customer: No.=50080. It cannot be zero or empty."
-_GROUPS_MISSING = re.compile(
-    r"(Customer Posting Group|Gen\. Bus\. Posting Group) must have a value in Customer\b",
-    re.IGNORECASE,
-)
-# ApprovalsMgmt.Codeunit.al SalesPrePostCheckErr: "Sales Invoice 1001 must be approved and
-# released before you can perform this action." (an approval workflow is enabled).
-_APPROVAL_REQUIRED = re.compile(r"must be approved and released before you can perform")
-# APIV2SalesInvoices.Page.al DraftInvoiceActionErr, raised when the invoice is posted.
-_NOT_A_DRAFT = re.compile(r"The action can be applied to a draft invoice only")
-
-
 def _posting_groups_missing(exc: BcError) -> bool:
-    """BC refused the draft because the customer has no posting groups (a TestField text)."""
-    return bool(_GROUPS_MISSING.search(exc.message or ""))
+    """BC refused the draft because the customer has no posting groups: Customer.TestField on
+    them when the draft is made (SalesHeader.Table.al), a field validation naming the field,
+    "Gen. Bus. Posting Group must have a value in Customer: No.=50080. …"."""
+    return names_field(exc, "Customer Posting Group", "Gen. Bus. Posting Group", table="Customer")
 
 
 def _approval_required(exc: BcError) -> bool:
-    """BC refused the post because an approval workflow requires approval first."""
-    return bool(_APPROVAL_REQUIRED.search(exc.message or ""))
+    """BC refused the post because an approval workflow requires approval first
+    (ApprovalsMgmt.Codeunit.al SalesPrePostCheckErr: "Sales Invoice 1001 must be approved and
+    released before you can perform this action.")."""
+    return exc.code in (None, DIALOG) and Label.APPROVAL_REQUIRED.casefold() in (
+        message_text(exc).casefold()
+    )
 
 
 def _not_a_draft(exc: BcError) -> bool:
-    """BC refused the post because the invoice is posted (the only reason for this text)."""
-    return bool(_NOT_A_DRAFT.search(exc.message or ""))
+    """BC refused the post because the invoice is posted (APIV2SalesInvoices.Page.al
+    DraftInvoiceActionErr, raised only for a posted invoice)."""
+    return is_dialog(exc, Label.DRAFT_INVOICE_ONLY)
 
 
 def _customer_missing(exc: BcError) -> bool:
     """BC's answer says the invoice's customer does not exist ("The sell-to customer cannot be
     found.", or a record-not-found naming the Customer table)."""
-    text = (exc.message or "").lower()
-    return "customer" in text and ("cannot be found" in text or "does not exist" in text)
+    if is_dialog(exc, Label.SELL_TO_CUSTOMER_NOT_FOUND, Label.BILL_TO_CUSTOMER_NOT_FOUND):
+        return True
+    found = facts(exc)
+    return found.missing_record and (found.related_table or "").casefold() == "customer"
 
 
 def _wanted_dimensions(

@@ -37,6 +37,8 @@ from worker.metrics import EXPENSES_PUBLISHED, POLLER_LAG
 from worker.sync.context import SyncContext
 from worker.sync.errors import classify
 from worker.sync.expenses import (
+    CHECK_BATCH,
+    CHECK_REQUESTS,
     EVENT_TYPE,
     OBJECT_TYPE,
     EventSink,
@@ -135,6 +137,8 @@ class ExpensePoller:
         lease_ttl_s: float = LEASE_TTL_S,
         lease_renew_s: float = LEASE_RENEW_S,
         owner: str | None = None,
+        check_requests: int = CHECK_REQUESTS,
+        check_batch: int = CHECK_BATCH,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -147,6 +151,10 @@ class ExpensePoller:
         self.lease_ttl_s = lease_ttl_s
         self.lease_renew_s = lease_renew_s
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
+        # The re-check of imported invoices for cancellations: BC requests per organization per
+        # round, invoices per request (worker/sync/expenses.py, "Cancelled invoices").
+        self.check_requests = check_requests
+        self.check_batch = check_batch
         self.state = ExpenseState(store)
         self._schedule: dict[str, _Schedule] = {}
         self._busy: set[str] = set()  # leases are re-entrant per owner: guard in process too
@@ -339,6 +347,8 @@ class ExpensePoller:
                 page_size=self.page_size,
                 keep_alive=keep_alive.check,
                 on_published=EXPENSES_PUBLISHED.inc,
+                check_requests=self.check_requests,
+                check_batch=self.check_batch,
             )
         except BcError as exc:
             failure = classify(exc, subject="expenses", company=config.company_name)
