@@ -379,7 +379,7 @@ class ExpenseState:
             await conn.execute(stmt, rows)
 
     async def fill_invoices(self, org_id: str, lines: Sequence[PublishedLine]) -> None:
-        """Name the invoice (and project, document) of lines published before migration step 5
+        """Name the invoice (and project, document) of lines published before migration step 6
         kept them; lines that have one already are left alone."""
         t = published_expenses
         rows = [
@@ -684,7 +684,7 @@ async def poll_org(
             await state.mark_published(
                 org, [_published(e, mid, found) for e, (_, _, mid) in zip(new, items, strict=True)]
             )
-        if seen:  # lines published before step 5 get their invoice named
+        if seen:  # lines published before step 6 get their invoice named
             await state.fill_invoices(org, [_published(e, "", found) for e in seen])
         await state.record_invoices(
             org, {inv.id: inv.number for inv in found.invoice_of.values() if inv.id}
