@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.bc import BcConflict, BcConnection, BcError
+from worker.bc.errors import DIALOG, Label, is_dialog, message_text
 from worker.bc.models import Customer as BcCustomer
 from worker.config.model import IntegrationConfig
 from worker.errors import Permanent
@@ -46,14 +47,11 @@ from worker.sync.transforms import (
     vat_rejected,
 )
 
-# Any AL Error() (bc-api §5.1): the VAT format check and the No. Series check answer with it.
-DIALOG = "Application_DialogException"
 VAT_FIELD = "taxRegistrationNumber"
 ADDRESS_FIELDS = ("city", "postalCode", "country")
-# NoSeriesImpl.Codeunit.al CannotAssignManuallyErr, in English (every request asks for en-US):
-# "You may not enter numbers manually. … please activate Manual Nos. in No. Series KUND."
-_MANUAL_NOS = re.compile(r"may not enter numbers manually.*?No\. Series (?P<series>\S+?)\.?(\s|$)")
-_CORRELATION = re.compile(r"\s*CorrelationId:.*$")
+# The series' code in NoSeriesImpl.Codeunit.al CannotAssignManuallyErr ("You may not enter
+# numbers manually. … in No. Series KUND."); the error itself is recognised by its label.
+_SERIES = re.compile(r"No\. Series (?P<series>\S+?)\.?(\s|$)")
 
 
 @dataclass(frozen=True)
@@ -215,31 +213,26 @@ class _Writer:
                 raise
             first = exc
         result = await write({k: v for k, v in body.items() if k != VAT_FIELD})
-        self.warnings.append(vat_rejected(self.customer, vat, _bc_words(first.message)))
+        self.warnings.append(vat_rejected(self.customer, vat, message_text(first)))
         return result
 
     def _manual_numbers(self, exc: BcError) -> Permanent | None:
         """BC's "You may not enter numbers manually" (a customer number series without Manual
         Nos.) as a permanent error naming the setting; None for any other error."""
-        match = _MANUAL_NOS.search(exc.message or "") if exc.code == DIALOG else None
-        if match is None:
+        if not is_dialog(exc, Label.MANUAL_NUMBERS):
             return None
-        series = match.group("series")
+        match = _SERIES.search(message_text(exc))
+        series = f"number series '{match.group('series')}'" if match else "its number series"
         return Permanent(
             "BC-CUSTOMER-NOS-NOT-MANUAL",
-            f"Business Central refused customer number {self.number}: its customer number "
-            f"series '{series}' does not allow numbers from outside. Turn on Manual Nos. for "
-            f"number series '{series}' in Business Central (Sales & Receivables Setup, Customer "
+            f"Business Central refused customer number {self.number}: the customer "
+            f"{series} does not allow numbers from outside. Turn on Manual Nos. for "
+            f"{series} in Business Central (Sales & Receivables Setup, Customer "
             "Nos.), then replay.",
             bc_status=exc.status,
             bc_code=exc.code,
             subject=f"customer {self.customer.number}",
         )
-
-
-def _bc_words(message: str) -> str:
-    """BC's message without the CorrelationId it appends."""
-    return _CORRELATION.sub("", message or "").strip()
 
 
 async def _posting_groups(
