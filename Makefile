@@ -34,7 +34,7 @@ schemas: $(STAMP)
 
 ## make demo: the product end to end against the BC emulator
 demo: $(STAMP)
-	$(BIN)/python -m worker.demo
+	$(BIN)/python -m tests.demo
 
 ## make bench [QUICK=1]: performance scenarios, report in bench-report.md
 bench: $(STAMP)

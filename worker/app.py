@@ -13,12 +13,10 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from worker.api import config_routes, ops_routes
-from worker.api.app import ApiContext, ApiServer, create_app
-from worker.bc import BcHub
-from worker.config.cache import ConfigCache
-from worker.config.leases import Leases
+from worker.api.app import ApiContext, ApiServer, api_tokens, create_app
+from worker.bc import BcEndpoints, BcHub, ClientOptions
+from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.events.envelope import build
 from worker.events.handlers import Observer
 from worker.events.models import ExportedData
@@ -35,6 +33,7 @@ from worker.notify import (
 from worker.ops.health import readiness_checks
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
+from worker.store import ConfigCache, Leases, Store
 from worker.sync import registry
 from worker.sync.context import SyncContext
 from worker.sync.expenses import ExpenseState
@@ -42,6 +41,36 @@ from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver, SuccessBuffer
 
 log = structlog.get_logger(__name__)
+
+ROLES = ("consume", "poll", "api", "notify")
+
+
+def check_roles(settings: Settings, roles: Sequence[str]) -> None:
+    """Raise :class:`~worker.config.settings.SettingsError` when a role lacks a setting it
+    needs (before anything connects)."""
+    if "api" in roles:
+        api_tokens(settings)
+
+
+def bc_endpoints(settings: Settings) -> BcEndpoints:
+    """The BC client's configuration, from the process settings."""
+    return BcEndpoints(
+        api_url=settings.bc_api_url,
+        authority_url=settings.authority_url,
+        ca_file=settings.ca_file,
+        client_id=settings.client_id,
+        services=ODataServices(
+            settings.odata_dimension_values,
+            settings.odata_customer_card,
+            settings.odata_gen_bus_posting_groups,
+            settings.odata_customer_posting_groups,
+        ),
+    )
+
+
+def bc_hub(settings: Settings, *, options: ClientOptions | None = None) -> BcHub:
+    """The process's BC client state, configured from the settings."""
+    return BcHub(bc_endpoints(settings), options=options)
 
 
 @dataclass
@@ -81,7 +110,7 @@ class Runtime:
             settings=settings,
             store=store,
             configs=ConfigCache(store),
-            hub=BcHub(settings),
+            hub=bc_hub(settings),
             connection=connection,
             publisher=Publisher(connection, settings.exchange),
             leases=Leases(store),

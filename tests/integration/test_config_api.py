@@ -23,11 +23,11 @@ from tests.integration.test_config_verify import API_TOKEN, FAST, closed_port_ur
 from tests.integration.test_dlq_support import Spec, make_dead_letters
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.api.config_routes import add_routes
+from worker.app import bc_hub
 from worker.bc import BcHub
-from worker.config.cache import ConfigCache
-from worker.config.service import ConfigService
 from worker.config.settings import Settings
-from worker.config.store import Store
+from worker.setup.service import ConfigService
+from worker.store import ConfigCache, Store
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ORG = "org-acme"
@@ -74,7 +74,7 @@ async def api(
     store = make_store()
     await store.migrate()
     settings = emulator_settings(tmp_path, emulator)
-    async with BcHub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST) as hub:
         async for api in start_api(settings, store, hub):
             yield api
 
@@ -207,7 +207,7 @@ async def test_bc_unreachable_is_502_with_a_retry_hint(
     await store.migrate()
     url = closed_port_url()
     settings = emulator_settings(tmp_path, emulator, bc_api_url=url, authority_url=url)
-    async with BcHub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST) as hub:
         async for api in start_api(settings, store, hub):
             status, body, headers = await api.call("PUT", PATH, json=dialog())
             assert status == 502
@@ -328,7 +328,7 @@ async def test_status_shows_outcomes_and_dead_letters(
     api_settings = emulator_settings(tmp_path, emulator, amqp_url=settings.amqp_url).model_copy(
         update={"queue_prefix": settings.queue_prefix, "exchange": settings.exchange}
     )
-    async with BcHub(api_settings, options=FAST) as hub:
+    async with bc_hub(api_settings, options=FAST) as hub:
         async for api in start_api(api_settings, store, hub):
             status, body, _ = await api.call("GET", PATH + "/status")
             assert status == 200
@@ -354,7 +354,7 @@ async def test_the_routes_find_store_hub_and_cache_on_the_runtime(
     store = make_store()
     await store.migrate()
     settings = emulator_settings(tmp_path, emulator)
-    async with BcHub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST) as hub:
         cache = ConfigCache(store, ttl=3600)
         assert await cache.config(ORG) is None  # cached as "not configured" for an hour
         runtime = SimpleNamespace(store=store, hub=hub, configs=cache)

@@ -16,7 +16,7 @@ from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
 from tests.factories import dialog
 from tests.integration.test_config_verify import closed_port_url, emulator_settings
-from worker.config.commands import EXIT_REJECTED, EXIT_UNREACHABLE, register
+from worker.cli.config import EXIT_REJECTED, EXIT_UNREACHABLE, register
 from worker.config.settings import Settings
 
 ORG = "org-acme"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker.cli import build_parser
-from worker.ops.commands import ProgressBar, format_table
+from worker.cli.dlq import ProgressBar, format_table
 from worker.ops.dlq import Filters
 
 

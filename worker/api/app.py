@@ -24,12 +24,6 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ReadinessCheck(Protocol):
-    """One part of readiness: returns (ok, detail)."""
-
-    async def __call__(self) -> tuple[bool, Any]: ...
-
-
 @dataclass
 class ApiContext:
     """What the routes need; roles that do not run in this process are simply absent."""

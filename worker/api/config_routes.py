@@ -7,7 +7,7 @@
 - ``GET …/status`` → sections (configuration, last outcomes per object type, dead letters);
   other modules add theirs with :func:`add_status_section`
 
-Same logic as ``bc-sync config`` (:class:`worker.config.service.ConfigService`).
+Same logic as ``bc-sync config`` (:class:`worker.setup.service.ConfigService`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from aiohttp import web
 
 from worker.api.app import CALLER, CONTEXT
 from worker.bc import BcHub
-from worker.config.cache import ConfigCache
 from worker.config.model import ConfigValidationError, FieldError
-from worker.config.service import ConfigService
-from worker.config.store import Store, StoredConfigError, check_org_id
-from worker.config.verify import BcUnreachable
 from worker.ops import dlq
+from worker.setup.service import ConfigService
+from worker.setup.verify import BcUnreachable
+from worker.store import ConfigCache, Store, StoredConfigError, check_org_id
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +83,7 @@ async def _service(request: web.Request) -> ConfigService:
                 raise _Unavailable("the configuration store is not available in this process")
             hub = _find(ctx.services, "hub", "hub", BcHub)
             if hub is None:
-                hub = state.own_hub = BcHub(ctx.settings)
+                hub = state.own_hub = bc_hub(ctx.settings)
             cache = _find(ctx.services, "config_cache", "configs", ConfigCache)
             state.service = ConfigService(store, hub, cache)
     return state.service

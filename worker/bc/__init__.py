@@ -1,7 +1,8 @@
 """Business Central client: auth (msal), HTTP (aiohttp), OData helpers, resources, errors.
 
-Knows nothing of Moment and nothing of AMQP. Start with :class:`BcHub` (one per process) and
-``hub.connection(credentials)``; every call raises a :class:`BcError` subclass on failure.
+Knows nothing of Moment, of settings and of AMQP. Start with :class:`BcHub` (one per process,
+configured by :class:`BcEndpoints`) and ``hub.connection(credentials)``; every call raises a
+:class:`BcError` subclass on failure.
 
 Mapping errors to outcomes: ``err.transient`` says whether a later attempt can succeed
 (:class:`BcThrottled`, :class:`BcUnavailable`, :class:`BcConflict` → retry ladder, honouring
@@ -12,6 +13,7 @@ integration setting to correct, if any.
 """
 
 from worker.bc.client import BcConnection, BcCredentials, BcHub
+from worker.bc.endpoints import BcEndpoints
 from worker.bc.errors import (
     BcAuthError,
     BcCompanyNotFound,
@@ -36,6 +38,7 @@ __all__ = [
     "BcConflict",
     "BcConnection",
     "BcCredentials",
+    "BcEndpoints",
     "BcEnvironmentNotFound",
     "BcError",
     "BcHub",

@@ -1,39 +1,30 @@
 """``bc-sync config get|put|delete ORG`` and ``bc-sync verify ORG`` (DESIGN §11).
 
-The same code path as the admin API (:class:`worker.config.service.ConfigService`): a save is
-verified against Business Central before it is stored, and audited. ``worker/cli.py`` calls
-:func:`register` with its sub-parsers.
+The same code path as the admin API (:class:`worker.setup.service.ConfigService`): a save is
+verified against Business Central before it is stored, and audited.
 
-Exit codes: 0 done; 1 rejected (field errors, as the API's 422) or no such configuration;
-2 bad usage; 3 Business Central could not be reached (the API's 502; try again later).
+Exit codes (:class:`~worker.cli.common.ExitCode`): 0 done; 1 rejected (field errors, as the
+API's 422) or no such configuration; 2 bad usage; 3 Business Central could not be reached (the
+API's 502; try again later).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import getpass
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from worker.bc import BcHub
-from worker.config.model import ConfigValidationError, FieldError
-from worker.config.service import ConfigService, NotConfigured
+from worker.app import bc_hub
+from worker.cli.common import ExitCode, actor, guard, print_json
+from worker.config.model import ConfigValidationError
 from worker.config.settings import Settings
-from worker.config.store import Store, StoreError
-from worker.config.verify import BcUnreachable
-
-Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
-
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+from worker.setup.service import ConfigService, NotConfigured
+from worker.store import Store
 
 EPILOG = (
     "exit codes: 0 done, 1 rejected (field errors) or not configured, 2 bad usage, "
@@ -41,74 +32,15 @@ EPILOG = (
 )
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no user name in this environment (e.g. a bare container uid)
-        return "cli:unknown"
-
-
-def _err(message: str) -> None:
-    print(f"bc-sync: {message}", file=sys.stderr)
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _print_errors(errors: Sequence[FieldError], as_json: bool) -> None:
-    if as_json:
-        _print_json({"errors": list(errors)})
-        return
-    for error in errors:
-        print(f"{error['field']}: {error['message']} [{error['code']}]", file=sys.stderr)
-
-
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[ConfigService]:
     store = Store.from_settings(settings)
     try:
         await store.migrate()
-        async with BcHub(settings) as hub:
+        async with bc_hub(settings) as hub:
             yield ConfigService(store, hub)
     finally:
         await store.close()
-
-
-def _guard(func: Command) -> Command:
-    """Expected failures become readable lines on stderr and an exit code."""
-
-    @functools.wraps(func)
-    async def wrapper(args: argparse.Namespace, settings: Settings) -> int:
-        as_json = bool(getattr(args, "json", False))
-        try:
-            return await func(args, settings)
-        except ConfigValidationError as exc:
-            _print_errors(exc.errors, as_json)
-            return EXIT_REJECTED
-        except NotConfigured as exc:
-            _err(str(exc))
-            return EXIT_REJECTED
-        except BcUnreachable as exc:
-            if as_json:
-                _print_json(
-                    {
-                        "error": "bc_unreachable",
-                        "message": exc.message,
-                        "retry_after": round(exc.retry_after),
-                    }
-                )
-            else:
-                _err(exc.message)
-            return EXIT_UNREACHABLE
-        except StoreError as exc:
-            _err(str(exc))
-            return EXIT_REJECTED
-        except ValueError as exc:  # a malformed organization id
-            _err(str(exc))
-            return EXIT_USAGE
-
-    return wrapper
 
 
 async def _read_body(source: str) -> Any:
@@ -130,53 +62,53 @@ async def _read_body(source: str) -> Any:
         ) from None
 
 
-@_guard
+@guard
 async def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
         stored = await service.get(args.org)
     if stored is None:
         raise NotConfigured(args.org)
-    _print_json(stored.to_public_dict())
-    return EXIT_OK
+    print_json(stored.to_public_dict())
+    return ExitCode.OK
 
 
-@_guard
+@guard
 async def cmd_put(args: argparse.Namespace, settings: Settings) -> int:
     body = await _read_body(args.file)
     async with _service(settings) as service:
-        status = await service.put(args.org, body, actor=_actor())
+        status = await service.put(args.org, body, actor=actor())
     if args.json:
-        _print_json({"status": status})
+        print_json({"status": status})
     else:
         print(status)
-    return EXIT_OK
+    return ExitCode.OK
 
 
-@_guard
+@guard
 async def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
-        deleted = await service.delete(args.org, actor=_actor())
+        deleted = await service.delete(args.org, actor=actor())
     if not deleted:
         raise NotConfigured(args.org)
     if args.json:
-        _print_json({"status": "Deleted"})
+        print_json({"status": "Deleted"})
     else:
         print("Deleted")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-@_guard
+@guard
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(settings) as service:
         facts = await service.verify(args.org)
     if args.json:
-        _print_json({"status": "OK", **facts.to_dict()})
+        print_json({"status": "OK", **facts.to_dict()})
     else:
         print(
             f"OK: company '{facts.name}' ({facts.id}), country {facts.country or '-'}, "
             f"local currency {facts.local_currency or '-'}"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

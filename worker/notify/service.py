@@ -31,10 +31,8 @@ from typing import Any, Protocol
 import structlog
 
 from worker import metrics
-from worker.config.leases import Leases
 from worker.config.model import IntegrationConfig
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.events.envelope import build
 from worker.notify.digest import DigestContent, compose
 from worker.notify.mail import (
@@ -52,6 +50,7 @@ from worker.notify.store import (
     recipient_key,
     utcnow,
 )
+from worker.store import Leases, Store
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +76,7 @@ class EventPublisher(Protocol):
 
 
 class ConfigSource(Protocol):
-    """What the service needs of :class:`worker.config.cache.ConfigCache`."""
+    """What the service needs of :class:`worker.store.config_cache.ConfigCache`."""
 
     async def config(self, org_id: str) -> IntegrationConfig | None: ...
 

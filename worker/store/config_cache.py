@@ -20,7 +20,8 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from worker.config.model import IntegrationConfig
-from worker.config.store import Store, StoredConfig
+from worker.store.configs import StoredConfig
+from worker.store.engine import Store
 
 log = structlog.get_logger(__name__)
 

@@ -3,7 +3,7 @@ workers), on SQLAlchemy Core with asyncio.
 
 ``Store`` owns the engine and hands out repositories (``store.configs``,
 ``store.sync_outcomes``). Other modules add their own tables the same way: declare a ``Table``
-on :data:`worker.config.migrations.metadata`, append a step to ``MIGRATIONS``, and write a small
+on :data:`worker.store.migrations.metadata`, append a step to ``MIGRATIONS``, and write a small
 repository class that takes the ``Store`` and uses ``store.read()`` / ``store.write()`` /
 ``store.upsert()``.
 """
@@ -14,154 +14,29 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
-from pydantic import SecretStr, ValidationError
-from sqlalchemy import (
-    Boolean,
-    Column,
-    ColumnElement,
-    Insert,
-    Integer,
-    String,
-    Table,
-    Text,
-    case,
-    delete,
-    event,
-    select,
-    text,
-    update,
-)
+from pydantic import SecretStr
+from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from worker.config.crypto import SecretBox, SecretDecryptError
-from worker.config.migrations import (
-    MIGRATIONS,
-    JsonType,
-    Migration,
-    UtcDateTime,
-    metadata,
-    run_migrations,
-)
-from worker.config.model import ConfigValidationError, IntegrationConfig, field_errors
+from worker.config.crypto import SecretBox
 from worker.config.settings import Settings, get_settings
-from worker.log import redact_text, register_secret
+from worker.store.base import StoreError
+from worker.store.configs import ConfigRepository
+from worker.store.migrations import MIGRATIONS, Migration, metadata, run_migrations
+from worker.store.outcomes import SyncOutcome, SyncOutcomeRepository
 
 log = structlog.get_logger(__name__)
 
-ORG_ID_MAX = 100
-OBJECT_TYPE_MAX = 50
-FAILURE_MESSAGE_MAX = 2000
 # Seconds a SQLite connection waits for another writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 30.0
-
-integration_configs = Table(
-    "integration_configs",
-    metadata,
-    Column("org_id", String(ORG_ID_MAX), primary_key=True),
-    Column("config", JsonType, nullable=False),  # IntegrationConfig without the secret
-    Column("secret_ciphertext", Text, nullable=False),  # Fernet token of the client secret
-    # Copied out of ``config`` so the expense poller can select its organizations in SQL.
-    Column("import_expenses", Boolean, nullable=False, default=False),
-    Column("version", Integer, nullable=False),  # 1 on create, +1 on every save
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("updated_at", UtcDateTime, nullable=False),
-)
-
-sync_outcomes = Table(
-    "sync_outcomes",
-    metadata,
-    Column("org_id", String(ORG_ID_MAX), primary_key=True),
-    Column("object_type", String(OBJECT_TYPE_MAX), primary_key=True),
-    Column("last_success_at", UtcDateTime),
-    Column("last_success_ref", String(200)),
-    Column("last_failure_at", UtcDateTime),
-    Column("last_failure_code", String(100)),
-    Column("last_failure_message", Text),
-)
-
-
-class StoreError(Exception):
-    """The store cannot do what was asked; the message is safe to show to ops."""
-
-
-class StoredConfigError(StoreError):
-    """A stored configuration cannot be used (no longer valid, or its secret undecryptable)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def check_org_id(org_id: str) -> str:
-    """A Moment organization id as the store keys it (non-empty, one line, ≤ 100 characters)."""
-    if not isinstance(org_id, str) or not org_id.strip():
-        raise ValueError("organization id must be a non-empty string")
-    if len(org_id) > ORG_ID_MAX or not org_id.isprintable():
-        raise ValueError(f"organization id must be printable and at most {ORG_ID_MAX} characters")
-    return org_id
-
-
-@dataclass(frozen=True)
-class StoredConfig:
-    """A saved configuration with its secret (internal use) and its row metadata."""
-
-    org_id: str
-    config: IntegrationConfig
-    version: int
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def stamp(self) -> tuple[int, datetime]:
-        """Changes whenever the row changes (also when it is deleted and created again)."""
-        return (self.version, self.updated_at)
-
-    def to_public_dict(self) -> dict[str, Any]:
-        """The config as users may see it (no secret), with version and timestamps."""
-        return {
-            **self.config.to_public_dict(),
-            "version": self.version,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True)
-class SyncOutcome:
-    """The last success and the last failure of one object type of one organization."""
-
-    org_id: str
-    object_type: str
-    last_success_at: datetime | None
-    last_success_ref: str | None
-    last_failure_at: datetime | None
-    last_failure_code: str | None
-    last_failure_message: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, for the status endpoint."""
-        return {
-            "object_type": self.object_type,
-            "last_success_at": _iso(self.last_success_at),
-            "last_success_ref": self.last_success_ref,
-            "last_failure_at": _iso(self.last_failure_at),
-            "last_failure_code": self.last_failure_code,
-            "last_failure_message": self.last_failure_message,
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +132,7 @@ class Store:
 
     @property
     def migrations(self) -> list[Migration]:
-        """The ordered schema steps (append new ones in ``worker.config.migrations``)."""
+        """The ordered schema steps (append new ones in ``worker.store.migrations``)."""
         return MIGRATIONS
 
     async def migrate(self) -> list[int]:
@@ -368,253 +243,3 @@ def _make_parent_dir(url: URL) -> None:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
-class ConfigRepository:
-    """The ``integration_configs`` table: one row per Moment organization."""
-
-    table = integration_configs
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def get(self, org_id: str) -> StoredConfig | None:
-        """The organization's config including its decrypted secret, or ``None``."""
-        t = self.table
-        async with self._store.read() as conn:
-            row = (await conn.execute(select(t).where(t.c.org_id == check_org_id(org_id)))).first()
-        if row is None:
-            return None
-        try:
-            secret = self._store.secrets.decrypt(row.secret_ciphertext)
-        except SecretDecryptError as exc:
-            raise StoredConfigError(f"organization {org_id}: {exc}") from None
-        register_secret(secret)
-        try:
-            config = IntegrationConfig.from_stored(row.config, secret)
-        except ValidationError as exc:
-            problems = "; ".join(e["message"] for e in field_errors(exc))
-            raise StoredConfigError(
-                f"organization {org_id}: the stored configuration is no longer valid: {problems}"
-            ) from None
-        return StoredConfig(org_id, config, row.version, row.created_at, row.updated_at)
-
-    async def stamp(self, org_id: str) -> tuple[int, datetime] | None:
-        """``(version, updated_at)`` of the row without loading it: a cheap change check."""
-        t = self.table
-        async with self._store.read() as conn:
-            row = (
-                await conn.execute(
-                    select(t.c.version, t.c.updated_at).where(t.c.org_id == check_org_id(org_id))
-                )
-            ).first()
-        return None if row is None else (row.version, row.updated_at)
-
-    async def put(self, org_id: str, config: IntegrationConfig) -> Literal["Created", "Updated"]:
-        """Save the config. ``Created`` when this call made the row, else ``Updated``.
-
-        Without ``client_secret`` the stored secret is kept; creating without one raises
-        :class:`ConfigValidationError` on ``client_secret``. Concurrent saves for one
-        organization leave one consistent row and exactly one of them reports ``Created``.
-        """
-        t = self.table
-        org_id = check_org_id(org_id)
-        now = utcnow()
-        values: dict[str, Any] = {
-            "config": config.to_storage_dict(),
-            "import_expenses": config.import_expenses,
-            "updated_at": now,
-        }
-        if config.client_secret is None:
-            async with self._store.write() as conn:
-                version = (
-                    await conn.execute(
-                        update(t)
-                        .where(t.c.org_id == org_id)
-                        .values(**values, version=t.c.version + 1)
-                        .returning(t.c.version)
-                    )
-                ).scalar()
-            if version is None:
-                raise ConfigValidationError(
-                    [
-                        {
-                            "field": "client_secret",
-                            "code": "required",
-                            "message": "Client Secret is required when the integration is "
-                            "set up for the first time.",
-                        }
-                    ]
-                )
-            return "Updated"
-        values["secret_ciphertext"] = self._store.secrets.encrypt(
-            config.client_secret.get_secret_value()
-        )
-        stmt = self._store.upsert(
-            t,
-            {**values, "org_id": org_id, "version": 1, "created_at": now},
-            key=["org_id"],
-            set_=lambda new: {
-                "config": new.config,
-                "import_expenses": new.import_expenses,
-                "secret_ciphertext": new.secret_ciphertext,
-                "updated_at": new.updated_at,
-                "version": t.c.version + 1,
-            },
-        )
-        async with self._store.write() as conn:
-            version = (await conn.execute(stmt.returning(t.c.version))).scalar_one()
-        # Only the inserting statement sees version 1: every update adds one.
-        return "Created" if version == 1 else "Updated"
-
-    async def delete(self, org_id: str) -> bool:
-        """Remove the config and the organization's sync outcomes; ``False`` if there was none."""
-        org_id = check_org_id(org_id)
-        async with self._store.write() as conn:
-            result = await conn.execute(delete(self.table).where(self.table.c.org_id == org_id))
-            await conn.execute(delete(sync_outcomes).where(sync_outcomes.c.org_id == org_id))
-        return bool(result.rowcount)
-
-    async def list_orgs(self, *, import_expenses: bool | None = None) -> list[str]:
-        """Organization ids with a config, sorted; filter on the import-expenses toggle."""
-        t = self.table
-        query = select(t.c.org_id).order_by(t.c.org_id)
-        if import_expenses is not None:
-            query = query.where(t.c.import_expenses.is_(import_expenses))
-        async with self._store.read() as conn:
-            return list((await conn.execute(query)).scalars())
-
-    async def rotate_secrets(self) -> int:
-        """Re-encrypt secrets not yet under the first key; returns how many were re-encrypted.
-
-        Rows are updated one by one and only if unchanged meanwhile (a concurrent save already
-        used the first key). Rows no key can decrypt are reported after the others are done.
-        """
-        t = self.table
-        box = self._store.secrets
-        async with self._store.read() as conn:
-            rows = (await conn.execute(select(t.c.org_id, t.c.secret_ciphertext))).all()
-        rotated = 0
-        broken: list[str] = []
-        for row in rows:
-            org_id, token = str(row.org_id), str(row.secret_ciphertext)
-            if box.is_current(token):
-                continue
-            try:
-                new_token = box.rotate(token)
-            except SecretDecryptError:
-                broken.append(org_id)
-                continue
-            async with self._store.write() as conn:
-                result = await conn.execute(
-                    update(t)
-                    .where(t.c.org_id == org_id, t.c.secret_ciphertext == token)
-                    .values(secret_ciphertext=new_token)
-                )
-            rotated += result.rowcount
-        if broken:
-            raise SecretDecryptError(
-                f"re-encrypted {rotated} client secret(s), but those of organization(s) "
-                f"{', '.join(broken)} cannot be decrypted with any key in BC_SYNC_SECRET_KEY; "
-                "put the old key back after the new one, or save those integrations again."
-            )
-        log.info("secrets_rotated", count=rotated)
-        return rotated
-
-
-def _latest(current: Any, new: Any, when_new: Any) -> ColumnElement[Any]:
-    """``new`` unless the stored event is newer: out-of-order reports never go back in time."""
-    return case((when_new, new), else_=current)
-
-
-class SyncOutcomeRepository:
-    """The ``sync_outcomes`` table: last success and failure per organization and object type."""
-
-    table = sync_outcomes
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def record_success(
-        self, org_id: str, object_type: str, ref: str | None = None, *, at: datetime | None = None
-    ) -> None:
-        """Remember a success (``ref``: e.g. the BC number or id of what was written)."""
-        async with self._store.write() as conn:
-            await conn.execute(self._success(org_id, object_type, ref, at or utcnow()))
-
-    async def record_successes(
-        self, items: Sequence[tuple[str, str, str | None, datetime]]
-    ) -> None:
-        """Several ``(org_id, object_type, ref, at)`` successes in one transaction."""
-        if not items:
-            return
-        async with self._store.write() as conn:
-            for org_id, object_type, ref, at in items:
-                await conn.execute(self._success(org_id, object_type, ref, at))
-
-    def _success(self, org_id: str, object_type: str, ref: str | None, at: datetime) -> Insert:
-        t = self.table
-        values = {
-            "org_id": check_org_id(org_id),
-            "object_type": _object_type(object_type),
-            "last_success_at": at,
-            "last_success_ref": (ref or None) and ref[:200],
-        }
-
-        def set_(new: Any) -> Mapping[str, Any]:
-            is_newer = (t.c.last_success_at.is_(None)) | (
-                new.last_success_at >= t.c.last_success_at
-            )
-            return {
-                "last_success_at": _latest(t.c.last_success_at, new.last_success_at, is_newer),
-                "last_success_ref": _latest(t.c.last_success_ref, new.last_success_ref, is_newer),
-            }
-
-        return self._store.upsert(t, values, ["org_id", "object_type"], set_)
-
-    async def record_failure(
-        self,
-        org_id: str,
-        object_type: str,
-        code: str,
-        message: str,
-        *,
-        at: datetime | None = None,
-    ) -> None:
-        """Remember a failure with its error code and a message for the Moment admin."""
-        t = self.table
-        at = at or utcnow()
-        values = {
-            "org_id": check_org_id(org_id),
-            "object_type": _object_type(object_type),
-            "last_failure_at": at,
-            "last_failure_code": code[:100],
-            # Messages may quote BC's or Entra's answers: mask anything secret-looking.
-            "last_failure_message": redact_text(message)[:FAILURE_MESSAGE_MAX],
-        }
-
-        def set_(new: Any) -> Mapping[str, Any]:
-            is_newer = (t.c.last_failure_at.is_(None)) | (
-                new.last_failure_at >= t.c.last_failure_at
-            )
-            return {
-                name: _latest(t.c[name], new[name], is_newer)
-                for name in ("last_failure_at", "last_failure_code", "last_failure_message")
-            }
-
-        async with self._store.write() as conn:
-            await conn.execute(self._store.upsert(t, values, ["org_id", "object_type"], set_))
-
-    async def for_org(self, org_id: str) -> list[SyncOutcome]:
-        """The organization's outcomes, one per object type, sorted by object type."""
-        t = self.table
-        query = select(t).where(t.c.org_id == check_org_id(org_id)).order_by(t.c.object_type)
-        async with self._store.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [SyncOutcome(**row._asdict()) for row in rows]
-
-
-def _object_type(value: str) -> str:
-    if not value or len(value) > OBJECT_TYPE_MAX:
-        raise ValueError(f"object type must be 1 to {OBJECT_TYPE_MAX} characters")
-    return value

@@ -255,7 +255,7 @@ def check_steps(steps: Sequence[Migration]) -> None:
 async def run_migrations(engine: AsyncEngine, steps: Sequence[Migration] = MIGRATIONS) -> list[int]:
     """Apply the steps the database lacks; return their versions (empty when up to date).
 
-    ``engine`` must come from :class:`worker.config.store.Store` (on SQLite it relies on the
+    ``engine`` must come from :class:`worker.store.engine.Store` (on SQLite it relies on the
     store's BEGIN handling to take the write lock up front).
     """
     check_steps(steps)

@@ -28,12 +28,11 @@ from sqlalchemy import Column, Integer, String, Table, Text, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.bc.models import PurchaseInvoice, PurchaseInvoiceLine, PurchaseInvoicePage
-from worker.config.migrations import UtcDateTime, metadata
 from worker.config.model import IntegrationConfig
-from worker.config.store import Store, check_org_id, utcnow
 from worker.events.envelope import build
 from worker.events.models import Expense, ExpenseImportedData
 from worker.log import redact_text
+from worker.store import Store, UtcDateTime, check_org_id, metadata, utcnow
 
 log = structlog.get_logger(__name__)
 

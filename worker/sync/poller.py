@@ -28,12 +28,11 @@ from typing import Protocol
 import structlog
 
 from worker.bc import BcError
-from worker.config.leases import Leases
 from worker.config.model import ConfigValidationError
 from worker.config.settings import Settings
-from worker.config.store import Store, StoredConfig, utcnow
 from worker.events.handlers import FailureReport, Observer
 from worker.metrics import EXPENSES_PUBLISHED, POLLER_LAG
+from worker.store import Leases, Store, StoredConfig, utcnow
 from worker.sync.context import SyncContext
 from worker.sync.errors import classify
 from worker.sync.expenses import (

@@ -1,0 +1,5 @@
+"""The ``bc-sync`` command line (DESIGN §11): run, topology, config, verify, poll, dlq."""
+
+from worker.cli.main import ROLES, build_parser, main
+
+__all__ = ["ROLES", "build_parser", "main"]

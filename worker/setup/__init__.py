@@ -1,0 +1,1 @@
+"""Application services of the integration setup: verify on save, options, save/delete."""
