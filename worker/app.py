@@ -1,19 +1,29 @@
-"""Wiring: the shared objects of one process, and the roles of ``bc-sync run``."""
+"""The composition root: the shared objects of one process, and the roles of ``bc-sync run``.
+
+Settings are read here and handed on as values (``bc_endpoints``); the process's one broker
+connection (:class:`Runtime`) is injected into the consumer, the publisher, the dead-letter
+sampler and the dead-letter operations of the API.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
-from aiohttp import web
 
 from worker.api import config_routes, ops_routes
-from worker.api.app import ApiContext, ApiServer, api_tokens, create_app
+from worker.api.app import (
+    DLQ_LOCK_WAIT_S,
+    ApiContext,
+    ApiServer,
+    StatusSection,
+    api_tokens,
+    create_app,
+)
 from worker.bc import BcEndpoints, BcHub, ClientOptions
 from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
@@ -30,10 +40,12 @@ from worker.notify import (
     NotificationRepository,
     digest_status,
 )
+from worker.ops.dlq import DeadLetters
 from worker.ops.health import readiness_checks
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
-from worker.store import ConfigCache, Leases, Store
+from worker.setup.service import ConfigService
+from worker.store import ConfigCache, Leases, Store, iso
 from worker.sync import registry
 from worker.sync.context import SyncContext
 from worker.sync.expenses import ExpenseState
@@ -151,7 +163,6 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
     notifications = NotificationRepository(runtime.store)
     # Every consuming or polling process records what needs a person; the notify role sends it.
     runtime.observers.append(NotificationRecorder(notifications))
-    ctx = ApiContext(settings=settings, services={"runtime": runtime, "store": runtime.store})
     consumers: list[Consumer] = []
     if "consume" in roles:
         consumer = Consumer(
@@ -174,14 +185,25 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
                 publisher=runtime.publisher,
             )
         )
-    ctx.readiness.update(readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store)))
-    routes: list[Any] = []
+    readiness = readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store))
     if "api" in roles:
-        routes.append(ops_routes.add_routes)
-        routes.append(config_routes.add_routes)
-        routes.append(_status_sections(runtime.store, settings))
-        services.append(DeadLetterSampler(settings))
-    services.append(ApiServer(create_app(ctx, routes), settings.http_host, settings.http_port))
+        dead_letters = DeadLetters(settings, runtime.connection, lock_wait=DLQ_LOCK_WAIT_S)
+        sampler = DeadLetterSampler(
+            settings, connection=runtime.connection, dead_letters=dead_letters
+        )
+        ctx = ApiContext(
+            settings,
+            config=ConfigService(runtime.store, runtime.hub, runtime.configs),
+            dead_letters=dead_letters,
+            dead_letter_counts=sampler.counts,
+            status_sections=_status_sections(runtime.store, settings),
+            readiness=readiness,
+        )
+        services.append(sampler)
+        app = create_app(ctx, [ops_routes.add_routes, config_routes.add_routes])
+    else:
+        app = create_app(ApiContext(settings, readiness=readiness))
+    services.append(ApiServer(app, settings.http_host, settings.http_port))
     return services
 
 
@@ -193,32 +215,24 @@ def _pinger(store: Store) -> Any:
     return ping
 
 
-def _status_sections(store: Store, settings: Settings) -> Any:
+def _status_sections(store: Store, settings: Settings) -> dict[str, StatusSection]:
     """Expense import and notifications in ``GET …/status`` (after the config routes' own)."""
 
-    async def expenses(_request: web.Request, org: str) -> Any:
+    async def expenses(org: str) -> Any:
         state = await ExpenseState(store).get(org)
         if state is None:
             return {"polled": False}
         return {
             "polled": True,
-            "watermark": _iso(state.watermark),
-            "last_poll_at": _iso(state.last_poll_at),
-            "last_success_at": _iso(state.last_success_at),
+            "watermark": iso(state.watermark),
+            "last_poll_at": iso(state.last_poll_at),
+            "last_success_at": iso(state.last_success_at),
             "last_error_code": state.last_error_code,
             "last_error_message": state.last_error_message,
             "paused": state.paused_at is not None,
         }
 
-    async def notifications(_request: web.Request, org: str) -> Any:
+    async def notifications(org: str) -> Any:
         return await digest_status(store, org, settings)
 
-    def add(app: web.Application) -> None:
-        config_routes.add_status_section(app, "expenses", expenses)
-        config_routes.add_status_section(app, "notifications", notifications)
-
-    return add
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return {"expenses": expenses, "notifications": notifications}

@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -35,20 +34,14 @@ from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
 from worker.events.envelope import Event, parse
 from worker.events.handlers import FailureReport, Observer, Outcome, Registry, subject_of
 from worker.events.models import INCOMING
-from worker.log import bound, redact_text
+from worker.log import bound
 from worker.messaging import headers as H
 from worker.messaging.publisher import Publisher, make_message
 from worker.messaging.topology import Topology
 
 log = structlog.get_logger(__name__)
 
-MAX_HEADER_TEXT = 1000
 RECONNECT_INTERVAL_S = 2.0
-MAX_HISTORY = 20  # dead-letter messages are for people; keep headers small
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _peek(body: bytes) -> dict[str, Any]:
@@ -275,17 +268,9 @@ class Consumer:
         if exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         queue = self.topology.retry_queue(delay)
-        now = _now()
-        new_headers = {
-            **hdrs,
-            H.ATTEMPT: attempt + 1,
-            H.ROUTING_KEY: routing_key,
-            H.FIRST_FAILURE: hdrs.get(H.FIRST_FAILURE, now),
-            H.LAST_FAILURE: now,
-            H.ERROR_CODE: exc.code,
-            H.ERROR_MESSAGE: _short(exc.message),
-            H.HISTORY: _history(hdrs, now, exc, "transient", attempt),
-        }
+        new_headers = H.retry_headers(
+            hdrs, routing_key=routing_key, attempt=attempt, code=exc.code, message=exc.message
+        )
         if not await self._route(message, queue, new_headers):
             return "requeued"
         await self._report(exc, event, attempt, final=False)
@@ -295,7 +280,7 @@ class Consumer:
         log.warning(
             "retry scheduled",
             code=exc.code,
-            error=_short(exc.message),
+            error=H.short(exc.message),
             next_attempt=attempt + 1,
             delay_s=self.topology.delay_of(queue),
         )
@@ -311,29 +296,22 @@ class Consumer:
         event: Event[Any] | None,
         routing_key: str,
     ) -> None:
-        now = _now()
         peek = _peek(message.body) if event is None else {}
         object_type, _, number = subject_of(event) if event is not None else (None, None, None)
-        new_headers: dict[str, Any] = {
-            **hdrs,
-            H.ROUTING_KEY: routing_key,
-            H.ERROR_CODE: exc.code,
-            H.ERROR_MESSAGE: _short(exc.message),
-            H.ERROR_CLASS: error_class,
-            H.ATTEMPTS: attempt,
-            H.FIRST_FAILURE: hdrs.get(H.FIRST_FAILURE, now),
-            H.LAST_FAILURE: now,
-            H.ORG: _label(event.org if event else peek.get("organizationid")),
-            H.EVENT_ID: _label(event.id if event else peek.get("id")),
-            H.EVENT_TYPE: _label(event.type if event else peek.get("type")),
-            H.SUBJECT: _label(exc.subject or (f"{object_type} {number}" if object_type else "")),
-            H.HISTORY: _history(hdrs, now, exc, error_class, attempt),
-        }
-        new_headers.pop(H.ATTEMPT, None)
-        if exc.bc_status is not None:
-            new_headers[H.BC_STATUS] = exc.bc_status
-        if exc.bc_code:
-            new_headers[H.BC_CODE] = exc.bc_code
+        new_headers = H.dead_letter_headers(
+            hdrs,
+            routing_key=routing_key,
+            code=exc.code,
+            message=exc.message,
+            error_class=error_class,
+            attempts=attempt,
+            org=event.org if event else peek.get("organizationid"),
+            event_id=event.id if event else peek.get("id"),
+            event_type=event.type if event else peek.get("type"),
+            subject=exc.subject or (f"{object_type} {number}" if object_type else ""),
+            bc_status=exc.bc_status,
+            bc_code=exc.bc_code,
+        )
         if not await self._route(message, self.topology.dead.name, new_headers):
             return
         await self._report(exc, event, attempt, final=True, peek=peek)
@@ -341,7 +319,7 @@ class Consumer:
             await message.ack()
         metrics.DEAD_LETTERS.labels(code=exc.code).inc()
         log.error(
-            "dead-lettered", code=exc.code, error=_short(exc.message), error_class=error_class
+            "dead-lettered", code=exc.code, error=H.short(exc.message), error_class=error_class
         )
 
     async def _route(
@@ -382,7 +360,7 @@ class Consumer:
             moment_id=moment_id,
             moment_number=number,
             code=exc.code,
-            message=_short(exc.message),
+            message=H.short(exc.message),
             attempts=attempt,
             final=final,
             notify_now=isinstance(exc, Transient) and exc.notify,
@@ -401,43 +379,8 @@ class Consumer:
                 log.exception("success observer failed", observer=type(observer).__name__)
 
 
-def _history(
-    hdrs: dict[str, Any], now: str, exc: HandlerError, error_class: str, attempt: int
-) -> list[dict[str, Any]]:
-    """The failure history carried in the headers, with this failure appended (bounded)."""
-    previous = hdrs.get(H.HISTORY)
-    history = [h for h in previous if isinstance(h, dict)] if isinstance(previous, list) else []
-    history.append(
-        {
-            "at": now,
-            "code": exc.code,
-            "class": error_class,
-            "message": _short(exc.message)[:300],
-            "attempt": attempt,
-        }
-    )
-    return history[-MAX_HISTORY:]
-
-
 def _int(value: Any, default: int) -> int:
     try:
         return max(1, int(value))
     except (TypeError, ValueError):
         return default
-
-
-MAX_HEADER_LABEL = 200
-
-
-def _label(value: object) -> str:
-    """An id-like header from an untrusted body: a bounded string, whatever the body held.
-
-    An unbounded one could outgrow an AMQP frame; the broker then closes the connection and
-    every in-flight message loops."""
-    text = "" if value is None else value if isinstance(value, str) else repr(value)
-    return _short(text)[:MAX_HEADER_LABEL]
-
-
-def _short(text: str) -> str:
-    text = redact_text(text)
-    return text if len(text) <= MAX_HEADER_TEXT else text[: MAX_HEADER_TEXT - 1] + "…"
