@@ -58,7 +58,7 @@ class Api:
 
 async def start_api(settings: Settings, store: Store, hub: BcHub) -> AsyncIterator[Api]:
     cache = ConfigCache(store)
-    ctx = ApiContext(settings, services={"store": store, "hub": hub, "config_cache": cache})
+    ctx = ApiContext(settings, config=ConfigService(store, hub, cache))
     server = ApiServer(create_app(ctx, [add_routes]), "127.0.0.1", 0)
     await server.start()
     try:
@@ -350,7 +350,7 @@ async def test_status_shows_outcomes_and_dead_letters(
 async def test_the_routes_find_store_hub_and_cache_on_the_runtime(
     tmp_path: Path, emulator: EmulatorHandle, make_store: MakeStore
 ) -> None:
-    """As ``bc-sync run`` wires them: ``services={"runtime": …, "store": …}``."""
+    """As ``bc-sync run`` wires them: the config service on the runtime's store, hub and cache."""
     store = make_store()
     await store.migrate()
     settings = emulator_settings(tmp_path, emulator)
@@ -358,7 +358,9 @@ async def test_the_routes_find_store_hub_and_cache_on_the_runtime(
         cache = ConfigCache(store, ttl=3600)
         assert await cache.config(ORG) is None  # cached as "not configured" for an hour
         runtime = SimpleNamespace(store=store, hub=hub, configs=cache)
-        ctx = ApiContext(settings, services={"runtime": runtime, "store": store})
+        ctx = ApiContext(
+            settings, config=ConfigService(runtime.store, runtime.hub, runtime.configs)
+        )
         server = ApiServer(create_app(ctx, [add_routes]), "127.0.0.1", 0)
         await server.start()
         try:

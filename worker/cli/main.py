@@ -105,7 +105,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"bc-sync: invalid setting: {exc}", file=sys.stderr)
         code = ExitCode.USAGE
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()
