@@ -21,8 +21,11 @@ from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
 from tests.factories import dialog
 from tests.integration.test_config_verify import API_TOKEN, emulator_settings
-from worker.app import build_services
+from worker.api.app import CONTEXT, ApiServer
+from worker.app import Runtime, build_services
 from worker.config.settings import Settings
+from worker.messaging.consumer import Consumer
+from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -178,3 +181,24 @@ async def test_every_role_in_one_process(
     assert moved(before, after, "bcsync_expenses_published_total") >= 1
     assert moved(before, after, "bcsync_notifications_sent_total", channel="email") >= 1
     assert moved({}, after, "bcsync_consumers", queue=app_settings.queue("exports")) == 1
+
+
+async def test_one_broker_connection_serves_every_role(app_settings: Settings) -> None:
+    """The runtime owns the process's broker connection; the consumer, the dead-letter
+    sampler and the API's dead-letter operations use it instead of opening their own."""
+    services = await build_services(app_settings, ["consume", "poll", "api", "notify"])
+    runtime = services[0]
+    assert isinstance(runtime, Runtime)
+    try:
+        consumer = next(s for s in services if isinstance(s, Consumer))
+        sampler = next(s for s in services if isinstance(s, DeadLetterSampler))
+        ctx = next(s for s in services if isinstance(s, ApiServer)).app[CONTEXT]
+        assert consumer.connection is runtime.connection
+        assert ctx.dead_letters is not None
+        assert ctx.dead_letters.connection is runtime.connection
+        assert sampler.counts is ctx.dead_letter_counts
+        assert sampler.counts.dead_letters is ctx.dead_letters
+        assert await sampler.sample() >= 0  # on the runtime's connection, not one of its own
+        assert sampler.connection is runtime.connection
+    finally:
+        await runtime.stop()

@@ -26,6 +26,8 @@ from worker.api.config_routes import add_routes
 from worker.app import bc_hub
 from worker.bc import BcHub
 from worker.config.settings import Settings
+from worker.ops.dlq import DeadLetters
+from worker.ops.sampler import DeadLetterCounts
 from worker.setup.service import ConfigService
 from worker.store import ConfigCache, Store
 
@@ -370,3 +372,33 @@ async def test_the_routes_find_store_hub_and_cache_on_the_runtime(
             await server.stop()
         # The save invalidated the runtime's cache: the worker sees it without waiting.
         assert await cache.config(ORG) is not None
+
+
+async def test_status_counts_dead_letters_from_one_scan_not_one_per_call(
+    settings: Settings, tmp_path: Path, emulator: EmulatorHandle, make_store: MakeStore
+) -> None:
+    """Moment's dialog polls the status route: a call must not scan the whole dead-letter
+    queue each time (``ApiContext.dead_letter_counts`` serves calls from one scan)."""
+    await make_dead_letters(settings, [Spec("1", org=ORG), Spec("2", org=ORG, code="BC-X")])
+    store = make_store()
+    await store.migrate()
+    api_settings = emulator_settings(tmp_path, emulator, amqp_url=settings.amqp_url).model_copy(
+        update={"queue_prefix": settings.queue_prefix, "exchange": settings.exchange}
+    )
+    counts = DeadLetterCounts(DeadLetters(api_settings), max_age_s=3600)
+    async with bc_hub(api_settings, options=FAST) as hub:
+        ctx = ApiContext(api_settings, config=ConfigService(store, hub), dead_letter_counts=counts)
+        server = ApiServer(create_app(ctx, [add_routes]), "127.0.0.1", 0)
+        await server.start()
+        try:
+            api = Api(f"http://127.0.0.1:{server.port}", store, ConfigCache(store), hub)
+            for _ in range(5):
+                status, body, _ = await api.call("GET", PATH + "/status")
+                assert status == 200
+                assert body["dead_letters"] == {
+                    "count": 2,
+                    "by_code": {"BC-POSTING-GROUP-MISSING": 1, "BC-X": 1},
+                }
+        finally:
+            await server.stop()
+    assert counts.scans == 1

@@ -88,6 +88,11 @@ class DeadLetterSampler:
             dead_letters or DeadLetters(settings, connection), max_age_s=counts_max_age_s
         )
 
+    @property
+    def connection(self) -> AbstractRobustConnection | None:
+        """The broker connection it samples on (the runtime's; its own when none was given)."""
+        return self._connection
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
