@@ -125,13 +125,13 @@ async def test_round_trip_created_updated_get_delete(
         assert (await api.call("GET", PATH))[0] == 404
         assert (await api.call("DELETE", PATH))[0] == 404
 
-    audit = [(e["action"], e["actor"], e["org"]) for e in logs if e["event"] == "config_audit"]
+    audit = [(e["action"], e["actor"], e["org"]) for e in logs if e["event"] == "audit"]
     assert audit == [
-        ("Created", "api:backoffice", ORG),
-        ("Updated", "api:backoffice", ORG),
-        ("Deleted", "api:backoffice", ORG),
+        ("config.created", "api:backoffice", ORG),
+        ("config.updated", "api:backoffice", ORG),
+        ("config.deleted", "api:backoffice", ORG),
     ]
-    rejected = [e for e in logs if e["event"] == "config_rejected"]
+    rejected = [e for e in logs if e["event"] == "config.rejected"]
     assert [(e["actor"], e["errors"]) for e in rejected] == [
         ("api:backoffice", ["client_secret (secret_rejected)"])
     ]

@@ -86,9 +86,9 @@ async def test_put_get_verify_delete(
         assert "has no Business Central integration" in capsys.readouterr().err
         assert await run(cli_settings, "verify", ORG) == ExitCode.FAILED
 
-    audit = [e["action"] for e in logs if e["event"] == "config_audit"]
-    assert audit == ["Created", "Updated", "Deleted"]
-    assert all(e["actor"].startswith("cli:") for e in logs if e["event"] == "config_audit")
+    audit = [e["action"] for e in logs if e["event"] == "audit"]
+    assert audit == ["config.created", "config.updated", "config.deleted"]
+    assert all(e["actor"].startswith("cli:") for e in logs if e["event"] == "audit")
     assert DEMO.client_secret not in repr(logs)
 
 

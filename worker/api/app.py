@@ -233,7 +233,7 @@ class ApiServer:
         sockets = getattr(site._server, "sockets", None)
         if self.port == 0 and sockets:
             self.port = sockets[0].getsockname()[1]
-        log.info("api listening", url=f"http://{self.host}:{self.port}")
+        log.info("api.listening", url=f"http://{self.host}:{self.port}")
 
     async def stop(self) -> None:
         if self._runner is not None:

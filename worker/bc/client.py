@@ -537,7 +537,7 @@ class BcConnection:
         except BcNotFound as exc:
             if isinstance(exc, BcEnvironmentNotFound | BcCompanyNotFound):
                 raise
-            log.info("sales invoice already deleted", invoice_id=invoice_id)
+            log.info("bc.sales_invoice_already_deleted", invoice_id=invoice_id)
 
     async def sales_invoice_lines(self, invoice_id: str) -> list[SalesInvoiceLine]:
         """``GET COMPANY/salesInvoices({id})/salesInvoiceLines``: the line ids of a draft."""

@@ -113,7 +113,9 @@ class Consumer:
         self._queue = queues[self.topology.exports.name]
         self._consumer_tag = await self._queue.consume(self._on_message)
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(1)
-        log.info("consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch)
+        log.info(
+            "consumer.consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch
+        )
 
     @property
     def consuming(self) -> bool:
@@ -156,20 +158,20 @@ class Consumer:
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(0)
         pending = set(self._inflight)
         if pending:
-            log.info("draining", in_flight=len(pending), grace_s=grace)
+            log.info("consumer.draining", in_flight=len(pending), grace_s=grace)
             _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
-                log.warning("requeued unfinished messages", count=len(still))
+                log.warning("consumer.requeued_unfinished", count=len(still))
         if self._publisher is not None:
             with suppress(Exception):
                 await self._publisher.close()
         if self._own_connection and self._connection is not None:
             with suppress(Exception):
                 await self._connection.close()
-        log.info("consumer stopped")
+        log.info("consumer.stopped")
 
     # --- message handling -------------------------------------------------------------------
 
@@ -238,16 +240,16 @@ class Consumer:
             raise
         except Exception as exc:
             # A bug or an unforeseen failure: never lose the message, treat it as transient.
-            log.exception("handler crashed")
+            log.exception("consumer.handler_crashed")
             wrapped = Transient("INTERNAL-ERROR", f"{type(exc).__name__}: {exc}")
             return await self._retry(message, hdrs, wrapped, attempt, event, routing_key)
         await self._notify_success(event, outcome)
         await message.ack()
         if outcome.kind == "skipped":
             metrics.SKIPPED.labels(type=event.type, reason=outcome.reason or "").inc()
-            log.info("skipped", reason=outcome.reason)
+            log.info("consumer.skipped", reason=outcome.reason)
             return "skipped"
-        log.info("succeeded", **(outcome.detail or {}))
+        log.info("consumer.succeeded", **(outcome.detail or {}))
         return "succeeded"
 
     async def _retry(
@@ -278,7 +280,7 @@ class Consumer:
             await message.ack()
         metrics.RETRY_HOPS.labels(type=event.type, delay=str(self.topology.delay_of(queue))).inc()
         log.warning(
-            "retry scheduled",
+            "consumer.retry_scheduled",
             code=exc.code,
             error=H.short(exc.message),
             next_attempt=attempt + 1,
@@ -319,7 +321,10 @@ class Consumer:
             await message.ack()
         metrics.DEAD_LETTERS.labels(code=exc.code).inc()
         log.error(
-            "dead-lettered", code=exc.code, error=H.short(exc.message), error_class=error_class
+            "consumer.dead_lettered",
+            code=exc.code,
+            error=H.short(exc.message),
+            error_class=error_class,
         )
 
     async def _route(
@@ -335,7 +340,7 @@ class Consumer:
         try:
             await self.publisher.to_queue(queue, copy)
         except Exception as exc:
-            log.error("could not route message; requeueing", queue=queue, error=str(exc))
+            log.error("consumer.route_failed", queue=queue, error=str(exc))
             with suppress(Exception):
                 await message.nack(requeue=True)
             return False
@@ -369,14 +374,14 @@ class Consumer:
             try:
                 await observer.on_failure(report)
             except Exception:
-                log.exception("failure observer failed", observer=type(observer).__name__)
+                log.exception("consumer.failure_observer_failed", observer=type(observer).__name__)
 
     async def _notify_success(self, event: Event[Any], outcome: Outcome) -> None:
         for observer in self.observers:
             try:
                 await observer.on_success(event, outcome)
             except Exception:
-                log.exception("success observer failed", observer=type(observer).__name__)
+                log.exception("consumer.success_observer_failed", observer=type(observer).__name__)
 
 
 def _int(value: Any, default: int) -> int:

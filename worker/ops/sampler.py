@@ -121,14 +121,14 @@ class DeadLetterSampler:
             try:
                 await self.sample()
                 if failing:
-                    log.info("dead-letter depth sampling recovered", queue=self.queue)
+                    log.info("sampler.recovered", queue=self.queue)
                 failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not failing:  # one line per outage, not one per interval
                     log.warning(
-                        "could not sample dead-letter depth",
+                        "sampler.failed",
                         queue=self.queue,
                         error=type(exc).__name__,
                     )

@@ -2,8 +2,8 @@
 options call: the one code path behind the admin API (``worker.api.config_routes``) and the
 CLI (``worker.cli.config``).
 
-Every save and delete writes one audit line (who, which organization, Created / Updated /
-Deleted); the secret never appears in it.
+Every save and delete writes one ``audit`` line (who, which organization, and the action
+``config.created`` / ``config.updated`` / ``config.deleted``); the secret never appears in it.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class ConfigService:
         except ConfigValidationError as exc:
             # Which fields, not the messages: those may quote what was typed.
             fields = sorted({f"{e['field']} ({e['code']})" for e in exc.errors})
-            log.info("config_rejected", org=org_id, actor=actor, errors=fields)
+            log.info("config.rejected", org=org_id, actor=actor, errors=fields)
             raise
         self._changed(org_id, status, actor)
         return status
@@ -130,4 +130,5 @@ class ConfigService:
     def _changed(self, org_id: str, action: str, actor: str) -> None:
         if self.cache is not None:
             self.cache.invalidate(org_id)
-        log.info("config_audit", org=org_id, action=action, actor=actor)
+        # The one audit event of the product (like dlq.replay / dlq.purge): who, what, which.
+        log.info("audit", action=f"config.{action.lower()}", actor=actor, org=org_id)

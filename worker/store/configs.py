@@ -221,5 +221,5 @@ class ConfigRepository:
                 f"{', '.join(broken)} cannot be decrypted with any key in BC_SYNC_SECRET_KEY; "
                 "put the old key back after the new one, or save those integrations again."
             )
-        log.info("secrets_rotated", count=rotated)
+        log.info("store.secrets_rotated", count=rotated)
         return rotated

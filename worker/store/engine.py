@@ -178,7 +178,7 @@ class Store:
             async with self.read() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:  # any failure means "not ready"; the reason goes to the log
-            log.warning("store_unreachable", error=type(exc).__name__)
+            log.warning("store.unreachable", error=type(exc).__name__)
             return False
         return True
 

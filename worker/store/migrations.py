@@ -293,7 +293,7 @@ async def run_migrations(engine: AsyncEngine, steps: Sequence[Migration] = MIGRA
     if newer:
         # A newer release migrated this database (e.g. during a rolling deploy); steps only
         # add, so this release can still run, but ops should know.
-        log.warning("schema_newer_than_code", db_versions=newer, code_version=len(steps))
+        log.warning("store.schema_newer_than_code", db_versions=newer, code_version=len(steps))
     if applied_now:
-        log.info("schema_migrated", applied=applied_now)
+        log.info("store.schema_migrated", applied=applied_now)
     return applied_now

@@ -169,7 +169,7 @@ def expenses_of_page(
             except ValidationError as exc:
                 # Outside the event contract (BC sent something absurd): Moment cannot take it.
                 log.error(
-                    "expense_line_unusable",
+                    "expenses.line_unusable",
                     document_number=invoice.number,
                     line_id=line.id,
                     error=str(exc).splitlines()[0],
@@ -426,7 +426,7 @@ async def poll_org(
     )
     result.watermark = newest
     log.info(
-        "expenses_polled",
+        "expenses.polled",
         org=org,
         published=result.published,
         already_published=result.already_published,

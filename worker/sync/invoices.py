@@ -95,13 +95,13 @@ async def _export(
         payload["externalDocumentNumber"], payload["customerNumber"]
     )
     if found is not None and not found.is_draft:
-        log.info("already posted", bc_number=found.number)
+        log.info("invoice.already_posted", bc_number=found.number)
         return found
     for last in (False, True):
         if found is None:
             draft = await _create_draft(ctx, bc, config, invoice, payload)
         else:
-            log.info("resuming draft", draft=found.number)
+            log.info("invoice.resuming_draft", draft=found.number)
             draft = found
         lines = draft.lines or tuple(await bc.sales_invoice_lines(draft.id))
         await _set_dimensions(ctx, bc, config, facts, invoice, dims, lines)
@@ -113,7 +113,7 @@ async def _export(
             # "Draft invoices only": someone posted it meanwhile (e.g. after our claim expired).
             current = await bc.get_sales_invoice(draft.id)
             if not current.is_draft:
-                log.info("posted meanwhile", bc_number=current.number)
+                log.info("invoice.posted_meanwhile", bc_number=current.number)
                 return current
             if last or not _posting_groups_missing(exc):
                 raise
@@ -146,7 +146,7 @@ async def _repair_customer(
             bc_code=cause.code,
             subject=f"invoice {invoice.number}",
         )
-    log.info("setting missing posting groups", customer=number)
+    log.info("invoice.setting_missing_posting_groups", customer=number)
     await customers.upsert(ctx, bc, config, invoice.customer)
 
 

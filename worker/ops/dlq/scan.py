@@ -148,7 +148,7 @@ class Scan:
                 await self.release()
         except Exception as exc:
             # Closing the channel below still hands everything back (order may suffer).
-            log.warning("could not hand back dead letters in order", error=str(exc))
+            log.warning("dlq.hand_back_out_of_order", error=str(exc))
         finally:
             for channel in (self._channel, self._stats):
                 if channel is not None and not channel.is_closed:
