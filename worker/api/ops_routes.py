@@ -49,15 +49,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         raise dlq.FilterError("group_by", f"must be one of {', '.join(dlq.GROUP_BY)}")
     # Counts look at every match; a row listing is paged by limit.
     limit = None if group_by and not q.get("limit") else _limit(q.get("limit"))
-    filters = dlq.Filters.parse(
-        org=q.get("org"),
-        type=q.get("type"),
-        code=q.get("code"),
-        since=q.get("since"),
-        until=q.get("until"),
-        ids=q.getall("id", []),
-        limit=limit,
-    )
+    filters = dlq.Filters.from_fields(q, ids=q.getall("id", []), limit=limit)
     letters = await _dead_letters(request).list_letters(filters)
     if group_by:
         groups = dlq.group_counts(letters, group_by)
@@ -94,7 +86,7 @@ def _replay_filters(body: Any) -> tuple[dlq.Filters, bool]:
     if unknown:
         # A typo such as "organization" must not turn into "replay everything".
         raise dlq.FilterError(unknown[0], "unknown field")
-    for name in ("org", "type", "code", "since", "until"):
+    for name in dlq.FILTER_FIELDS:
         if body.get(name) is not None and not isinstance(body[name], str):
             raise dlq.FilterError(name, "must be a string")
     ids = body.get("ids")
@@ -108,15 +100,7 @@ def _replay_filters(body: Any) -> tuple[dlq.Filters, bool]:
     if not isinstance(dry_run, bool):
         raise dlq.FilterError("dry_run", "must be true or false")
     limit = None if body.get("limit") is None else _limit(body["limit"])
-    filters = dlq.Filters.parse(
-        org=body.get("org"),
-        type=body.get("type"),
-        code=body.get("code"),
-        since=body.get("since"),
-        until=body.get("until"),
-        ids=ids,
-        limit=limit,
-    )
+    filters = dlq.Filters.from_fields(body, ids=ids, limit=limit)
     return filters, dry_run
 
 

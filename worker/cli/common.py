@@ -136,3 +136,24 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
         for line in [[h for h, _, _ in columns], *cells]
     ]
     return "\n".join(lines)
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    func: Command,
+    help_: str,
+    *,
+    description: str | None = None,
+    epilog: str | None = None,
+    org: bool = False,
+    json_flag: bool = True,
+) -> argparse.ArgumentParser:
+    """A sub-command running ``func``; with the ``ORG`` argument and ``--json`` when asked."""
+    parser = subparsers.add_parser(name, help=help_, description=description, epilog=epilog)
+    if org:
+        parser.add_argument("org", help="Moment organization id")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=func)
+    return parser

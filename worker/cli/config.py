@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.app import bc_hub
-from worker.cli.common import ExitCode, actor, guard, print_json
+from worker.cli.common import ExitCode, actor, add_command, guard, print_json
 from worker.config.model import ConfigValidationError
 from worker.config.settings import Settings
 from worker.setup.service import ConfigService, NotConfigured
@@ -121,37 +121,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    get = sub.add_parser("get", help="print the configuration (without the secret)", epilog=EPILOG)
-    get.add_argument("org", help="Moment organization id")
-    get.set_defaults(func=cmd_get)
-
-    put = sub.add_parser(
+    add_command(
+        sub,
+        "get",
+        cmd_get,
+        "print the configuration (without the secret)",
+        epilog=EPILOG,
+        org=True,
+        json_flag=False,
+    )
+    put = add_command(
+        sub,
         "put",
-        help="verify against Business Central, then save",
+        cmd_put,
+        "verify against Business Central, then save",
         description="Save the configuration (JSON, the dialog's fields) after verifying it "
         "against Business Central. Leave client_secret out to keep the stored one. Prints "
         "Created or Updated, or the field errors.",
         epilog=EPILOG,
+        org=True,
     )
-    put.add_argument("org", help="Moment organization id")
     put.add_argument("file", nargs="?", default="-", help="JSON file (default: stdin)")
-    put.add_argument("--json", action="store_true", help="print JSON")
-    put.set_defaults(func=cmd_put)
-
-    rm = sub.add_parser("delete", help="delete the configuration", epilog=EPILOG)
-    rm.add_argument("org", help="Moment organization id")
-    rm.add_argument("--json", action="store_true", help="print JSON")
-    rm.set_defaults(func=cmd_delete)
-
-    verify = subparsers.add_parser(
+    add_command(sub, "delete", cmd_delete, "delete the configuration", epilog=EPILOG, org=True)
+    add_command(
+        subparsers,
         "verify",
-        help="verify a saved configuration against Business Central",
+        cmd_verify,
+        "verify a saved configuration against Business Central",
         description="Check the saved configuration against Business Central as it is now: "
         "credentials, environment, company, dimensions, posting groups. Prints OK or the "
         "field errors.",
         epilog=EPILOG,
+        org=True,
     )
-    verify.add_argument("org", help="Moment organization id")
-    verify.add_argument("--json", action="store_true", help="print JSON")
-    verify.set_defaults(func=cmd_verify)

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from worker.cli.common import (
     ExitCode,
     actor,
+    add_command,
     cell,
     err,
     format_table,
@@ -72,15 +73,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _filters(args: argparse.Namespace) -> dlq.Filters:
-    return dlq.Filters.parse(
-        org=args.org,
-        type=args.type,
-        code=args.code,
-        since=args.since,
-        until=args.until,
-        limit=args.limit,
-        ids=args.ids,
-    )
+    return dlq.Filters.from_fields(vars(args), ids=args.ids, limit=args.limit)
 
 
 def _table_row(letter: dlq.DeadLetter) -> dict[str, Any]:
@@ -301,30 +294,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    ls = sub.add_parser(
+    ls = add_command(
+        sub,
         "list",
-        help="list dead letters (read only)",
+        cmd_list,
+        "list dead letters (read only)",
         description="List dead letters, oldest "
         "first. Reads only: every message stays in the queue, in its order.",
     )
     _add_filters(ls)
     ls.add_argument("--group-by", choices=dlq.GROUP_BY, help="counts per code, org or type")
-    ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.set_defaults(func=cmd_list)
 
-    show = sub.add_parser(
+    show = add_command(
+        sub,
         "show",
-        help="one dead letter in full",
+        cmd_show,
+        "one dead letter in full",
         description="Envelope, headers, failure "
         "history, and what the error code means and how to fix it.",
     )
     show.add_argument("id", help="the id `dlq list` shows (event id, or sha256:… of the body)")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(func=cmd_show)
 
-    rp = sub.add_parser(
+    rp = add_command(
+        sub,
         "replay",
-        help="send dead letters back to the exports queue",
+        cmd_replay,
+        "send dead letters back to the exports queue",
         description="Publish each matching dead letter back to the exports queue (failure "
         "headers reset, so it gets all its attempts again) with a broker confirm, then remove "
         "it from the dead-letter queue. Never loses a message: an interruption can at worst "
@@ -335,12 +330,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rp.add_argument(
         "--rate", type=_rate, metavar="N", help="at most N messages per second (spare BC)"
     )
-    rp.add_argument("--json", action="store_true", help="print JSON")
-    rp.set_defaults(func=cmd_replay)
 
-    pg = sub.add_parser(
+    pg = add_command(
+        sub,
         "purge",
-        help="delete dead letters (archived first)",
+        cmd_purge,
+        "delete dead letters (archived first)",
         description="Delete matching dead letters. They are written to an archive file first "
         "(JSON lines, fsynced) unless --no-archive. Asks for confirmation unless --yes.",
     )
@@ -354,5 +349,3 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     where.add_argument("--no-archive", action="store_true", help="delete without an archive")
     pg.add_argument("--dry-run", action="store_true", help="only show what would be purged")
-    pg.add_argument("--json", action="store_true", help="print JSON")
-    pg.set_defaults(func=cmd_purge)

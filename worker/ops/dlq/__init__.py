@@ -38,6 +38,7 @@ dead letter: a crash between the two leaves the message in both queues, never in
 
 from worker.messaging.headers import iso
 from worker.ops.dlq.model import (
+    FILTER_FIELDS,
     GROUP_BY,
     DeadLetter,
     DlqBusy,
@@ -65,6 +66,7 @@ from worker.ops.dlq.operations import (
 )
 
 __all__ = [
+    "FILTER_FIELDS",
     "GROUP_BY",
     "LOCK_WAIT_S",
     "DeadLetter",

@@ -25,6 +25,8 @@ from worker.messaging import headers as H
 from worker.messaging.headers import iso
 from worker.messaging.topology import DELIVERY_LIMIT
 
+# The filters given by name (CLI options, API query parameters and replay body fields).
+FILTER_FIELDS = ("org", "type", "code", "since", "until")
 GroupBy = Literal["code", "org", "type"]
 GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 Progress = Callable[[int, int], None]
@@ -370,6 +372,17 @@ class Filters:
             ids=frozenset(i for i in (ids or ()) if i),
             limit=count,
         )
+
+    @classmethod
+    def from_fields(
+        cls,
+        fields: Mapping[str, Any],
+        *,
+        ids: Iterable[str] | None = None,
+        limit: int | str | None = None,
+    ) -> Filters:
+        """:meth:`parse` of user input keyed by filter name (CLI arguments, API query or body)."""
+        return cls.parse(**{name: fields.get(name) for name in FILTER_FIELDS}, ids=ids, limit=limit)
 
     def matches(self, letter: DeadLetter) -> bool:
         if self.ids and letter.id not in self.ids and letter.event_id not in self.ids:

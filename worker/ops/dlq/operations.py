@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,11 @@ REPLAY_WINDOW = 32
 LOCK_WAIT_S = 30.0
 
 # --- the operations ------------------------------------------------------------------------
+
+
+def _audit(action: str, actor: str, filters: Filters, **facts: Any) -> None:
+    """The one audit line of an operation (also written when it failed)."""
+    log.info("audit", action=action, actor=actor, filters=filters.describe(), **facts)
 
 
 def _now() -> str:
@@ -90,14 +95,8 @@ class ReplayResult:
         return 0 if self.dry_run else self.matched - self.replayed
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "replay_id": self.replay_id,
-            "dry_run": self.dry_run,
-            "matched": self.matched,
-            "replayed": self.replayed,
-            "failed": self.failed,
-            "error": self.error,
-        }
+        names = ("replay_id", "dry_run", "matched", "replayed", "failed", "error")
+        return {name: getattr(self, name) for name in names}
 
 
 async def replay(
@@ -140,11 +139,10 @@ async def replay(
         outcome = "ok" if result.error is None else "partial"
         return result
     finally:
-        log.info(
-            "audit",
-            action="dlq.replay",
-            actor=actor,
-            filters=filters.describe(),
+        _audit(
+            "dlq.replay",
+            actor,
+            filters,
             dry_run=dry_run,
             replay_id=replay_id,
             matched=result.matched,
@@ -295,11 +293,10 @@ async def purge(
         outcome = "ok"
         return result
     finally:
-        log.info(
-            "audit",
-            action="dlq.purge",
-            actor=actor,
-            filters=filters.describe(),
+        _audit(
+            "dlq.purge",
+            actor,
+            filters,
             purge_id=purge_id,
             matched=result.matched,
             purged=result.purged,
@@ -308,6 +305,7 @@ async def purge(
         )
 
 
+@dataclass
 class DeadLetters:
     """The dead-letter operations of one process, on the broker connection it owns.
 
@@ -318,17 +316,10 @@ class DeadLetters:
     :class:`DlqUnavailable`, without the library's text (it can hold the URL).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        connection: AbstractConnection | None = None,
-        *,
-        lock_wait: float = LOCK_WAIT_S,
-    ) -> None:
-        self.settings = settings
-        self.connection = connection
-        self.lock_wait = lock_wait
-        self._turn = asyncio.Lock()
+    settings: Settings
+    connection: AbstractConnection | None = None
+    lock_wait: float = LOCK_WAIT_S
+    _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @asynccontextmanager
     async def _guarded(self) -> AsyncIterator[None]:
