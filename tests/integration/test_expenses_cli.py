@@ -1,5 +1,5 @@
 """``bc-sync poll --once [--org ID] [--json]`` against the emulator, a real broker and SQLite,
-through the parser that ``worker/cli.py`` builds with :func:`register`."""
+through the parser that ``worker/cli/main.py`` builds with :func:`register`."""
 
 from __future__ import annotations
 
