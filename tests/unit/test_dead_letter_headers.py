@@ -4,11 +4,24 @@ what the dead-letter tools read back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from worker.messaging import headers as H
 from worker.ops.dlq import DeadLetter
 
 BODY = b'{"id": "e-1", "type": "moment.invoice.created", "organizationid": "org-1", "data": {}}'
+# What the consumer knows about a permanent failure of invoice 1866.
+FAILURE: dict[str, Any] = {
+    "routing_key": "moment.invoice.created",
+    "code": "BC-ACCOUNT-MISSING",
+    "message": "A G/L account on invoice 1866 does not exist",
+    "error_class": "permanent",
+    "attempts": 2,
+    "org": "org-1",
+    "event_id": "e-1",
+    "event_type": "moment.invoice.created",
+    "subject": "invoice 1866",
+}
 
 
 def test_a_retried_then_dead_lettered_message_reads_back_as_written() -> None:
@@ -22,15 +35,7 @@ def test_a_retried_then_dead_lettered_message_reads_back_as_written() -> None:
     )
     dead = H.dead_letter_headers(
         first,
-        routing_key="moment.invoice.created",
-        code="BC-ACCOUNT-MISSING",
-        message="A G/L account on invoice 1866 does not exist",
-        error_class="permanent",
-        attempts=2,
-        org="org-1",
-        event_id="e-1",
-        event_type="moment.invoice.created",
-        subject="invoice 1866",
+        **FAILURE,
         bc_status=400,
         bc_code="Internal_RecordNotFound",
         now="2026-11-20T10:01:00.000Z",
@@ -69,23 +74,14 @@ def test_a_retried_then_dead_lettered_message_reads_back_as_written() -> None:
 
 def test_a_replayed_copy_starts_its_failure_history_again() -> None:
     dead = H.dead_letter_headers(
-        {"x-death": [{"reason": "rejected"}], "x-custom": "kept"},
-        routing_key="moment.customer.created",
-        code="BC-X",
-        message="m",
-        error_class="permanent",
-        attempts=1,
-        org="org-1",
-        event_id="e-2",
-        event_type="moment.customer.created",
-        subject="customer 10001",
+        {"x-death": [{"reason": "rejected"}], "x-custom": "kept"}, **FAILURE
     )
     copy = H.replay_headers(
-        dead, routing_key="moment.customer.created", replay_id="r-1", at="2026-11-20T11:00:00Z"
+        dead, routing_key="moment.invoice.created", replay_id="r-1", at="2026-11-20T11:00:00Z"
     )
     assert copy == {
         "x-custom": "kept",
-        H.ROUTING_KEY: "moment.customer.created",
+        H.ROUTING_KEY: "moment.invoice.created",
         H.REPLAY_ID: "r-1",
         H.REPLAYED_AT: "2026-11-20T11:00:00Z",
     }
@@ -95,18 +91,8 @@ def test_a_replayed_copy_starts_its_failure_history_again() -> None:
 
 
 def test_untrusted_values_are_bounded_and_redacted() -> None:
-    dead = H.dead_letter_headers(
-        {},
-        routing_key="k",
-        code="BC-X",
-        message="x" * 5000,
-        error_class="invalid",
-        attempts=1,
-        org="o" * 1000,
-        event_id={"not": "a string"},
-        event_type=None,
-        subject="",
-    )
+    hostile = {"message": "x" * 5000, "org": "o" * 1000, "event_id": {"not": "a string"}}
+    dead = H.dead_letter_headers({}, **{**FAILURE, **hostile, "event_type": None})
     failure = H.read_failure(dead)
     assert failure.message is not None and len(failure.message) == H.MAX_HEADER_TEXT
     assert failure.org is not None and len(failure.org) == H.MAX_HEADER_LABEL
