@@ -7,13 +7,16 @@ sampler and the dead-letter operations of the API.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from aiormq.exceptions import AMQPError, ProbableAuthenticationError
 
 from worker.api import config_routes, ops_routes
 from worker.api.app import (
@@ -55,6 +58,9 @@ from worker.sync.status import StatusObserver, SuccessBuffer
 log = structlog.get_logger(__name__)
 
 ROLES = ("consume", "poll", "api", "notify")
+# How long ``bc-sync run`` waits for a broker that does not answer at start (a restart, a
+# network cut) before it gives up.
+BROKER_WAIT_S = 60.0
 
 
 def check_roles(settings: Settings, roles: Sequence[str]) -> None:
@@ -104,20 +110,22 @@ class Runtime:
     name: str = "runtime"
 
     @classmethod
-    async def open(cls, settings: Settings) -> Runtime:
+    async def open(cls, settings: Settings, *, broker_wait_s: float = 0.0) -> Runtime:
+        """Open the store and the broker connection, and declare the topology.
+
+        ``broker_wait_s`` > 0 (``bc-sync run``): a broker that is restarting or cut off keeps
+        being retried for that long instead of ending the process at once.
+        """
         for secret in (settings.api_token, settings.smtp_url):
             if secret is not None:
                 register_secret(secret.get_secret_value())
         store = Store.from_settings(settings)
         await store.migrate()
-        connection = await aio_pika.connect_robust(
-            settings.amqp_url.get_secret_value(),
-            client_properties={"connection_name": "bc-sync"},
-            reconnect_interval=2.0,
-        )
-        channel = await connection.channel()
-        await Topology.from_settings(settings).apply(channel)
-        await channel.close()
+        try:
+            connection = await _connect(settings, broker_wait_s)
+        except BaseException:
+            await store.close()
+            raise
         return cls(
             settings=settings,
             store=store,
@@ -156,9 +164,39 @@ class Runtime:
         await self.store.close()
 
 
+async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnection:
+    """The process's broker connection with the topology declared, retried for ``wait_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.5
+    while True:
+        connection: AbstractRobustConnection | None = None
+        try:
+            connection = await aio_pika.connect_robust(
+                settings.amqp_url.get_secret_value(),
+                client_properties={"connection_name": "bc-sync"},
+                reconnect_interval=2.0,
+            )
+            channel = await connection.channel()
+            await Topology.from_settings(settings).apply(channel)
+            await channel.close()
+            return connection
+        except ProbableAuthenticationError:
+            raise  # wrong credentials do not get better by waiting
+        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            if connection is not None:
+                with suppress(Exception):
+                    await connection.close()
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("runtime.broker_unreachable", error=type(exc).__name__, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def build_services(settings: Settings, roles: Sequence[str]) -> list[Service]:
     """The services of ``bc-sync run --roles …``; every process also serves health and metrics."""
-    runtime = await Runtime.open(settings)
+    runtime = await Runtime.open(settings, broker_wait_s=BROKER_WAIT_S)
     services: list[Service] = [runtime]
     notifications = NotificationRepository(runtime.store)
     # Every consuming or polling process records what needs a person; the notify role sends it.

@@ -11,16 +11,20 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
 import pytest
+from aiormq.exceptions import AMQPError
+from pydantic import SecretStr
 
 from tests import factories as f
 from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
 from tests.factories import dialog
 from tests.integration.test_config_verify import API_TOKEN, emulator_settings
+from tests.tcp_proxy import TcpProxy
 from worker.api.app import CONTEXT, ApiServer
 from worker.app import Runtime, build_services
 from worker.config.settings import Settings
@@ -202,3 +206,36 @@ async def test_one_broker_connection_serves_every_role(app_settings: Settings) -
         assert sampler.connection is runtime.connection
     finally:
         await runtime.stop()
+
+
+async def test_a_worker_started_during_a_broker_outage_waits_for_the_broker(
+    app_settings: Settings, amqp_url: str
+) -> None:
+    """``bc-sync run`` started while the broker restarts (or the network is cut) connects
+    once the broker answers, instead of exiting; ``poll --once`` still fails at once."""
+    parts = urlsplit(amqp_url)
+    closed = free_port()  # nothing listens here: the proxy drops every connection
+    proxy = TcpProxy("127.0.0.1", closed)
+    await proxy.start()
+    user = f"{parts.username}:{parts.password}@" if parts.username else ""
+    through = SecretStr(f"amqp://{user}127.0.0.1:{proxy.port}{parts.path or '/'}")
+    settings = app_settings.model_copy(update={"amqp_url": through})
+    try:
+        with pytest.raises((ConnectionError, OSError, AMQPError)):
+            await Runtime.open(settings)  # no wait: one attempt
+
+        async def broker_comes_back() -> None:
+            await asyncio.sleep(1.5)
+            proxy.target = (parts.hostname or "127.0.0.1", parts.port or 5672)
+
+        back = asyncio.create_task(broker_comes_back())
+        started = asyncio.get_running_loop().time()
+        runtime = await Runtime.open(settings, broker_wait_s=30)
+        try:
+            assert asyncio.get_running_loop().time() - started >= 1.5
+            assert not runtime.connection.is_closed
+        finally:
+            await runtime.stop()
+        await back
+    finally:
+        await proxy.stop()
