@@ -80,6 +80,12 @@ def test_a_bad_key_is_named_without_quoting_it(bad: str) -> None:
     assert caught.value.__suppress_context__
 
 
+def test_the_configured_key_is_used() -> None:
+    own = key()
+    box = SecretBox.from_settings(Settings(secret_key=own))
+    assert SecretBox([own]).decrypt(box.encrypt(SECRET)) == SECRET
+
+
 def test_a_key_is_required_there_is_no_built_in_one() -> None:
     with pytest.raises(SecretKeyError, match="BC_SYNC_SECRET_KEY is not set"):
         SecretBox.from_settings(Settings(secret_key=None))
