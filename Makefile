@@ -18,11 +18,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
-## make lint: ruff (lint + format check) and mypy --strict
+## make lint: ruff (lint + format check), mypy --strict, and the import contracts of
+## DESIGN §2 (import-linter, [tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests
 	$(BIN)/ruff format --check worker tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format worker tests
@@ -34,7 +36,7 @@ schemas: $(STAMP)
 
 ## make demo: the product end to end against the BC emulator
 demo: $(STAMP)
-	$(BIN)/python -m worker.demo
+	$(BIN)/python -m tests.demo
 
 ## make bench [QUICK=1]: performance scenarios, report in bench-report.md
 bench: $(STAMP)

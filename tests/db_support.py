@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
 from worker.config.crypto import SecretBox
-from worker.config.store import Store
+from worker.store import Store
 
 KEY = Fernet.generate_key().decode()
 

@@ -1,24 +1,35 @@
-"""Wiring: the shared objects of one process, and the roles of ``bc-sync run``."""
+"""The composition root: the shared objects of one process, and the roles of ``bc-sync run``.
+
+Settings are read here and handed on as values (``bc_endpoints``); the process's one broker
+connection (:class:`Runtime`) is injected into the consumer, the publisher, the dead-letter
+sampler and the dead-letter operations of the API.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
-from aiohttp import web
+from aiormq.exceptions import AMQPError, ProbableAuthenticationError
 
 from worker.api import config_routes, ops_routes
-from worker.api.app import ApiContext, ApiServer, create_app
-from worker.bc import BcHub
-from worker.config.cache import ConfigCache
-from worker.config.leases import Leases
+from worker.api.app import (
+    DLQ_LOCK_WAIT_S,
+    ApiContext,
+    ApiServer,
+    StatusSection,
+    api_tokens,
+    create_app,
+)
+from worker.bc import BcEndpoints, BcHub, ClientOptions
+from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.events.envelope import build
 from worker.events.handlers import Observer
 from worker.events.models import ExportedData
@@ -32,9 +43,12 @@ from worker.notify import (
     NotificationRepository,
     digest_status,
 )
+from worker.ops.dlq import DeadLetters
 from worker.ops.health import readiness_checks
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
+from worker.setup.service import ConfigService
+from worker.store import ConfigCache, Leases, Store, iso
 from worker.sync import registry
 from worker.sync.context import SyncContext
 from worker.sync.expenses import ExpenseState
@@ -42,6 +56,39 @@ from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver, SuccessBuffer
 
 log = structlog.get_logger(__name__)
+
+ROLES = ("consume", "poll", "api", "notify")
+# How long ``bc-sync run`` waits for a broker that does not answer at start (a restart, a
+# network cut) before it gives up.
+BROKER_WAIT_S = 60.0
+
+
+def check_roles(settings: Settings, roles: Sequence[str]) -> None:
+    """Raise :class:`~worker.config.settings.SettingsError` when a role lacks a setting it
+    needs (before anything connects)."""
+    if "api" in roles:
+        api_tokens(settings)
+
+
+def bc_endpoints(settings: Settings) -> BcEndpoints:
+    """The BC client's configuration, from the process settings."""
+    return BcEndpoints(
+        api_url=settings.bc_api_url,
+        authority_url=settings.authority_url,
+        ca_file=settings.ca_file,
+        client_id=settings.client_id,
+        services=ODataServices(
+            settings.odata_dimension_values,
+            settings.odata_customer_card,
+            settings.odata_gen_bus_posting_groups,
+            settings.odata_customer_posting_groups,
+        ),
+    )
+
+
+def bc_hub(settings: Settings, *, options: ClientOptions | None = None) -> BcHub:
+    """The process's BC client state, configured from the settings."""
+    return BcHub(bc_endpoints(settings), options=options)
 
 
 @dataclass
@@ -63,25 +110,27 @@ class Runtime:
     name: str = "runtime"
 
     @classmethod
-    async def open(cls, settings: Settings) -> Runtime:
+    async def open(cls, settings: Settings, *, broker_wait_s: float = 0.0) -> Runtime:
+        """Open the store and the broker connection, and declare the topology.
+
+        ``broker_wait_s`` > 0 (``bc-sync run``): a broker that is restarting or cut off keeps
+        being retried for that long instead of ending the process at once.
+        """
         for secret in (settings.api_token, settings.smtp_url):
             if secret is not None:
                 register_secret(secret.get_secret_value())
         store = Store.from_settings(settings)
         await store.migrate()
-        connection = await aio_pika.connect_robust(
-            settings.amqp_url.get_secret_value(),
-            client_properties={"connection_name": "bc-sync"},
-            reconnect_interval=2.0,
-        )
-        channel = await connection.channel()
-        await Topology.from_settings(settings).apply(channel)
-        await channel.close()
+        try:
+            connection = await _connect(settings, broker_wait_s)
+        except BaseException:
+            await store.close()
+            raise
         return cls(
             settings=settings,
             store=store,
             configs=ConfigCache(store),
-            hub=BcHub(settings),
+            hub=bc_hub(settings),
             connection=connection,
             publisher=Publisher(connection, settings.exchange),
             leases=Leases(store),
@@ -115,14 +164,43 @@ class Runtime:
         await self.store.close()
 
 
+async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnection:
+    """The process's broker connection with the topology declared, retried for ``wait_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.5
+    while True:
+        connection: AbstractRobustConnection | None = None
+        try:
+            connection = await aio_pika.connect_robust(
+                settings.amqp_url.get_secret_value(),
+                client_properties={"connection_name": "bc-sync"},
+                reconnect_interval=2.0,
+            )
+            channel = await connection.channel()
+            await Topology.from_settings(settings).apply(channel)
+            await channel.close()
+            return connection
+        except ProbableAuthenticationError:
+            raise  # wrong credentials do not get better by waiting
+        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            if connection is not None:
+                with suppress(Exception):
+                    await connection.close()
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("runtime.broker_unreachable", error=type(exc).__name__, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def build_services(settings: Settings, roles: Sequence[str]) -> list[Service]:
     """The services of ``bc-sync run --roles …``; every process also serves health and metrics."""
-    runtime = await Runtime.open(settings)
+    runtime = await Runtime.open(settings, broker_wait_s=BROKER_WAIT_S)
     services: list[Service] = [runtime]
     notifications = NotificationRepository(runtime.store)
     # Every consuming or polling process records what needs a person; the notify role sends it.
     runtime.observers.append(NotificationRecorder(notifications))
-    ctx = ApiContext(settings=settings, services={"runtime": runtime, "store": runtime.store})
     consumers: list[Consumer] = []
     if "consume" in roles:
         consumer = Consumer(
@@ -145,14 +223,25 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
                 publisher=runtime.publisher,
             )
         )
-    ctx.readiness.update(readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store)))
-    routes: list[Any] = []
+    readiness = readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store))
     if "api" in roles:
-        routes.append(ops_routes.add_routes)
-        routes.append(config_routes.add_routes)
-        routes.append(_status_sections(runtime.store, settings))
-        services.append(DeadLetterSampler(settings))
-    services.append(ApiServer(create_app(ctx, routes), settings.http_host, settings.http_port))
+        dead_letters = DeadLetters(settings, runtime.connection, lock_wait=DLQ_LOCK_WAIT_S)
+        sampler = DeadLetterSampler(
+            settings, connection=runtime.connection, dead_letters=dead_letters
+        )
+        ctx = ApiContext(
+            settings,
+            config=ConfigService(runtime.store, runtime.hub, runtime.configs),
+            dead_letters=dead_letters,
+            dead_letter_counts=sampler.counts,
+            status_sections=_status_sections(runtime.store, settings),
+            readiness=readiness,
+        )
+        services.append(sampler)
+        app = create_app(ctx, [ops_routes.add_routes, config_routes.add_routes])
+    else:
+        app = create_app(ApiContext(settings, readiness=readiness))
+    services.append(ApiServer(app, settings.http_host, settings.http_port))
     return services
 
 
@@ -164,32 +253,24 @@ def _pinger(store: Store) -> Any:
     return ping
 
 
-def _status_sections(store: Store, settings: Settings) -> Any:
+def _status_sections(store: Store, settings: Settings) -> dict[str, StatusSection]:
     """Expense import and notifications in ``GET …/status`` (after the config routes' own)."""
 
-    async def expenses(_request: web.Request, org: str) -> Any:
+    async def expenses(org: str) -> Any:
         state = await ExpenseState(store).get(org)
         if state is None:
             return {"polled": False}
         return {
             "polled": True,
-            "watermark": _iso(state.watermark),
-            "last_poll_at": _iso(state.last_poll_at),
-            "last_success_at": _iso(state.last_success_at),
+            "watermark": iso(state.watermark),
+            "last_poll_at": iso(state.last_poll_at),
+            "last_success_at": iso(state.last_success_at),
             "last_error_code": state.last_error_code,
             "last_error_message": state.last_error_message,
             "paused": state.paused_at is not None,
         }
 
-    async def notifications(_request: web.Request, org: str) -> Any:
+    async def notifications(org: str) -> Any:
         return await digest_status(store, org, settings)
 
-    def add(app: web.Application) -> None:
-        config_routes.add_status_section(app, "expenses", expenses)
-        config_routes.add_status_section(app, "notifications", notifications)
-
-    return add
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return {"expenses": expenses, "notifications": notifications}

@@ -31,7 +31,7 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     if not stop.is_set():
-        log.info("stopping", signal=sig.name)
+        log.info("runtime.stopping", signal=sig.name)
     stop.set()
 
 
@@ -45,12 +45,12 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
         for service in services:
             await service.start()
             started.append(service)
-            log.info("role started", role=service.name)
+            log.info("runtime.role_started", role=service.name)
         await stop.wait()
     finally:
         for service in reversed(started):
             try:
                 await service.stop()
             except Exception:
-                log.exception("role failed to stop cleanly", role=service.name)
-        log.info("stopped")
+                log.exception("runtime.role_stop_failed", role=service.name)
+        log.info("runtime.stopped")

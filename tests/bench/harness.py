@@ -26,8 +26,8 @@ from tests.emulator.seed import DEMO, demo_seed
 from tests.emulator.server import REPO_ROOT, ControlClient, EmulatorProcess, start_subprocess_async
 from worker.config.model import parse_config
 from worker.config.settings import Settings, load_settings
-from worker.config.store import Store
 from worker.messaging.topology import Topology
+from worker.store import Store
 
 COMPANY = DEMO.company_name
 PY = sys.executable

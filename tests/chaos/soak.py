@@ -47,10 +47,10 @@ from tests.emulator.server import CompanyRef, ControlClient
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config
 from worker.config.settings import load_settings
-from worker.config.store import Store
 from worker.messaging import headers as H
 from worker.messaging.topology import Topology
 from worker.notify.store import notification_digests, notification_items
+from worker.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 CUST = "moment.customer.created"

@@ -24,8 +24,8 @@ from tests.amqp_support import Got, depth, drain, publish, wait_for
 from tests.conftest import drop_topology, make_settings
 from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
-from worker.app import Runtime
-from worker.bc import BcHub, ClientOptions, RetryPolicy
+from worker.app import Runtime, bc_hub
+from worker.bc import ClientOptions, RetryPolicy
 from worker.config.model import IntegrationConfig, parse_config
 from worker.config.settings import Settings
 from worker.events.envelope import Event
@@ -108,7 +108,7 @@ class Exports:
     async def start_worker(self) -> Worker:
         runtime = await Runtime.open(self.settings)
         await runtime.hub.close()
-        runtime.hub = BcHub(self.settings, options=FAST_BC)
+        runtime.hub = bc_hub(self.settings, options=FAST_BC)
         consumer = Consumer(
             self.settings,
             registry(runtime.sync_context()),

@@ -11,18 +11,25 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
 import pytest
+from aiormq.exceptions import AMQPError
+from pydantic import SecretStr
 
 from tests import factories as f
 from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
 from tests.factories import dialog
 from tests.integration.test_config_verify import API_TOKEN, emulator_settings
-from worker.app import build_services
+from tests.tcp_proxy import TcpProxy
+from worker.api.app import CONTEXT, ApiServer
+from worker.app import Runtime, build_services
 from worker.config.settings import Settings
+from worker.messaging.consumer import Consumer
+from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -178,3 +185,57 @@ async def test_every_role_in_one_process(
     assert moved(before, after, "bcsync_expenses_published_total") >= 1
     assert moved(before, after, "bcsync_notifications_sent_total", channel="email") >= 1
     assert moved({}, after, "bcsync_consumers", queue=app_settings.queue("exports")) == 1
+
+
+async def test_one_broker_connection_serves_every_role(app_settings: Settings) -> None:
+    """The runtime owns the process's broker connection; the consumer, the dead-letter
+    sampler and the API's dead-letter operations use it instead of opening their own."""
+    services = await build_services(app_settings, ["consume", "poll", "api", "notify"])
+    runtime = services[0]
+    assert isinstance(runtime, Runtime)
+    try:
+        consumer = next(s for s in services if isinstance(s, Consumer))
+        sampler = next(s for s in services if isinstance(s, DeadLetterSampler))
+        ctx = next(s for s in services if isinstance(s, ApiServer)).app[CONTEXT]
+        assert consumer.connection is runtime.connection
+        assert ctx.dead_letters is not None
+        assert ctx.dead_letters.connection is runtime.connection
+        assert sampler.counts is ctx.dead_letter_counts
+        assert sampler.counts.dead_letters is ctx.dead_letters
+        assert await sampler.sample() >= 0  # on the runtime's connection, not one of its own
+        assert sampler.connection is runtime.connection
+    finally:
+        await runtime.stop()
+
+
+async def test_a_worker_started_during_a_broker_outage_waits_for_the_broker(
+    app_settings: Settings, amqp_url: str
+) -> None:
+    """``bc-sync run`` started while the broker restarts (or the network is cut) connects
+    once the broker answers, instead of exiting; ``poll --once`` still fails at once."""
+    parts = urlsplit(amqp_url)
+    closed = free_port()  # nothing listens here: the proxy drops every connection
+    proxy = TcpProxy("127.0.0.1", closed)
+    await proxy.start()
+    user = f"{parts.username}:{parts.password}@" if parts.username else ""
+    through = SecretStr(f"amqp://{user}127.0.0.1:{proxy.port}{parts.path or '/'}")
+    settings = app_settings.model_copy(update={"amqp_url": through})
+    try:
+        with pytest.raises((ConnectionError, OSError, AMQPError)):
+            await Runtime.open(settings)  # no wait: one attempt
+
+        async def broker_comes_back() -> None:
+            await asyncio.sleep(1.5)
+            proxy.target = (parts.hostname or "127.0.0.1", parts.port or 5672)
+
+        back = asyncio.create_task(broker_comes_back())
+        started = asyncio.get_running_loop().time()
+        runtime = await Runtime.open(settings, broker_wait_s=30)
+        try:
+            assert asyncio.get_running_loop().time() - started >= 1.5
+            assert not runtime.connection.is_closed
+        finally:
+            await runtime.stop()
+        await back
+    finally:
+        await proxy.stop()

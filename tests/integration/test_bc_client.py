@@ -19,6 +19,7 @@ from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import AVDELNING_ID, DEMO, PROJEKT_ID
 from tests.emulator.server import CompanyRef, ControlClient, EmulatorProcess
 from tests.emulator.tls import generate
+from worker.app import bc_hub
 from worker.bc import (
     BcAuthError,
     BcCompanyNotFound,
@@ -51,7 +52,7 @@ def emulator_settings(url: str, ca_file: Path | None) -> Settings:
 
 @pytest.fixture
 async def hub(emulator: EmulatorHandle) -> AsyncIterator[BcHub]:
-    async with BcHub(emulator_settings(emulator.url, emulator.ca_file), options=FAST) as h:
+    async with bc_hub(emulator_settings(emulator.url, emulator.ca_file), options=FAST) as h:
         yield h
 
 
@@ -429,7 +430,7 @@ async def test_a_fixed_secret_is_used_at_once(hub: BcHub) -> None:
 async def test_untrusted_certificate_fails_closed(emulator: EmulatorHandle, tmp_path: Path) -> None:
     other_ca = generate(tmp_path, ("127.0.0.1",)).cert
     for ca in (other_ca, None):  # another CA, or only the system's
-        async with BcHub(emulator_settings(emulator.url, ca), options=FAST) as hub:
+        async with bc_hub(emulator_settings(emulator.url, ca), options=FAST) as hub:
             with pytest.raises(BcUnavailable) as info:
                 await demo(hub).get_token()
             assert info.value.code == "TlsError" and not info.value.retryable
@@ -498,7 +499,7 @@ async def _round_trip(proc: EmulatorProcess, name: str) -> None:
         )
         ref = CompanyRef(DEMO.tenant_id, DEMO.environment, name)
         company = await control.company_state(ref)
-        async with BcHub(emulator_settings(proc.url, proc.ca_file), options=FAST) as hub:
+        async with bc_hub(emulator_settings(proc.url, proc.ca_file), options=FAST) as hub:
             # Users paste the name URL-encoded; both forms must reach the same company.
             inputs = [quote(name, safe="")]
             if "%" not in name:

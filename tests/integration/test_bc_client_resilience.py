@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
+from worker.app import bc_hub
 from worker.bc import (
     BcConnection,
     BcHub,
@@ -38,7 +39,7 @@ def emulator_settings(url: str, ca_file: Path) -> Settings:
 
 
 def make_hub(emulator: EmulatorHandle, options: ClientOptions = FAST) -> BcHub:
-    return BcHub(emulator_settings(emulator.url, emulator.ca_file), options=options)
+    return bc_hub(emulator_settings(emulator.url, emulator.ca_file), options=options)
 
 
 @pytest.fixture

@@ -23,11 +23,13 @@ from tests.integration.test_config_verify import API_TOKEN, FAST, closed_port_ur
 from tests.integration.test_dlq_support import Spec, make_dead_letters
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.api.config_routes import add_routes
+from worker.app import bc_hub
 from worker.bc import BcHub
-from worker.config.cache import ConfigCache
-from worker.config.service import ConfigService
 from worker.config.settings import Settings
-from worker.config.store import Store
+from worker.ops.dlq import DeadLetters
+from worker.ops.sampler import DeadLetterCounts
+from worker.setup.service import ConfigService
+from worker.store import ConfigCache, Store
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ORG = "org-acme"
@@ -58,7 +60,7 @@ class Api:
 
 async def start_api(settings: Settings, store: Store, hub: BcHub) -> AsyncIterator[Api]:
     cache = ConfigCache(store)
-    ctx = ApiContext(settings, services={"store": store, "hub": hub, "config_cache": cache})
+    ctx = ApiContext(settings, config=ConfigService(store, hub, cache))
     server = ApiServer(create_app(ctx, [add_routes]), "127.0.0.1", 0)
     await server.start()
     try:
@@ -74,7 +76,7 @@ async def api(
     store = make_store()
     await store.migrate()
     settings = emulator_settings(tmp_path, emulator)
-    async with BcHub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST) as hub:
         async for api in start_api(settings, store, hub):
             yield api
 
@@ -123,13 +125,13 @@ async def test_round_trip_created_updated_get_delete(
         assert (await api.call("GET", PATH))[0] == 404
         assert (await api.call("DELETE", PATH))[0] == 404
 
-    audit = [(e["action"], e["actor"], e["org"]) for e in logs if e["event"] == "config_audit"]
+    audit = [(e["action"], e["actor"], e["org"]) for e in logs if e["event"] == "audit"]
     assert audit == [
-        ("Created", "api:backoffice", ORG),
-        ("Updated", "api:backoffice", ORG),
-        ("Deleted", "api:backoffice", ORG),
+        ("config.created", "api:backoffice", ORG),
+        ("config.updated", "api:backoffice", ORG),
+        ("config.deleted", "api:backoffice", ORG),
     ]
-    rejected = [e for e in logs if e["event"] == "config_rejected"]
+    rejected = [e for e in logs if e["event"] == "config.rejected"]
     assert [(e["actor"], e["errors"]) for e in rejected] == [
         ("api:backoffice", ["client_secret (secret_rejected)"])
     ]
@@ -207,7 +209,7 @@ async def test_bc_unreachable_is_502_with_a_retry_hint(
     await store.migrate()
     url = closed_port_url()
     settings = emulator_settings(tmp_path, emulator, bc_api_url=url, authority_url=url)
-    async with BcHub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST) as hub:
         async for api in start_api(settings, store, hub):
             status, body, headers = await api.call("PUT", PATH, json=dialog())
             assert status == 502
@@ -328,7 +330,7 @@ async def test_status_shows_outcomes_and_dead_letters(
     api_settings = emulator_settings(tmp_path, emulator, amqp_url=settings.amqp_url).model_copy(
         update={"queue_prefix": settings.queue_prefix, "exchange": settings.exchange}
     )
-    async with BcHub(api_settings, options=FAST) as hub:
+    async with bc_hub(api_settings, options=FAST) as hub:
         async for api in start_api(api_settings, store, hub):
             status, body, _ = await api.call("GET", PATH + "/status")
             assert status == 200
@@ -350,15 +352,17 @@ async def test_status_shows_outcomes_and_dead_letters(
 async def test_the_routes_find_store_hub_and_cache_on_the_runtime(
     tmp_path: Path, emulator: EmulatorHandle, make_store: MakeStore
 ) -> None:
-    """As ``bc-sync run`` wires them: ``services={"runtime": …, "store": …}``."""
+    """As ``bc-sync run`` wires them: the config service on the runtime's store, hub and cache."""
     store = make_store()
     await store.migrate()
     settings = emulator_settings(tmp_path, emulator)
-    async with BcHub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST) as hub:
         cache = ConfigCache(store, ttl=3600)
         assert await cache.config(ORG) is None  # cached as "not configured" for an hour
         runtime = SimpleNamespace(store=store, hub=hub, configs=cache)
-        ctx = ApiContext(settings, services={"runtime": runtime, "store": store})
+        ctx = ApiContext(
+            settings, config=ConfigService(runtime.store, runtime.hub, runtime.configs)
+        )
         server = ApiServer(create_app(ctx, [add_routes]), "127.0.0.1", 0)
         await server.start()
         try:
@@ -368,3 +372,33 @@ async def test_the_routes_find_store_hub_and_cache_on_the_runtime(
             await server.stop()
         # The save invalidated the runtime's cache: the worker sees it without waiting.
         assert await cache.config(ORG) is not None
+
+
+async def test_status_counts_dead_letters_from_one_scan_not_one_per_call(
+    settings: Settings, tmp_path: Path, emulator: EmulatorHandle, make_store: MakeStore
+) -> None:
+    """Moment's dialog polls the status route: a call must not scan the whole dead-letter
+    queue each time (``ApiContext.dead_letter_counts`` serves calls from one scan)."""
+    await make_dead_letters(settings, [Spec("1", org=ORG), Spec("2", org=ORG, code="BC-X")])
+    store = make_store()
+    await store.migrate()
+    api_settings = emulator_settings(tmp_path, emulator, amqp_url=settings.amqp_url).model_copy(
+        update={"queue_prefix": settings.queue_prefix, "exchange": settings.exchange}
+    )
+    counts = DeadLetterCounts(DeadLetters(api_settings), max_age_s=3600)
+    async with bc_hub(api_settings, options=FAST) as hub:
+        ctx = ApiContext(api_settings, config=ConfigService(store, hub), dead_letter_counts=counts)
+        server = ApiServer(create_app(ctx, [add_routes]), "127.0.0.1", 0)
+        await server.start()
+        try:
+            api = Api(f"http://127.0.0.1:{server.port}", store, ConfigCache(store), hub)
+            for _ in range(5):
+                status, body, _ = await api.call("GET", PATH + "/status")
+                assert status == 200
+                assert body["dead_letters"] == {
+                    "count": 2,
+                    "by_code": {"BC-POSTING-GROUP-MISSING": 1, "BC-X": 1},
+                }
+        finally:
+            await server.stop()
+    assert counts.scans == 1

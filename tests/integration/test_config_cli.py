@@ -16,7 +16,8 @@ from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
 from tests.factories import dialog
 from tests.integration.test_config_verify import closed_port_url, emulator_settings
-from worker.config.commands import EXIT_REJECTED, EXIT_UNREACHABLE, register
+from worker.cli.common import ExitCode
+from worker.cli.config import register
 from worker.config.settings import Settings
 
 ORG = "org-acme"
@@ -81,13 +82,13 @@ async def test_put_get_verify_delete(
 
         assert await run(cli_settings, "config", "delete", ORG) == 0
         assert capsys.readouterr().out.splitlines()[-1] == "Deleted"
-        assert await run(cli_settings, "config", "get", ORG) == EXIT_REJECTED
+        assert await run(cli_settings, "config", "get", ORG) == ExitCode.FAILED
         assert "has no Business Central integration" in capsys.readouterr().err
-        assert await run(cli_settings, "verify", ORG) == EXIT_REJECTED
+        assert await run(cli_settings, "verify", ORG) == ExitCode.FAILED
 
-    audit = [e["action"] for e in logs if e["event"] == "config_audit"]
-    assert audit == ["Created", "Updated", "Deleted"]
-    assert all(e["actor"].startswith("cli:") for e in logs if e["event"] == "config_audit")
+    audit = [e["action"] for e in logs if e["event"] == "audit"]
+    assert audit == ["config.created", "config.updated", "config.deleted"]
+    assert all(e["actor"].startswith("cli:") for e in logs if e["event"] == "audit")
     assert DEMO.client_secret not in repr(logs)
 
 
@@ -95,12 +96,12 @@ async def test_field_errors_exit_1(
     cli_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     body = write(tmp_path, dialog(company_name="CRONUS Sverge AB"))
-    assert await run(cli_settings, "config", "put", ORG, body) == EXIT_REJECTED
+    assert await run(cli_settings, "config", "put", ORG, body) == ExitCode.FAILED
     err = capsys.readouterr().err
     assert err.startswith("company_name: Company name: there is no company named")
     assert "[not_found]" in err
 
-    assert await run(cli_settings, "config", "put", ORG, body, "--json") == EXIT_REJECTED
+    assert await run(cli_settings, "config", "put", ORG, body, "--json") == ExitCode.FAILED
     errors = json_out(capsys.readouterr().out)["errors"]
     assert [e["field"] for e in errors] == ["company_name"]
 
@@ -118,7 +119,7 @@ async def test_verify_reports_what_changed_in_bc(
     assert await run(cli_settings, "config", "put", ORG, write(tmp_path, dialog())) == 0
     await emulator.control.delete("gen_bus_posting_group", "EXPORT", at=emulator.company_ref)
     capsys.readouterr()
-    assert await run(cli_settings, "verify", ORG, "--json") == EXIT_REJECTED
+    assert await run(cli_settings, "verify", ORG, "--json") == ExitCode.FAILED
     errors = json_out(capsys.readouterr().out)["errors"]
     assert [(e["field"], e["code"]) for e in errors] == [
         ("customer_posting_groups.abroad.gen_bus_posting_group", "not_found")
@@ -131,10 +132,10 @@ async def test_bc_unreachable_exits_3(
     url = closed_port_url()
     settings = emulator_settings(tmp_path, emulator, bc_api_url=url, authority_url=url)
     assert await run(settings, "config", "put", ORG, write(tmp_path, dialog())) == (
-        EXIT_UNREACHABLE
+        ExitCode.UNREACHABLE
     )
     assert "could not be reached" in capsys.readouterr().err
-    assert await run(settings, "config", "get", ORG) == EXIT_REJECTED
+    assert await run(settings, "config", "get", ORG) == ExitCode.FAILED
 
 
 def test_usage() -> None:

@@ -19,10 +19,11 @@ from tests.conftest import make_settings
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
 from tests.factories import dialog
+from worker.app import bc_hub
 from worker.bc import BcHub, ClientOptions, RetryPolicy
 from worker.config.model import ConfigValidationError, FieldError, parse_config
 from worker.config.settings import Settings
-from worker.config.verify import BcUnreachable, did_you_mean, verify
+from worker.setup.verify import BcUnreachable, did_you_mean, verify
 
 FAST = ClientOptions(
     timeout_s=10,
@@ -60,7 +61,7 @@ def closed_port_url() -> str:
 
 @pytest.fixture
 async def hub(tmp_path: Path, emulator: EmulatorHandle) -> AsyncIterator[BcHub]:
-    async with BcHub(emulator_settings(tmp_path, emulator), options=FAST) as h:
+    async with bc_hub(emulator_settings(tmp_path, emulator), options=FAST) as h:
         yield h
 
 
@@ -271,7 +272,7 @@ async def test_the_other_company_without_services_verifies_without_customer_and_
 async def test_bc_unreachable_is_not_a_config_error(tmp_path: Path) -> None:
     url = closed_port_url()
     settings = make_settings(tmp_path, bc_api_url=url, authority_url=url, client_id=DEMO.client_id)
-    async with BcHub(settings, options=FAST) as dead:
+    async with bc_hub(settings, options=FAST) as dead:
         with pytest.raises(BcUnreachable) as caught:
             await verify(parse_config(dialog()), dead)
     assert "could not be reached" in caught.value.message

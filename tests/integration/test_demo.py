@@ -16,7 +16,7 @@ async def test_the_demo_shows_the_product_end_to_end(amqp_url: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.demo",
+        "tests.demo",
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,

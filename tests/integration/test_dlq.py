@@ -344,3 +344,17 @@ async def test_purge_only_what_was_confirmed(settings: Settings, tmp_path: Path)
 async def test_missing_dead_letter_queue_is_a_clear_error(settings: Settings) -> None:
     with pytest.raises(dlq.DlqError, match="topology apply"):
         await dlq.list_dead_letters(settings)
+
+
+async def test_operations_sharing_the_process_connection_take_turns(settings: Settings) -> None:
+    """The API runs dead-letter operations on the runtime's one connection. The broker's
+    exclusive-queue lock does not keep two operations on one connection apart, so the process
+    orders them itself: two listings at once each see the whole queue, in order."""
+    expected = await make_dead_letters(settings, [Spec(str(i)) for i in range(MANY)])
+    connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+    async with connection:
+        shared = dlq.DeadLetters(settings, connection)
+        first, second = await asyncio.gather(shared.list_letters(), shared.list_letters())
+    assert [x.id for x in first] == expected
+    assert [x.id for x in second] == expected
+    assert await depth(settings, settings.queue("dead")) == MANY

@@ -19,16 +19,15 @@ from tests.amqp_support import drain, wait_for
 from tests.conftest import make_settings
 from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
+from worker.app import bc_hub
 from worker.bc import BcHub, ClientOptions, RetryPolicy
-from worker.config.cache import ConfigCache
 from worker.config.crypto import SecretBox
-from worker.config.leases import Leases
 from worker.config.model import parse_config
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.events.handlers import FailureReport, Observer
 from worker.messaging.publisher import Publisher
 from worker.metrics import EXPENSES_PUBLISHED, POLLER_LAG
+from worker.store import ConfigCache, Leases, Store
 from worker.sync.context import SyncContext
 from worker.sync.expenses import (
     EVENT_TYPE,
@@ -89,7 +88,7 @@ class Expenses:
     async def poller(self, store: Store | None = None, **options: Any) -> ExpensePoller:
         """A poller with its own store handle, BC hub and publisher channel."""
         store = store or (self.stores[0] if self.stores else await self.store())
-        hub = BcHub(self.settings, options=FAST_BC)
+        hub = bc_hub(self.settings, options=FAST_BC)
         self.hubs.append(hub)
         leases = Leases(store)
         ctx = SyncContext(self.settings, ConfigCache(store), hub, claims=leases, outcomes=store)

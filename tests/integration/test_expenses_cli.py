@@ -1,5 +1,5 @@
 """``bc-sync poll --once [--org ID] [--json]`` against the emulator, a real broker and SQLite,
-through the parser that ``worker/cli.py`` builds with :func:`register`."""
+through the parser that ``worker/cli/main.py`` builds with :func:`register`."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 from tests.conftest import drop_topology, make_settings
 from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
+from worker.cli.poll import register
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config
 from worker.config.settings import Settings
-from worker.config.store import Store
-from worker.sync.poll_commands import register
+from worker.store import Store
 
 ORG = "org-cli"
 

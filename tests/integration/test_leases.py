@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from worker.config.leases import Leases
-from worker.config.store import Store
+from worker.store import Leases, Store
 
 
 @pytest.fixture

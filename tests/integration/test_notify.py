@@ -29,13 +29,13 @@ from tests.integration.test_notify_support import (
     make_service,
 )
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.events.envelope import parse
 from worker.events.handlers import FailureReport, Outcome
 from worker.messaging.publisher import Publisher
 from worker.notify import NotificationRecorder, NotificationRepository, digest_status
 from worker.notify.recorder import OPEN_FAILURES_TTL_S
 from worker.notify.store import utcnow
+from worker.store import Store
 
 ORG = "org-acme"
 # Store-independent behaviour: one database kind is enough.

@@ -18,13 +18,13 @@ from tests.db_support import KEY
 from tests.integration.test_notify_support import SmtpSink, config, make_service
 from worker.config.crypto import SecretBox
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.errors import Permanent, Transient
 from worker.events.envelope import Event
 from worker.events.handlers import Outcome
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
 from worker.notify import NotificationRecorder, NotificationRepository
+from worker.store import Store
 
 ORG = f.ORG
 TYPE = "moment.invoice.created"

@@ -16,14 +16,12 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from worker.config.cache import ConfigCache
-from worker.config.leases import Leases
 from worker.config.model import IntegrationConfig, parse_config
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.notify.mail import Mailer
 from worker.notify.service import DigestService, EventPublisher
 from worker.notify.store import NotificationRepository
+from worker.store import ConfigCache, Leases, Store
 
 SMTP_USER = "notify"
 SMTP_PASSWORD = "smtp-pa55-Zq8rT1"

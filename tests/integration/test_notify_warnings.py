@@ -9,12 +9,12 @@ from typing import Any
 
 from tests import factories as f
 from tests.db_support import MakeStore
-from worker.config.store import Store
 from worker.events.envelope import parse
 from worker.events.handlers import DataWarning, FailureReport, Outcome
 from worker.notify import NotificationRecorder, NotificationRepository
 from worker.notify.digest import compose
 from worker.notify.store import FAILURE, RESOLVED, WARNING, utcnow
+from worker.store import Store
 
 ORG = "org-acme"
 VAT = "BC-VAT-NUMBER-LEFT-OUT"

@@ -26,11 +26,12 @@ from tests.db_support import MakeStore
 from tests.emulator.fixtures import EmulatorHandle
 from worker.api import ops_routes
 from worker.api.app import ApiContext, ApiServer, create_app
+from worker.app import bc_hub
 from worker.bc import BcError, BcHub
 from worker.bc.http import Transport
 from worker.config.model import ConfigValidationError, parse_config
 from worker.config.settings import SettingsError, load_settings
-from worker.config.store import integration_configs
+from worker.store import integration_configs
 
 TOKEN = "api-token-for-security-tests-7f3a"
 BC_HOST = "api.businesscentral.example"
@@ -209,7 +210,7 @@ def test_config_input_cannot_change_bc_host_or_path(
         )
     except ConfigValidationError:
         return
-    hub = BcHub(s)
+    hub = bc_hub(s)
     try:
         creds = hub.credentials(
             tenant_id=config.tenant_id,
@@ -261,7 +262,7 @@ async def test_entra_with_untrusted_certificate_fails_closed(
         ca_file=None,
     )
     await emulator.control.clear_requests()
-    async with BcHub(s) as hub:
+    async with bc_hub(s) as hub:
         with pytest.raises(BcError) as caught:
             await hub.connection(_creds(hub, emulator)).list_companies()
     assert emulator.client_secret not in str(caught.value)
@@ -279,7 +280,7 @@ async def test_bc_with_untrusted_certificate_fails_closed(
         client_id=emulator.client_id,
         ca_file=emulator.ca_file,
     )
-    async with BcHub(s) as hub:
+    async with bc_hub(s) as hub:
         # Entra trusted (a token is issued), BC not: the API call must not go out.
         await hub.transport.close()
         hub.transport = Transport(
@@ -303,7 +304,7 @@ async def test_trusted_ca_file_works(emulator: EmulatorHandle, tmp_path: Path) -
         client_id=emulator.client_id,
         ca_file=emulator.ca_file,
     )
-    async with BcHub(s) as hub:
+    async with bc_hub(s) as hub:
         names = [c.name for c in await hub.connection(_creds(hub, emulator)).list_companies()]
     assert emulator.company_name in names
 

@@ -19,9 +19,9 @@ from sqlalchemy.engine import make_url
 
 from tests.db_support import KEY, MakeStore
 from worker.config.crypto import SecretBox, SecretDecryptError
-from worker.config.migrations import MIGRATIONS, Migration, check_steps, run_migrations
 from worker.config.model import ConfigValidationError, IntegrationConfig, parse_config
-from worker.config.store import Store, StoredConfigError
+from worker.store import MIGRATIONS, Migration, Store, StoredConfigError
+from worker.store.migrations import check_steps, run_migrations
 
 SECRET = "Qx8~k3.PLAINTEXT-client-secret-4711"
 

@@ -14,8 +14,7 @@ from sqlalchemy import event
 
 from tests.db_support import MakeStore
 from tests.integration.test_store import config, secret_of
-from worker.config.cache import ConfigCache
-from worker.config.store import Store
+from worker.store import ConfigCache, Store
 
 TTL = 5.0
 

@@ -3,7 +3,7 @@ never lost on a clean stop (real SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from worker.config.store import Store
+from worker.store import Store
 from worker.sync.status import SuccessBuffer
 
 

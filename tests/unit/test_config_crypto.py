@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet
-from structlog.testing import capture_logs
 
 from worker.config.crypto import (
-    DEMO_KEY,
     GENERATE_HINT,
     SecretBox,
     SecretDecryptError,
@@ -82,23 +80,15 @@ def test_a_bad_key_is_named_without_quoting_it(bad: str) -> None:
     assert caught.value.__suppress_context__
 
 
-def test_the_demo_falls_back_to_a_public_key_and_says_so() -> None:
-    with capture_logs() as logs:
-        box = SecretBox.from_settings(Settings(secret_key=None, demo=True))
-    assert box.decrypt(SecretBox([DEMO_KEY]).encrypt(SECRET)) == SECRET
-    assert any(entry["log_level"] == "warning" for entry in logs)
-    assert "BC_SYNC_SECRET_KEY" in logs[0]["message"]
-
-
-def test_the_demo_uses_a_configured_key_when_there_is_one() -> None:
+def test_the_configured_key_is_used() -> None:
     own = key()
-    box = SecretBox.from_settings(Settings(secret_key=own, demo=True))
+    box = SecretBox.from_settings(Settings(secret_key=own))
     assert SecretBox([own]).decrypt(box.encrypt(SECRET)) == SECRET
 
 
-def test_outside_the_demo_a_key_is_required() -> None:
+def test_a_key_is_required_there_is_no_built_in_one() -> None:
     with pytest.raises(SecretKeyError, match="BC_SYNC_SECRET_KEY is not set"):
-        SecretBox.from_settings(Settings(secret_key=None, demo=False))
+        SecretBox.from_settings(Settings(secret_key=None))
 
 
 def test_the_box_never_shows_its_keys() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from worker.cli import build_parser
-from worker.ops.commands import ProgressBar, format_table
+from worker.cli.common import format_table
+from worker.cli.dlq import ProgressBar
 from worker.ops.dlq import Filters
 
 

@@ -1,7 +1,8 @@
-"""The admin HTTP API (aiohttp): bearer auth on ``/v1``, health, readiness and metrics.
+"""The admin HTTP API (aiohttp): bearer auth on ``/v1``, health, readiness and metrics, and
+one error middleware that answers the error classes of every route.
 
-Route modules add themselves through ``add_routes(app)`` and read what they need from
-:class:`ApiContext` (``request.app[CONTEXT]``).
+Route modules add themselves through ``add_routes(app)`` and read their typed dependencies
+from :class:`ApiContext` (``request.app[CONTEXT]``), which the composition root fills in.
 """
 
 from __future__ import annotations
@@ -10,33 +11,58 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from worker.config.model import ConfigValidationError, FieldError
 from worker.config.settings import Settings, SettingsError
+from worker.ops.dlq import DeadLetters, DlqBusy, DlqError, FilterError
+from worker.ops.health import ReadinessCheck
+from worker.ops.sampler import DeadLetterCounts
+from worker.setup.service import ConfigService
+from worker.setup.verify import BcUnreachable
+from worker.store import StoredConfigError
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# How long a request waits for another dead-letter operation before answering 409.
+DLQ_LOCK_WAIT_S = 10.0
+# One section of ``GET …/status``: ``await section(org)`` gives its JSON.
+StatusSection = Callable[[str], Awaitable[Any]]
 
 
-class ReadinessCheck(Protocol):
-    """One part of readiness: returns (ok, detail)."""
-
-    async def __call__(self) -> tuple[bool, Any]: ...
+class ServiceUnavailable(Exception):
+    """What the route needs does not run in this process (answered 503)."""
 
 
 @dataclass
 class ApiContext:
-    """What the routes need; roles that do not run in this process are simply absent."""
+    """What the routes need, typed; a part whose role does not run in this process is None
+    (its routes answer 503). Without ``dead_letters`` each dead-letter call opens its own
+    broker connection; ``bc-sync run`` gives the process's one."""
 
     settings: Settings
-    services: dict[str, Any] = field(default_factory=dict)
+    config: ConfigService | None = None
+    dead_letters: DeadLetters | None = None
+    dead_letter_counts: DeadLetterCounts | None = None
+    status_sections: dict[str, StatusSection] = field(default_factory=dict)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dead_letters is None:
+            self.dead_letters = DeadLetters(self.settings, lock_wait=DLQ_LOCK_WAIT_S)
+        if self.dead_letter_counts is None:
+            self.dead_letter_counts = DeadLetterCounts(self.dead_letters)
+
+    def config_service(self) -> ConfigService:
+        if self.config is None:
+            raise ServiceUnavailable("the configuration store is not available in this process")
+        return self.config
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -102,15 +128,43 @@ def _auth_middleware(tokens: dict[str, str]) -> Middleware:
     return auth
 
 
+def field_errors(errors: list[FieldError], status: int = 422) -> web.Response:
+    return web.json_response({"errors": errors}, status=status)
+
+
+def _bc_unreachable(exc: BcUnreachable) -> web.Response:
+    retry_after = max(1, round(exc.retry_after))
+    return web.json_response(
+        {"error": "bc_unreachable", "message": exc.message, "retry_after": retry_after},
+        status=502,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Never answer with a stack trace: unexpected errors become a plain 500."""
+    """The answer for each error class a route may raise; never a stack trace: anything
+    unexpected becomes a plain 500."""
     try:
         return await handler(request)
     except web.HTTPException:
         raise
+    except ConfigValidationError as exc:
+        return field_errors(exc.errors)
+    except FilterError as exc:
+        return field_errors([{"field": exc.field, "code": "invalid", "message": exc.message}])
+    except BcUnreachable as exc:
+        return _bc_unreachable(exc)
+    except ServiceUnavailable as exc:
+        return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
+    except StoredConfigError as exc:
+        return web.json_response({"error": "unreadable", "message": str(exc)}, status=500)
+    except DlqBusy as exc:
+        return web.json_response({"error": "busy", "message": str(exc)}, status=409)
+    except DlqError as exc:
+        return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
     except Exception:
-        log.exception("api request failed", path=request.path, method=request.method)
+        log.exception("api.request_failed", path=request.path, method=request.method)
         return web.json_response({"error": "internal error"}, status=500)
 
 
@@ -179,7 +233,7 @@ class ApiServer:
         sockets = getattr(site._server, "sockets", None)
         if self.port == 0 and sockets:
             self.port = sockets[0].getsockname()[1]
-        log.info("api listening", url=f"http://{self.host}:{self.port}")
+        log.info("api.listening", url=f"http://{self.host}:{self.port}")
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -4,35 +4,23 @@
 - ``GET /v1/dead-letters/{id}`` → one dead letter in full (envelope, headers, history, fix)
 - ``POST /v1/dead-letters/replay`` {org, type, code, since, until, limit, ids, dry_run}
 
-Same logic as ``bc-sync dlq`` (:mod:`worker.ops.dlq`). Listing reads only.
+Same logic as ``bc-sync dlq`` (:mod:`worker.ops.dlq`), on the process's broker connection
+(:class:`~worker.ops.dlq.DeadLetters`). Listing reads only. Errors are answered by the API's
+error middleware (422 filters, 409 busy, 503 broker unreachable).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import structlog
-from aio_pika.exceptions import AMQPConnectionError
 from aiohttp import web
 
-from worker.api.app import CALLER, CONTEXT
+from worker.api.app import CALLER, CONTEXT, field_errors
 from worker.ops import dlq
-
-log = structlog.get_logger(__name__)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-# How long a request waits for another dead-letter operation before answering 409.
-LOCK_WAIT_S = 10.0
 REPLAY_FIELDS = frozenset({"org", "type", "code", "since", "until", "limit", "ids", "dry_run"})
-
-
-def _invalid(errors: list[dict[str, str]]) -> web.Response:
-    return web.json_response({"errors": errors}, status=422)
-
-
-def _field_error(exc: dlq.FilterError) -> web.Response:
-    return _invalid([{"field": exc.field, "code": "invalid", "message": exc.message}])
 
 
 def _limit(value: Any) -> int:
@@ -49,50 +37,20 @@ def _limit(value: Any) -> int:
     return number
 
 
-def _unavailable(exc: Exception) -> web.Response:
-    if isinstance(exc, dlq.DlqBusy):
-        return web.json_response({"error": "busy", "message": str(exc)}, status=409)
-    if isinstance(exc, dlq.DlqError):
-        return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
-    # Broker unreachable: say so without the library's text (it can hold the URL).
-    log.warning("dead-letter request: broker unreachable", error=type(exc).__name__)
-    return web.json_response(
-        {"error": "unavailable", "message": "the message broker cannot be reached"}, status=503
-    )
-
-
-_BROKER_ERRORS = (dlq.DlqError, AMQPConnectionError, ConnectionError, OSError)
-
-
 async def list_dead_letters(request: web.Request) -> web.Response:
     q = request.query
     unknown = set(q) - {"org", "type", "code", "since", "until", "limit", "id", "group_by"}
     if unknown:
-        return _invalid(
+        return field_errors(
             [{"field": k, "code": "unknown", "message": "unknown parameter"} for k in unknown]
         )
     group_by = q.get("group_by") or None
-    try:
-        if group_by is not None and group_by not in dlq.GROUP_BY:
-            raise dlq.FilterError("group_by", f"must be one of {', '.join(dlq.GROUP_BY)}")
-        # Counts look at every match; a row listing is paged by limit.
-        limit = None if group_by and not q.get("limit") else _limit(q.get("limit"))
-        filters = dlq.Filters.parse(
-            org=q.get("org"),
-            type=q.get("type"),
-            code=q.get("code"),
-            since=q.get("since"),
-            until=q.get("until"),
-            ids=q.getall("id", []),
-            limit=limit,
-        )
-    except dlq.FilterError as exc:
-        return _field_error(exc)
-    settings = request.app[CONTEXT].settings
-    try:
-        letters = await dlq.list_dead_letters(settings, filters, lock_wait=LOCK_WAIT_S)
-    except _BROKER_ERRORS as exc:
-        return _unavailable(exc)
+    if group_by is not None and group_by not in dlq.GROUP_BY:
+        raise dlq.FilterError("group_by", f"must be one of {', '.join(dlq.GROUP_BY)}")
+    # Counts look at every match; a row listing is paged by limit.
+    limit = None if group_by and not q.get("limit") else _limit(q.get("limit"))
+    filters = dlq.Filters.from_fields(q, ids=q.getall("id", []), limit=limit)
+    letters = await _dead_letters(request).list_letters(filters)
     if group_by:
         groups = dlq.group_counts(letters, group_by)
         return web.json_response(
@@ -114,12 +72,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 async def show_dead_letter(request: web.Request) -> web.Response:
-    settings = request.app[CONTEXT].settings
     message_id = request.match_info["id"]
-    try:
-        detail = await dlq.show_dead_letter(settings, message_id, lock_wait=LOCK_WAIT_S)
-    except _BROKER_ERRORS as exc:
-        return _unavailable(exc)
+    detail = await _dead_letters(request).show(message_id)
     if detail is None:
         return web.json_response({"error": "not_found", "id": message_id}, status=404)
     return web.json_response(detail)
@@ -132,7 +86,7 @@ def _replay_filters(body: Any) -> tuple[dlq.Filters, bool]:
     if unknown:
         # A typo such as "organization" must not turn into "replay everything".
         raise dlq.FilterError(unknown[0], "unknown field")
-    for name in ("org", "type", "code", "since", "until"):
+    for name in dlq.FILTER_FIELDS:
         if body.get(name) is not None and not isinstance(body[name], str):
             raise dlq.FilterError(name, "must be a string")
     ids = body.get("ids")
@@ -146,15 +100,7 @@ def _replay_filters(body: Any) -> tuple[dlq.Filters, bool]:
     if not isinstance(dry_run, bool):
         raise dlq.FilterError("dry_run", "must be true or false")
     limit = None if body.get("limit") is None else _limit(body["limit"])
-    filters = dlq.Filters.parse(
-        org=body.get("org"),
-        type=body.get("type"),
-        code=body.get("code"),
-        since=body.get("since"),
-        until=body.get("until"),
-        ids=ids,
-        limit=limit,
-    )
+    filters = dlq.Filters.from_fields(body, ids=ids, limit=limit)
     return filters, dry_run
 
 
@@ -162,25 +108,22 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
     try:
         body = await request.json() if request.can_read_body else {}
     except ValueError:
-        return _invalid([{"field": "body", "code": "invalid", "message": "not valid JSON"}])
-    try:
-        filters, dry_run = _replay_filters(body)
-    except dlq.FilterError as exc:
-        return _field_error(exc)
-    settings = request.app[CONTEXT].settings
+        return field_errors([{"field": "body", "code": "invalid", "message": "not valid JSON"}])
+    filters, dry_run = _replay_filters(body)
     actor = f"api:{request.get(CALLER, 'unknown')}"
-    try:
-        result = await dlq.replay(
-            settings, filters, actor=actor, dry_run=dry_run, lock_wait=LOCK_WAIT_S
-        )
-    except _BROKER_ERRORS as exc:
-        return _unavailable(exc)
+    result = await _dead_letters(request).replay(filters, actor=actor, dry_run=dry_run)
     answer: dict[str, Any] = {**result.summary(), "filters": filters.describe()}
     if dry_run:
         answer["items"] = [letter.row() for letter in result.letters]
     else:
         answer["ids"] = [letter.id for letter in result.letters]
     return web.json_response(answer, status=200 if result.error is None else 502)
+
+
+def _dead_letters(request: web.Request) -> dlq.DeadLetters:
+    dead_letters = request.app[CONTEXT].dead_letters
+    assert dead_letters is not None  # ApiContext fills it in
+    return dead_letters
 
 
 def add_routes(app: web.Application) -> None:

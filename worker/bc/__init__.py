@@ -1,7 +1,8 @@
 """Business Central client: auth (msal), HTTP (aiohttp), OData helpers, resources, errors.
 
-Knows nothing of Moment and nothing of AMQP. Start with :class:`BcHub` (one per process) and
-``hub.connection(credentials)``; every call raises a :class:`BcError` subclass on failure.
+Knows nothing of Moment, of settings and of AMQP. Start with :class:`BcHub` (one per process,
+configured by :class:`BcEndpoints`) and ``hub.connection(credentials)``; every call raises a
+:class:`BcError` subclass on failure.
 
 Mapping errors to outcomes: ``err.transient`` says whether a later attempt can succeed
 (:class:`BcThrottled`, :class:`BcUnavailable`, :class:`BcConflict` → retry ladder, honouring
@@ -14,6 +15,7 @@ particular BC error is recognised with :func:`worker.bc.errors.facts`, ``is_dial
 """
 
 from worker.bc.client import BcConnection, BcCredentials, BcHub
+from worker.bc.endpoints import BcEndpoints
 from worker.bc.errors import (
     BcAuthError,
     BcCompanyNotFound,
@@ -38,6 +40,7 @@ __all__ = [
     "BcConflict",
     "BcConnection",
     "BcCredentials",
+    "BcEndpoints",
     "BcEnvironmentNotFound",
     "BcError",
     "BcHub",

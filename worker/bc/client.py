@@ -17,6 +17,7 @@ import structlog
 from pydantic import SecretStr
 
 from worker.bc.auth import TokenProvider
+from worker.bc.endpoints import BcEndpoints
 from worker.bc.errors import (
     SAME_KEY,
     BcAuthError,
@@ -67,8 +68,7 @@ from worker.bc.odata import (
     query_string,
     segment,
 )
-from worker.bc.pages import ODataPages, ODataServices
-from worker.config.settings import Settings, get_settings
+from worker.bc.pages import ODataPages
 
 log = structlog.get_logger(__name__)
 
@@ -146,21 +146,21 @@ class BcHub:
     """Process-wide BC client state: the HTTP session, msal apps, per-subject limiters and small
     caches (company ids, dimension ids). ``await hub.close()`` at shutdown."""
 
-    def __init__(self, settings: Settings | None = None, *, options: ClientOptions | None = None):
-        self.settings = settings or get_settings()
+    def __init__(self, endpoints: BcEndpoints, *, options: ClientOptions | None = None):
+        self.endpoints = endpoints
         self.options = options or ClientOptions()
         self.tokens = TokenProvider(
-            self.settings.authority_url,
-            ca_file=self.settings.ca_file,
+            endpoints.authority_url,
+            ca_file=endpoints.ca_file,
             timeout_s=self.options.token_timeout_s,
         )
         self.transport = Transport(
-            base_url=self.settings.bc_api_url,
+            base_url=endpoints.api_url,
             tokens=self.tokens,
-            ca_file=self.settings.ca_file,
+            ca_file=endpoints.ca_file,
             options=self.options,
         )
-        self.services = ODataServices.from_settings(self.settings)
+        self.services = endpoints.services
         self._company_ids: _Lru[tuple[str, str, str], str] = _Lru(4096)
         self._company_locks: _Lru[tuple[str, str, str], asyncio.Lock] = _Lru(4096)
         self._dimension_ids: _Lru[tuple[str, str, str], tuple[float, dict[str, str]]] = _Lru(1024)
@@ -184,7 +184,7 @@ class BcHub:
         client_id: str | None = None,
     ) -> BcCredentials:
         """Credentials from configuration values; the client id defaults to the setting."""
-        cid = client_id or self.settings.client_id
+        cid = client_id or self.endpoints.client_id
         if not cid:
             raise BcAuthError(
                 "No client ID: set BC_SYNC_CLIENT_ID or the integration's client ID.",
@@ -229,7 +229,7 @@ class BcConnection:
         self.credentials = creds
         self._principal = creds.principal
         self._transport = hub.transport
-        base = hub.settings.bc_api_url
+        base = hub.endpoints.api_url
         self.env_url = f"{base}/v2.0/{segment(creds.tenant_id)}/{segment(creds.environment)}"
         self.api_url = f"{self.env_url}/api/v2.0"
         self.pages = ODataPages(
@@ -542,7 +542,7 @@ class BcConnection:
         except BcNotFound as exc:
             if isinstance(exc, BcEnvironmentNotFound | BcCompanyNotFound):
                 raise
-            log.info("sales invoice already deleted", invoice_id=invoice_id)
+            log.info("bc.sales_invoice_already_deleted", invoice_id=invoice_id)
 
     async def sales_invoice_lines(self, invoice_id: str) -> list[SalesInvoiceLine]:
         """``GET COMPANY/salesInvoices({id})/salesInvoiceLines``: the line ids of a draft."""

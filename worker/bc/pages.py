@@ -15,7 +15,6 @@ from worker.bc.errors import RESOURCE_NOT_FOUND, BcNotFound, BcServiceNotPublish
 from worker.bc.http import Principal, Transport
 from worker.bc.models import CustomerCard, PageDimensionValue, PostingGroup
 from worker.bc.odata import company_segment, is_identifier, key_segment, pages, segment
-from worker.config.settings import Settings
 
 DIMENSION_VALUE_NAME_MAX = 50  # "Dimension Value".Name is Text[50]
 
@@ -44,15 +43,6 @@ class ODataServices:
         ):
             if not is_identifier(name) or "/" in name:
                 raise ValueError(f"not a web service name: {name!r}")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ODataServices:
-        return cls(
-            settings.odata_dimension_values,
-            settings.odata_customer_card,
-            settings.odata_gen_bus_posting_groups,
-            settings.odata_customer_posting_groups,
-        )
 
 
 class ODataPages:

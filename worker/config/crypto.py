@@ -7,24 +7,19 @@ key. Error messages name the setting and never contain a key or a secret.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import structlog
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 if TYPE_CHECKING:
     from worker.config.settings import Settings
 
-log = structlog.get_logger(__name__)
 
 SETTING = "BC_SYNC_SECRET_KEY"
 GENERATE_HINT = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 )
-# Used only with BC_SYNC_DEMO=true and no key set: everybody can read it, so it protects nothing.
-DEMO_KEY = base64.urlsafe_b64encode(b"bc-sync demo key, not a secret!!").decode()
 
 
 class SecretKeyError(Exception):
@@ -66,15 +61,8 @@ class SecretBox:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretBox:
-        """From process settings; falls back to a fixed, public key only in the demo."""
+        """From process settings (``BC_SYNC_SECRET_KEY``; there is no built-in key)."""
         value = settings.secret_key.get_secret_value() if settings.secret_key else ""
-        if not value.strip() and settings.demo:
-            log.warning(
-                "secret_key_demo",
-                message=f"{SETTING} is not set: using the built-in demo key, which protects "
-                "nothing. Set a real key outside the demo.",
-            )
-            value = DEMO_KEY
         return cls.from_setting(value)
 
     def encrypt(self, secret: str) -> str:

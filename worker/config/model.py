@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, Protocol, TypedDict
 from urllib.parse import unquote
 
 from pydantic import (
@@ -32,9 +32,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-
-if TYPE_CHECKING:
-    from worker.config.settings import Settings
 
 # Business Central's own limits: Company.Name is Text[30], codes are Code[20].
 COMPANY_NAME_MAX = 30
@@ -336,7 +333,15 @@ def _user_id(value: object) -> str | None:
 Code = Annotated[str | None, BeforeValidator(_code)]
 
 
-def effective_client_id(client_id: str | None, settings: Settings) -> str:
+class DefaultClientId(Protocol):
+    """Where the installation's default Entra app is named: the settings, or the BC client's
+    :class:`~worker.bc.BcEndpoints`."""
+
+    @property
+    def client_id(self) -> str | None: ...
+
+
+def effective_client_id(client_id: str | None, settings: DefaultClientId) -> str:
     """``client_id`` when given, else the installation's default (``BC_SYNC_CLIENT_ID``)."""
     if client_id:
         return client_id
@@ -521,7 +526,7 @@ class IntegrationConfig(_Model):
         """The Moment users to notify, in the configured order."""
         return [r.user_id for r in self.notification_recipients if r.user_id is not None]
 
-    def effective_client_id(self, settings: Settings) -> str:
+    def effective_client_id(self, settings: DefaultClientId) -> str:
         """The Entra app (client) id: this config's own, else the installation's default."""
         return effective_client_id(self.client_id, settings)
 
@@ -799,7 +804,7 @@ class ConnectionFields(_Model):
     def _company(cls, value: object, info: ValidationInfo) -> str | None:
         return _optional_company_name(value, info)
 
-    def effective_client_id(self, settings: Settings) -> str:
+    def effective_client_id(self, settings: DefaultClientId) -> str:
         """This request's client id, else the installation's default (as for a config)."""
         return effective_client_id(self.client_id, settings)
 

@@ -54,7 +54,6 @@ class Settings(BaseSettings):
     # Notification digest window and the delay of the first mail after a quiet period.
     digest_window_s: float = Field(900, gt=0)
     digest_first_delay_s: float = Field(60, ge=0)
-    demo: bool = False
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -25,7 +25,7 @@ NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)
 # (BC keys are at most 35), so an absurd one is an invalid event, not a header too big to send.
 KEY_MAX = 200
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=KEY_MAX)]
-ORG_ID_MAX = 100  # the store's limit (worker.config.store.ORG_ID_MAX)
+ORG_ID_MAX = 100  # the store's limit (worker.store.ORG_ID_MAX)
 # One printable line: the organization id keys the config store and goes into every log line.
 OrgId = Annotated[
     str,

@@ -19,7 +19,6 @@ import socket
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -44,20 +43,14 @@ from worker.events.handlers import (
     subject_of,
 )
 from worker.events.models import INCOMING
-from worker.log import bound, redact_text
+from worker.log import bound
 from worker.messaging import headers as H
 from worker.messaging.publisher import Publisher, make_message
 from worker.messaging.topology import Topology
 
 log = structlog.get_logger(__name__)
 
-MAX_HEADER_TEXT = 1000
 RECONNECT_INTERVAL_S = 2.0
-MAX_HISTORY = 20  # dead-letter messages are for people; keep headers small
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _peek(body: bytes) -> dict[str, Any]:
@@ -129,7 +122,9 @@ class Consumer:
         self._queue = queues[self.topology.exports.name]
         self._consumer_tag = await self._queue.consume(self._on_message)
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(1)
-        log.info("consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch)
+        log.info(
+            "consumer.consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch
+        )
 
     @property
     def consuming(self) -> bool:
@@ -172,20 +167,20 @@ class Consumer:
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(0)
         pending = set(self._inflight)
         if pending:
-            log.info("draining", in_flight=len(pending), grace_s=grace)
+            log.info("consumer.draining", in_flight=len(pending), grace_s=grace)
             _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
-                log.warning("requeued unfinished messages", count=len(still))
+                log.warning("consumer.requeued_unfinished", count=len(still))
         if self._publisher is not None:
             with suppress(Exception):
                 await self._publisher.close()
         if self._own_connection and self._connection is not None:
             with suppress(Exception):
                 await self._connection.close()
-        log.info("consumer stopped")
+        log.info("consumer.stopped")
 
     # --- message handling -------------------------------------------------------------------
 
@@ -254,23 +249,26 @@ class Consumer:
             raise
         except Exception as exc:
             # A bug or an unforeseen failure: never lose the message, treat it as transient.
-            log.exception("handler crashed")
+            log.exception("consumer.handler_crashed")
             wrapped = Transient("INTERNAL-ERROR", f"{type(exc).__name__}: {exc}")
             return await self._retry(message, hdrs, wrapped, attempt, event, routing_key)
         if outcome.kind == "waiting":
             await self._notify_waiting(event, outcome)
             await message.ack()
             log.warning(
-                "waiting", code=outcome.reason, reason=outcome.message, **(outcome.detail or {})
+                "consumer.waiting",
+                code=outcome.reason,
+                reason=outcome.message,
+                **(outcome.detail or {}),
             )
             return "waiting"
         await self._notify_success(event, outcome)
         await message.ack()
         if outcome.kind == "skipped":
             metrics.SKIPPED.labels(type=event.type, reason=outcome.reason or "").inc()
-            log.info("skipped", reason=outcome.reason)
+            log.info("consumer.skipped", reason=outcome.reason)
             return "skipped"
-        log.info("succeeded", **(outcome.detail or {}))
+        log.info("consumer.succeeded", **(outcome.detail or {}))
         return "succeeded"
 
     async def _retry(
@@ -291,17 +289,9 @@ class Consumer:
         if exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         queue = self.topology.retry_queue(delay)
-        now = _now()
-        new_headers = {
-            **hdrs,
-            H.ATTEMPT: attempt + 1,
-            H.ROUTING_KEY: routing_key,
-            H.FIRST_FAILURE: hdrs.get(H.FIRST_FAILURE, now),
-            H.LAST_FAILURE: now,
-            H.ERROR_CODE: exc.code,
-            H.ERROR_MESSAGE: _short(exc.message),
-            H.HISTORY: _history(hdrs, now, exc, "transient", attempt),
-        }
+        new_headers = H.retry_headers(
+            hdrs, routing_key=routing_key, attempt=attempt, code=exc.code, message=exc.message
+        )
         if not await self._route(message, queue, new_headers):
             return "requeued"
         await self._report(exc, event, attempt, final=False)
@@ -309,9 +299,9 @@ class Consumer:
             await message.ack()
         metrics.RETRY_HOPS.labels(type=event.type, delay=str(self.topology.delay_of(queue))).inc()
         log.warning(
-            "retry scheduled",
+            "consumer.retry_scheduled",
             code=exc.code,
-            error=_short(exc.message),
+            error=H.short(exc.message),
             next_attempt=attempt + 1,
             delay_s=self.topology.delay_of(queue),
         )
@@ -327,29 +317,22 @@ class Consumer:
         event: Event[Any] | None,
         routing_key: str,
     ) -> None:
-        now = _now()
         peek = _peek(message.body) if event is None else {}
         object_type, _, number = subject_of(event) if event is not None else (None, None, None)
-        new_headers: dict[str, Any] = {
-            **hdrs,
-            H.ROUTING_KEY: routing_key,
-            H.ERROR_CODE: exc.code,
-            H.ERROR_MESSAGE: _short(exc.message),
-            H.ERROR_CLASS: error_class,
-            H.ATTEMPTS: attempt,
-            H.FIRST_FAILURE: hdrs.get(H.FIRST_FAILURE, now),
-            H.LAST_FAILURE: now,
-            H.ORG: _label(event.org if event else peek.get("organizationid")),
-            H.EVENT_ID: _label(event.id if event else peek.get("id")),
-            H.EVENT_TYPE: _label(event.type if event else peek.get("type")),
-            H.SUBJECT: _label(exc.subject or (f"{object_type} {number}" if object_type else "")),
-            H.HISTORY: _history(hdrs, now, exc, error_class, attempt),
-        }
-        new_headers.pop(H.ATTEMPT, None)
-        if exc.bc_status is not None:
-            new_headers[H.BC_STATUS] = exc.bc_status
-        if exc.bc_code:
-            new_headers[H.BC_CODE] = exc.bc_code
+        new_headers = H.dead_letter_headers(
+            hdrs,
+            routing_key=routing_key,
+            code=exc.code,
+            message=exc.message,
+            error_class=error_class,
+            attempts=attempt,
+            org=event.org if event else peek.get("organizationid"),
+            event_id=event.id if event else peek.get("id"),
+            event_type=event.type if event else peek.get("type"),
+            subject=exc.subject or (f"{object_type} {number}" if object_type else ""),
+            bc_status=exc.bc_status,
+            bc_code=exc.bc_code,
+        )
         if not await self._route(message, self.topology.dead.name, new_headers):
             return
         await self._report(exc, event, attempt, final=True, peek=peek)
@@ -357,7 +340,10 @@ class Consumer:
             await message.ack()
         metrics.DEAD_LETTERS.labels(code=exc.code).inc()
         log.error(
-            "dead-lettered", code=exc.code, error=_short(exc.message), error_class=error_class
+            "consumer.dead_lettered",
+            code=exc.code,
+            error=H.short(exc.message),
+            error_class=error_class,
         )
 
     async def _route(
@@ -373,7 +359,7 @@ class Consumer:
         try:
             await self.publisher.to_queue(queue, copy)
         except Exception as exc:
-            log.error("could not route message; requeueing", queue=queue, error=str(exc))
+            log.error("consumer.route_failed", queue=queue, error=str(exc))
             with suppress(Exception):
                 await message.nack(requeue=True)
             return False
@@ -398,7 +384,7 @@ class Consumer:
             moment_id=moment_id,
             moment_number=number,
             code=exc.code,
-            message=_short(exc.message),
+            message=H.short(exc.message),
             attempts=attempt,
             final=final,
             notify_now=isinstance(exc, Transient) and exc.notify,
@@ -407,7 +393,7 @@ class Consumer:
             try:
                 await observer.on_failure(report)
             except Exception:
-                log.exception("failure observer failed", observer=type(observer).__name__)
+                log.exception("consumer.failure_observer_failed", observer=type(observer).__name__)
 
     async def _notify_waiting(self, event: Event[Any], outcome: Outcome) -> None:
         object_type, moment_id, number = subject_of(event)
@@ -420,39 +406,21 @@ class Consumer:
             moment_id=moment_id,
             moment_number=number,
             code=outcome.reason or "",
-            message=_short(outcome.message or ""),
+            message=H.short(outcome.message or ""),
             ref=str(detail["bc_number"]) if detail.get("bc_number") else None,
         )
         for observer in self.observers:
             try:
                 await observer.on_waiting(report)
             except Exception:
-                log.exception("waiting observer failed", observer=type(observer).__name__)
+                log.exception("consumer.waiting_observer_failed", observer=type(observer).__name__)
 
     async def _notify_success(self, event: Event[Any], outcome: Outcome) -> None:
         for observer in self.observers:
             try:
                 await observer.on_success(event, outcome)
             except Exception:
-                log.exception("success observer failed", observer=type(observer).__name__)
-
-
-def _history(
-    hdrs: dict[str, Any], now: str, exc: HandlerError, error_class: str, attempt: int
-) -> list[dict[str, Any]]:
-    """The failure history carried in the headers, with this failure appended (bounded)."""
-    previous = hdrs.get(H.HISTORY)
-    history = [h for h in previous if isinstance(h, dict)] if isinstance(previous, list) else []
-    history.append(
-        {
-            "at": now,
-            "code": exc.code,
-            "class": error_class,
-            "message": _short(exc.message)[:300],
-            "attempt": attempt,
-        }
-    )
-    return history[-MAX_HISTORY:]
+                log.exception("consumer.success_observer_failed", observer=type(observer).__name__)
 
 
 def _int(value: Any, default: int) -> int:
@@ -460,20 +428,3 @@ def _int(value: Any, default: int) -> int:
         return max(1, int(value))
     except (TypeError, ValueError):
         return default
-
-
-MAX_HEADER_LABEL = 200
-
-
-def _label(value: object) -> str:
-    """An id-like header from an untrusted body: a bounded string, whatever the body held.
-
-    An unbounded one could outgrow an AMQP frame; the broker then closes the connection and
-    every in-flight message loops."""
-    text = "" if value is None else value if isinstance(value, str) else repr(value)
-    return _short(text)[:MAX_HEADER_LABEL]
-
-
-def _short(text: str) -> str:
-    text = redact_text(text)
-    return text if len(text) <= MAX_HEADER_TEXT else text[: MAX_HEADER_TEXT - 1] + "…"

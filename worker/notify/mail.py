@@ -179,7 +179,7 @@ class OutboxMailer:
 
     async def send(self, message: EmailMessage, recipients: Sequence[str]) -> MailResult:
         path = await asyncio.to_thread(self._write, message)
-        log.info("mail_written_to_outbox", path=str(path), recipients=len(recipients))
+        log.info("notify.mail_written_to_outbox", path=str(path), recipients=len(recipients))
         return MailResult(accepted=list(recipients))
 
     def _write(self, message: EmailMessage) -> Path:

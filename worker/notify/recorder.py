@@ -66,7 +66,7 @@ class NotificationRecorder(Observer):
             return
         if not report.org:
             # Without an organization there is nobody to tell; ops see it in the dead letters.
-            log.warning("notification_without_organization", code=report.code)
+            log.warning("notify.without_organization", code=report.code)
             return
         await self.repository.add_failure(
             report.org,

@@ -31,10 +31,8 @@ from typing import Any, Protocol
 import structlog
 
 from worker import metrics
-from worker.config.leases import Leases
 from worker.config.model import IntegrationConfig
 from worker.config.settings import Settings
-from worker.config.store import Store
 from worker.events.envelope import build
 from worker.notify.digest import DigestContent, compose
 from worker.notify.mail import (
@@ -52,6 +50,7 @@ from worker.notify.store import (
     recipient_key,
     utcnow,
 )
+from worker.store import Leases, Store
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +76,7 @@ class EventPublisher(Protocol):
 
 
 class ConfigSource(Protocol):
-    """What the service needs of :class:`worker.config.cache.ConfigCache`."""
+    """What the service needs of :class:`worker.store.config_cache.ConfigCache`."""
 
     async def config(self, org_id: str) -> IntegrationConfig | None: ...
 
@@ -155,7 +154,7 @@ class DigestService:
                     await self.repository.purge(keep_s=KEEP_SENT_S, keep_open_s=KEEP_OPEN_S)
             except Exception:
                 # The store may be briefly unreachable: nothing is lost, try again next tick.
-                log.exception("notify_pass_failed")
+                log.exception("notify.pass_failed")
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.tick_s)
 
@@ -179,7 +178,7 @@ class DigestService:
                 try:
                     return await self._org(org, now)
                 except Exception:
-                    log.exception("notify_org_failed", org=org)
+                    log.exception("notify.org_failed", org=org)
                     return 0
 
         return sum(await asyncio.gather(*(one(org) for org in sorted(orgs))))
@@ -228,7 +227,7 @@ class DigestService:
         content = compose(org, items, digest.window_start, digest.window_end, secrets=secrets)
         missing = digest.missing
         if not digest.recipients:
-            log.warning("notification_without_recipients", org=org, failures=digest.failures)
+            log.warning("notify.without_recipients", org=org, failures=digest.failures)
         errors: list[str] = []
         emails = [r["email"] for r in missing if r.get("email")]
         users = [r["user_id"] for r in missing if r.get("user_id")]
@@ -241,7 +240,7 @@ class DigestService:
         final = await self.repository.record_attempt(digest.id, {})
         if final.sent_at is not None:
             log.info(
-                "digest_sent",
+                "notify.digest_sent",
                 org=org,
                 digest=digest.id,
                 failures=content.failed_total,
@@ -267,13 +266,15 @@ class DigestService:
             result = await self.mailer.send(message, emails)
         except MailUnavailable as exc:
             metrics.NOTIFICATIONS_SENT.labels(channel="email", result="failed").inc()
-            log.warning("mail_not_sent", org=digest.org_id, digest=digest.id, error=str(exc))
+            log.warning("notify.mail_not_sent", org=digest.org_id, digest=digest.id, error=str(exc))
             return [str(exc)]
         delivered = {recipient_key({"email": a}): "sent" for a in result.accepted}
         for address, why in result.refused.items():
             # The server will never take this address: skip it, the others still get theirs.
             delivered[recipient_key({"email": address})] = "refused"
-            log.warning("mail_recipient_refused", org=digest.org_id, recipient=address, reply=why)
+            log.warning(
+                "notify.mail_recipient_refused", org=digest.org_id, recipient=address, reply=why
+            )
         # Recorded at once: the window in which a crash resends an accepted mail stays small.
         await self.repository.record_attempt(digest.id, delivered)
         metrics.NOTIFICATIONS_SENT.labels(channel="email", result="sent").inc(len(result.accepted))
@@ -315,7 +316,9 @@ class DigestService:
         if (now - digest.created_at).total_seconds() > GIVE_UP_AFTER_S:
             fresh = await self.repository.digest(digest.id) or digest
             gave_up = {recipient_key(r): "gave_up" for r in fresh.missing}
-            log.error("digest_given_up", org=digest.org_id, digest=digest.id, missing=len(gave_up))
+            log.error(
+                "notify.digest_given_up", org=digest.org_id, digest=digest.id, missing=len(gave_up)
+            )
             await self.repository.record_attempt(digest.id, gave_up, error="; ".join(errors))
             return 1
         delay = min(self.retry_base_s * 2**digest.attempts, self.retry_max_s)
@@ -325,7 +328,7 @@ class DigestService:
             error="; ".join(errors),
             retry_at=now + timedelta(seconds=delay),
         )
-        log.info("digest_retry_scheduled", org=digest.org_id, digest=digest.id, in_s=delay)
+        log.info("notify.digest_retry_scheduled", org=digest.org_id, digest=digest.id, in_s=delay)
         return 0
 
 

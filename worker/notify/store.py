@@ -28,11 +28,11 @@ from sqlalchemy import (
     update,
 )
 
-from worker.config.migrations import JsonType, UtcDateTime, metadata
 from worker.log import redact_text
+from worker.store import JsonType, UtcDateTime, metadata
 
 if TYPE_CHECKING:
-    from worker.config.store import Store
+    from worker.store import Store
 
 MESSAGE_MAX = 500
 

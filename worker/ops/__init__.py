@@ -1,1 +1,13 @@
-"""Operations tooling: dead-letter inspection and replay, readiness checks, metric sampling."""
+"""Operations: dead-letter inspection and replay, readiness checks, dead-letter sampling."""
+
+from worker.ops.dlq import DeadLetters
+from worker.ops.health import ReadinessCheck, readiness_checks
+from worker.ops.sampler import DeadLetterCounts, DeadLetterSampler
+
+__all__ = [
+    "DeadLetterCounts",
+    "DeadLetterSampler",
+    "DeadLetters",
+    "ReadinessCheck",
+    "readiness_checks",
+]

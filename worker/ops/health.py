@@ -10,7 +10,7 @@ up. So the consumer check asks three independent sources and needs all of them:
 - the broker (:meth:`Consumer.broker_consumer_count` on the queue). With several replicas this
   counts theirs too, which is why the client-side table is checked as well.
 
-Register them with ``ApiContext.readiness.update(readiness_checks(...))``.
+Register them with ``ApiContext.readiness.update(readiness_checks(...))``; ``/readyz`` runs them.
 """
 
 from __future__ import annotations
@@ -24,10 +24,15 @@ from typing import Any, Protocol
 from prometheus_client import Gauge
 
 from worker import metrics
-from worker.api.app import ReadinessCheck
 from worker.messaging.topology import Topology
 
 CHECK_TIMEOUT_S = 5.0
+
+
+class ReadinessCheck(Protocol):
+    """One part of readiness: returns (ok, detail)."""
+
+    async def __call__(self) -> tuple[bool, Any]: ...
 
 
 class ConsumingService(Protocol):

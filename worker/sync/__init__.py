@@ -1,4 +1,4 @@
-"""One module per data object: customers, projects and invoices (export), expenses (import).
+"""Sync: one module per data object, customers, projects and invoices (export), expenses (import).
 
 Handlers are pure of AMQP: event in, :class:`~worker.events.handlers.Outcome` out, or a failure
 class from :mod:`worker.errors`.
@@ -11,6 +11,8 @@ from functools import partial
 from worker.events.handlers import Registry
 from worker.sync import customers, invoices, projects
 from worker.sync.context import SyncContext
+
+__all__ = ["SyncContext", "registry"]
 
 
 def registry(ctx: SyncContext) -> Registry:

@@ -169,7 +169,7 @@ class SyncContext:
                 try:
                     await self.claims.release(name, owner)
                 except Exception:
-                    log.warning("could not release claim; it expires by itself", claim=name)
+                    log.warning("sync.claim_release_failed", claim=name)
 
     async def succeeded(
         self, event: Event[Any], object_type: str, data: ExportedData, ref: str

@@ -53,9 +53,7 @@ from sqlalchemy import Column, Integer, String, Table, Text, and_, bindparam, se
 from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.bc.models import PurchaseInvoice, PurchaseInvoiceLine, PurchaseInvoicePage
-from worker.config.migrations import UtcDateTime, metadata
 from worker.config.model import IntegrationConfig
-from worker.config.store import Store, check_org_id, utcnow
 from worker.events.envelope import build
 from worker.events.models import (
     Expense,
@@ -64,6 +62,7 @@ from worker.events.models import (
     ExpenseWithdrawnData,
 )
 from worker.log import redact_text
+from worker.store import Store, UtcDateTime, check_org_id, metadata, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -238,7 +237,7 @@ def expenses_of_page(
             except ValidationError as exc:
                 # Outside the event contract (BC sent something absurd): Moment cannot take it.
                 log.error(
-                    "expense_line_unusable",
+                    "expenses.line_unusable",
                     document_number=invoice.number,
                     line_id=line.id,
                     error=str(exc).splitlines()[0],
@@ -709,7 +708,7 @@ async def poll_org(
         result.withdrawn += withdrawn
         result.checked += checked
     log.info(
-        "expenses_polled",
+        "expenses.polled",
         org=org,
         published=result.published,
         already_published=result.already_published,
@@ -749,7 +748,7 @@ async def _check_invoices(
     withdrawn = await withdraw(org, canceled, state=state, sink=sink) if canceled else 0
     gone = {i.lower() for i, _ in due} - {inv.id.lower() for inv in current}
     if gone:
-        log.warning("expense_invoices_not_found", org=org, invoices=sorted(gone))
+        log.warning("expenses.invoices_not_found", org=org, invoices=sorted(gone))
     await state.mark_checked(org, [invoice_id for invoice_id, _ in due])
     return withdrawn, len(due)
 
@@ -802,7 +801,7 @@ async def withdraw(
         await sink.events(items)
         await state.mark_withdrawn(org, withdrawn)
         log.info(
-            "expenses_withdrawn",
+            "expenses.withdrawn",
             org=org,
             withdrawn=len(items),
             invoices=sorted({inv.number for inv in invoices}),

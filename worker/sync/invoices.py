@@ -155,16 +155,16 @@ async def _export(
         payload["externalDocumentNumber"], payload["customerNumber"]
     )
     if found is not None and found.surely_posted:
-        log.info("already posted", bc_number=found.number, status=found.status)
+        log.info("invoice.already_posted", bc_number=found.number, status=found.status)
         return found
     if found is not None and found.in_review:
         # Pending approval: BC takes no change and no post until someone approves it.
-        log.info("waiting for approval", draft=found.number)
+        log.info("invoice.waiting_for_approval", draft=found.number)
         return _Waiting(found, requested=True)
     if found is None:
         draft = await _create_draft(ctx, bc, config, invoice, payload)
     else:
-        log.info("resuming", draft=found.number, status=found.status)
+        log.info("invoice.resuming_draft", draft=found.number, status=found.status)
         draft = found
     lines = draft.lines or tuple(await bc.sales_invoice_lines(draft.id))
     wanted = _wanted_dimensions(invoice, draft, dims, lines)
@@ -187,17 +187,17 @@ async def _export(
         if exc.transient:
             raise
         if _approval_required(exc):
-            log.info("approval required before posting", draft=draft.number)
+            log.info("invoice.approval_required", draft=draft.number)
             return _Waiting(draft, requested=False)
         if not _not_a_draft(exc):
             raise
         # Posted already: by us (an earlier delivery whose answer was lost, or a redelivery),
         # or by someone in BC after our draft was made.
         if found is not None and found.id == draft.id:
-            log.info("already posted", bc_number=found.number, status=found.status)
+            log.info("invoice.already_posted", bc_number=found.number, status=found.status)
             return found
         current = await bc.get_sales_invoice(draft.id)
-        log.info("posted meanwhile", bc_number=current.number)
+        log.info("invoice.posted_meanwhile", bc_number=current.number)
         return current
     return await bc.get_sales_invoice(draft.id)
 
@@ -221,7 +221,7 @@ async def _repair_customer(
             bc_code=cause.code,
             subject=f"invoice {invoice.number}",
         )
-    log.info("setting missing posting groups", customer=number)
+    log.info("invoice.setting_missing_posting_groups", customer=number)
     await customers.upsert(ctx, bc, config, invoice.customer)
 
 

@@ -28,12 +28,11 @@ from typing import Protocol
 import structlog
 
 from worker.bc import BcError
-from worker.config.leases import Leases
 from worker.config.model import ConfigValidationError
 from worker.config.settings import Settings
-from worker.config.store import Store, StoredConfig, utcnow
 from worker.events.handlers import FailureReport, Observer
 from worker.metrics import EXPENSES_PUBLISHED, POLLER_LAG
+from worker.store import Leases, Store, StoredConfig, utcnow
 from worker.sync.context import SyncContext
 from worker.sync.errors import classify
 from worker.sync.expenses import (
@@ -196,7 +195,7 @@ class ExpensePoller:
             try:
                 await self.run_round(due_only=True)
             except Exception:  # the store itself failing: not in a tight loop
-                log.exception("expense_poll_round_failed")
+                log.exception("poller.round_failed")
                 pause = min(self.interval_s, MAX_SLEEP_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause or self._sleep_s())
@@ -257,7 +256,7 @@ class ExpensePoller:
         try:
             stored = await self.store.configs.get(org)
         except Exception as exc:
-            log.error("expense_poll_config_unreadable", org=org, error=str(exc))
+            log.error("poller.config_unreadable", org=org, error=str(exc))
             self._next(org, failed=True)
             return PollResult(org, status="failed", reason="CONFIG-UNREADABLE", message=str(exc))
         if stored is None:
@@ -288,11 +287,11 @@ class ExpensePoller:
         except PollFailure as failure:
             result = await self._failed(org, stored, failure)
         except LeaseLost:
-            log.warning("expense_poll_lease_lost", org=org)
+            log.warning("poller.lease_lost", org=org)
             result = PollResult(org, status="skipped", reason="lease_lost")
             self._next(org)
         except Exception as exc:  # store or broker trouble: the round is simply retried
-            log.exception("expense_poll_failed", org=org)
+            log.exception("poller.failed", org=org)
             result = await self._failed(
                 org, stored, PollFailure("INTERNAL-ERROR", _describe(exc), pause=False)
             )
@@ -364,7 +363,7 @@ class ExpensePoller:
 
     async def _failed(self, org: str, stored: StoredConfig, failure: PollFailure) -> PollResult:
         log.warning(
-            "expense_poll_failed" if not failure.pause else "expense_poll_paused",
+            "poller.failed" if not failure.pause else "poller.paused",
             org=org,
             code=failure.code,
             error=failure.message,
@@ -378,7 +377,7 @@ class ExpensePoller:
                 pause_version=stored.version if failure.pause else None,
             )
         except Exception:
-            log.exception("expense_poll_state_unwritable", org=org)
+            log.exception("poller.state_unwritable", org=org)
         if failure.pause:
             self._next(org)
             await self._report(org, failure)
@@ -409,7 +408,7 @@ class ExpensePoller:
             try:
                 await observer.on_failure(report)
             except Exception:
-                log.exception("observer_failed", org=org, observer=type(observer).__name__)
+                log.exception("poller.observer_failed", org=org, observer=type(observer).__name__)
 
     def _set_lag(self, org: str, state: PollState | None) -> None:
         lag = lag_seconds(state) if state is not None else None
@@ -435,7 +434,7 @@ class ExpensePoller:
             try:
                 await self.leases.release(name, self.owner)
             except Exception:
-                log.warning("lease_release_failed", lease=name)
+                log.warning("poller.lease_release_failed", lease=name)
 
 
 class _KeepAlive:
@@ -454,7 +453,7 @@ class _KeepAlive:
             try:
                 self.lost = not await self.leases.renew(self.name, self.owner, self.ttl_s)
             except Exception:  # the store hiccupped: the lease lasts ttl, try again
-                log.warning("lease_renew_failed", lease=self.name)
+                log.warning("poller.lease_renew_failed", lease=self.name)
 
     async def check(self) -> None:
         if self.lost:

@@ -89,7 +89,7 @@ class SuccessBuffer:
         try:
             await self._store.record_successes([(o, t, r, at) for (o, t), (r, at) in batch.items()])
         except Exception:
-            log.warning("could not record successes; retrying", count=len(batch))
+            log.warning("status.record_successes_failed", count=len(batch))
             for key, value in batch.items():
                 self._pending.setdefault(key, value)
 

@@ -1,21 +1,21 @@
 """``bc-sync poll --once [--org ID] [--json]``: one expense-import round now (DESIGN §11).
 
-``worker/cli.py`` calls :func:`register` with its sub-parsers. The long-running poller is the
-``poll`` role of ``bc-sync run``.
+The long-running poller is the ``poll`` role of ``bc-sync run``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
+from worker.app import Runtime
+from worker.cli.common import ExitCode, err, format_table, positive
 from worker.config.settings import Settings
 from worker.log import redact_text
-from worker.ops.commands import format_table
 from worker.sync.expenses import PollResult
+from worker.sync.poller import poll_once
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("ORG", "org", 24),
@@ -26,16 +26,6 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("WATERMARK (UTC)", "watermark", 25),
     ("NOTE", "note", 80),
 )
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
-    return number
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -54,7 +44,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--org", help="only this Moment organization (polled even when paused; import must be on)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--page-size", type=_positive, help=argparse.SUPPRESS)
+    parser.add_argument("--page-size", type=positive, help=argparse.SUPPRESS)
     parser.set_defaults(func=cmd_poll)
     return parser
 
@@ -80,21 +70,18 @@ async def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
 
     Exit code 0 when every organization was polled or skipped, 1 when one failed or is paused.
     """
-    from worker.app import Runtime
-    from worker.sync.poller import poll_once
-
     try:
         runtime = await Runtime.open(settings)
     except (ConnectionError, OSError) as exc:
-        print(
-            f"bc-sync poll: cannot reach the broker or the store: "
-            f"{redact_text(str(exc)) or type(exc).__name__}",
-            file=sys.stderr,
+        err(
+            args,
+            f"cannot reach the broker or the store: {redact_text(str(exc)) or type(exc).__name__}",
         )
-        return 1
+        return ExitCode.FAILED
     try:
         results = await poll_once(runtime, args.org, page_size=args.page_size)
     finally:
         await runtime.stop()
     print(render(results, as_json=args.json))
-    return 1 if any(r.status in ("failed", "paused") for r in results) else 0
+    failed = any(r.status in ("failed", "paused") for r in results)
+    return ExitCode.FAILED if failed else ExitCode.OK

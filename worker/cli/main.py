@@ -6,20 +6,19 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from worker.config.commands import register as register_config
+from worker.app import ROLES, build_services, check_roles
+from worker.cli.common import ExitCode
+from worker.cli.config import register as register_config
+from worker.cli.dlq import register as register_dlq
+from worker.cli.poll import register as register_poll
 from worker.config.crypto import SecretKeyError
 from worker.config.settings import Settings, SettingsError, exit_on_bad_settings
 from worker.log import configure
-from worker.ops.commands import register as register_dlq
-from worker.sync.poll_commands import register as register_poll
-
-ROLES = ("consume", "poll", "api", "notify")
-
-Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+from worker.messaging.topology import Topology, apply_topology
+from worker.runtime import run_services
 
 
 def _roles(value: str) -> list[str]:
@@ -33,20 +32,13 @@ def _roles(value: str) -> list[str]:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.api.app import api_tokens
-    from worker.app import build_services
-    from worker.runtime import run_services
-
-    if "api" in args.roles:
-        api_tokens(settings)  # fail before connecting to anything
+    check_roles(settings, args.roles)  # fail before connecting to anything
     services = await build_services(settings, args.roles)
     await run_services(services)
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_topology_apply(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.messaging.topology import apply_topology
-
     topology = await apply_topology(settings)
     names = [q.name for q in topology.queues]
     if args.json:
@@ -55,18 +47,16 @@ async def cmd_topology_apply(args: argparse.Namespace, settings: Settings) -> in
         print(f"exchange {topology.exchange} (topic)")
         for name in names:
             print(f"queue    {name}")
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_topology_export(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.messaging.topology import Topology
-
     doc = json.dumps(Topology.from_settings(settings).definitions(), indent=2) + "\n"
     if args.output:
         await asyncio.to_thread(Path(args.output).write_text, doc, encoding="utf-8")
     else:
         sys.stdout.write(doc)
-    return 0
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,12 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = asyncio.run(args.func(args, settings))
     except KeyboardInterrupt:
-        code = 130
+        code = ExitCode.INTERRUPTED
     except (SettingsError, SecretKeyError) as exc:  # e.g. no BC_SYNC_API_TOKEN / SECRET_KEY
         print(f"bc-sync: invalid setting: {exc}", file=sys.stderr)
-        code = 2
+        code = ExitCode.USAGE
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

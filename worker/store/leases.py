@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Column, String, Table, and_, delete, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from worker.config.migrations import UtcDateTime, metadata
+from worker.store.migrations import UtcDateTime, metadata
 
 if TYPE_CHECKING:
-    from worker.config.store import Store
+    from worker.store.engine import Store
 
 leases = Table(
     "leases",

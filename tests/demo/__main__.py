@@ -98,11 +98,11 @@ async def main() -> int:
 
 async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
     # Imported here so that a missing broker is reported before the heavier imports.
+    from tests.demo.summary import Observed, expected_expenses, print_summary, read_mail
+    from tests.demo.world import ORG, config_body, event_body, sample_events
     from tests.emulator.seed import DEMO, demo_seed
     from tests.emulator.server import CompanyRef, EmulatorServer
     from worker.app import build_services
-    from worker.demo_summary import Observed, expected_expenses, print_summary, read_mail
-    from worker.demo_world import ORG, config_body, event_body, sample_events
     from worker.events.envelope import CONTENT_TYPE
     from worker.ops.dlq import list_dead_letters
     from worker.runtime import Service

@@ -1,9 +1,9 @@
 """Saving, reading, deleting and re-verifying an organization's integration config, and the
 options call: the one code path behind the admin API (``worker.api.config_routes``) and the
-CLI (``worker.config.commands``).
+CLI (``worker.cli.config``).
 
-Every save and delete writes one audit line (who, which organization, Created / Updated /
-Deleted); the secret never appears in it.
+Every save and delete writes one ``audit`` line (who, which organization, and the action
+``config.created`` / ``config.updated`` / ``config.deleted``); the secret never appears in it.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import structlog
 from pydantic import SecretStr
 
 from worker.bc import BcHub
-from worker.config.cache import ConfigCache
 from worker.config.model import ConfigValidationError, FieldError, parse_config
 from worker.config.model import parse_connection_fields as parse_fields
-from worker.config.store import Store, StoredConfig, StoredConfigError, check_org_id
-from worker.config.verify import DEFAULT_TIMEOUT_S, Options, VerifiedFacts, options, verify
 from worker.log import register_secret
+from worker.setup.verify import DEFAULT_TIMEOUT_S, Options, VerifiedFacts, options, verify
+from worker.store import ConfigCache, Store, StoredConfig, StoredConfigError, check_org_id
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +71,7 @@ class ConfigService:
         used for the verification and kept.
 
         Raises :class:`ConfigValidationError` (nothing saved) or
-        :class:`~worker.config.verify.BcUnreachable` (nothing saved, try later).
+        :class:`~worker.setup.verify.BcUnreachable` (nothing saved, try later).
         """
         org_id = check_org_id(org_id)
         try:
@@ -87,7 +86,7 @@ class ConfigService:
         except ConfigValidationError as exc:
             # Which fields, not the messages: those may quote what was typed.
             fields = sorted({f"{e['field']} ({e['code']})" for e in exc.errors})
-            log.info("config_rejected", org=org_id, actor=actor, errors=fields)
+            log.info("config.rejected", org=org_id, actor=actor, errors=fields)
             raise
         self._changed(org_id, status, actor)
         return status
@@ -131,4 +130,5 @@ class ConfigService:
     def _changed(self, org_id: str, action: str, actor: str) -> None:
         if self.cache is not None:
             self.cache.invalidate(org_id)
-        log.info("config_audit", org=org_id, action=action, actor=actor)
+        # The one audit event of the product (like dlq.replay / dlq.purge): who, what, which.
+        log.info("audit", action=f"config.{action.lower()}", actor=actor, org=org_id)

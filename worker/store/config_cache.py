@@ -20,7 +20,8 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from worker.config.model import IntegrationConfig
-from worker.config.store import Store, StoredConfig
+from worker.store.configs import StoredConfig
+from worker.store.engine import Store
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +98,7 @@ class ConfigCache:
             if entry is None:
                 raise
             # Keep serving the last known config through a database hiccup; retry after ttl.
-            log.warning("config_cache_stale", org=org_id, error=type(exc).__name__)
+            log.warning("config_cache.stale", org=org_id, error=type(exc).__name__)
             entry.checked_at = started
             return entry.stored
         if self._generation_of(org_id) != generation:

@@ -347,7 +347,7 @@ def _start(
         )
     subject = _Subject(
         source.tenant_id,
-        source.effective_client_id(hub.settings),
+        source.effective_client_id(hub.endpoints),
         source.client_id is not None,
         source.environment,
         source.company_name or "",

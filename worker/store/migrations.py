@@ -302,7 +302,7 @@ def check_steps(steps: Sequence[Migration]) -> None:
 async def run_migrations(engine: AsyncEngine, steps: Sequence[Migration] = MIGRATIONS) -> list[int]:
     """Apply the steps the database lacks; return their versions (empty when up to date).
 
-    ``engine`` must come from :class:`worker.config.store.Store` (on SQLite it relies on the
+    ``engine`` must come from :class:`worker.store.engine.Store` (on SQLite it relies on the
     store's BEGIN handling to take the write lock up front).
     """
     check_steps(steps)
@@ -340,7 +340,7 @@ async def run_migrations(engine: AsyncEngine, steps: Sequence[Migration] = MIGRA
     if newer:
         # A newer release migrated this database (e.g. during a rolling deploy); steps only
         # add, so this release can still run, but ops should know.
-        log.warning("schema_newer_than_code", db_versions=newer, code_version=len(steps))
+        log.warning("store.schema_newer_than_code", db_versions=newer, code_version=len(steps))
     if applied_now:
-        log.info("schema_migrated", applied=applied_now)
+        log.info("store.schema_migrated", applied=applied_now)
     return applied_now

@@ -1,26 +1,28 @@
-"""``bc-sync dlq list|show|replay|purge``: the dead-letter commands of the CLI (DESIGN §9, §11).
-
-``worker/cli.py`` calls :func:`register` with its sub-parsers; each command is
-``async def cmd(args, settings) -> int`` (the exit code).
-"""
+"""``bc-sync dlq list|show|replay|purge``: the dead-letter commands (DESIGN §9, §11)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import getpass
 import json
 import sys
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from worker.cli.common import (
+    ExitCode,
+    actor,
+    add_command,
+    cell,
+    err,
+    format_table,
+    guard,
+    positive,
+    print_json,
+)
 from worker.config.settings import Settings
-from worker.log import redact_text
 from worker.ops import dlq
-
-Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 # (header, row key, widest the column may get); the last column takes what is left.
 LIST_COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -41,16 +43,6 @@ def _time_arg(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
-    return number
 
 
 def _rate(value: str) -> float:
@@ -74,82 +66,14 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
         help="last failure at or after: ISO date/time (UTC unless given) or relative (30m, 2h, 7d)",
     )
     group.add_argument("--until", type=_time_arg, help="last failure before (same forms)")
-    group.add_argument("--limit", type=_positive, help="at most this many (oldest first)")
+    group.add_argument("--limit", type=positive, help="at most this many (oldest first)")
     group.add_argument(
         "--id", dest="ids", action="append", metavar="ID", help="this dead letter (repeatable)"
     )
 
 
 def _filters(args: argparse.Namespace) -> dlq.Filters:
-    return dlq.Filters.parse(
-        org=args.org,
-        type=args.type,
-        code=args.code,
-        since=args.since,
-        until=args.until,
-        limit=args.limit,
-        ids=args.ids,
-    )
-
-
-def _guard(func: Command) -> Command:
-    """Turn expected failures into one readable line on stderr and an exit code."""
-
-    @functools.wraps(func)
-    async def wrapper(args: argparse.Namespace, settings: Settings) -> int:
-        try:
-            return await func(args, settings)
-        except dlq.FilterError as exc:
-            _err(f"--{exc.field.replace('_', '-')}: {exc.message}")
-            return 2
-        except dlq.DlqError as exc:
-            _err(str(exc))
-            return 1
-        except (ConnectionError, OSError) as exc:
-            # aio-pika's connection errors derive from ConnectionError; never print the URL.
-            _err(f"cannot reach the broker: {redact_text(str(exc)) or type(exc).__name__}")
-            return 1
-
-    return wrapper
-
-
-def _err(message: str) -> None:
-    print(f"bc-sync dlq: {message}", file=sys.stderr)
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no user name in this environment (e.g. a bare container uid)
-        return "cli:unknown"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return " ".join(str(value).split())  # one line: messages may hold newlines
-
-
-def _truncate(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, int]]) -> str:
-    """Fixed-width columns: each as wide as its longest cell up to its cap; long cells are cut."""
-    cells = [[_cell(row.get(key)) for _, key, _ in columns] for row in rows]
-    widths = [
-        min(cap, max([len(header), *(len(r[i]) for r in cells)]))
-        for i, (header, _, cap) in enumerate(columns)
-    ]
-    lines = [
-        "  ".join(_truncate(c, w).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-        for line in [[h for h, _, _ in columns], *cells]
-    ]
-    return "\n".join(lines)
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    return dlq.Filters.from_fields(vars(args), ids=args.ids, limit=args.limit)
 
 
 def _table_row(letter: dlq.DeadLetter) -> dict[str, Any]:
@@ -197,13 +121,13 @@ class ProgressBar:
 # --- commands ------------------------------------------------------------------------------
 
 
-@_guard
+@guard
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     letters = await dlq.list_dead_letters(settings, _filters(args))
     if args.group_by:
         groups = dlq.group_counts(letters, args.group_by)
         if args.json:
-            _print_json(
+            print_json(
                 {
                     "group_by": args.group_by,
                     "total": len(letters),
@@ -214,26 +138,26 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             rows = [{"key": k, "count": n} for k, n in groups]
             print(format_table(rows, ((args.group_by.upper(), "key", 60), ("COUNT", "count", 9))))
             print(f"{len(letters)} dead letter(s)")
-        return 0
+        return ExitCode.OK
     if args.json:
-        _print_json([letter.row() for letter in letters])
+        print_json([letter.row() for letter in letters])
     else:
         _print_rows(letters)
         print(f"{len(letters)} dead letter(s)")
-    return 0
+    return ExitCode.OK
 
 
-@_guard
+@guard
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     detail = await dlq.show_dead_letter(settings, args.id)
     if detail is None:
-        _err(f"no dead letter with id {args.id}")
-        return 1
+        err(args, f"no dead letter with id {args.id}")
+        return ExitCode.FAILED
     if args.json:
-        _print_json(detail)
-        return 0
+        print_json(detail)
+        return ExitCode.OK
     print(render_detail(detail))
-    return 0
+    return ExitCode.OK
 
 
 def render_detail(detail: Mapping[str, Any]) -> str:
@@ -247,13 +171,13 @@ def render_detail(detail: Mapping[str, Any]) -> str:
         f"Error         {e['code']} ({s['error_class']}): {e['title']}",
         f"What to do    {e['fix']}",
         f"Message       {s['message'] or '-'}",
-        f"Organization  {_cell(s['org'])}",
-        f"Type          {_cell(s['type'])}",
-        f"Object        {_cell(s['subject'])}",
-        f"Event id      {_cell(s['event_id'])}",
-        f"Attempts      {_cell(s['attempts'])}",
-        f"First failure {_cell(s['first_failure'])}",
-        f"Last failure  {_cell(s['last_failure'])}",
+        f"Organization  {cell(s['org'])}",
+        f"Type          {cell(s['type'])}",
+        f"Object        {cell(s['subject'])}",
+        f"Event id      {cell(s['event_id'])}",
+        f"Attempts      {cell(s['attempts'])}",
+        f"First failure {cell(s['first_failure'])}",
+        f"Last failure  {cell(s['last_failure'])}",
     ]
     if s.get("replay_id"):
         lines.append(f"Replayed in   {s['replay_id']} (and failed again)")
@@ -282,18 +206,18 @@ def render_detail(detail: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@_guard
+@guard
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     result = await dlq.replay(
         settings,
         _filters(args),
-        actor=_actor(),
+        actor=actor(),
         dry_run=args.dry_run,
         progress=None if args.json else ProgressBar(),
         rate=args.rate,
     )
     if args.json:
-        _print_json({**result.summary(), "ids": [letter.id for letter in result.letters]})
+        print_json({**result.summary(), "ids": [letter.id for letter in result.letters]})
     elif args.dry_run:
         _print_rows(result.letters)
         print(f"Would replay {result.matched} dead letter(s) (dry run, nothing moved).")
@@ -303,12 +227,12 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             f"to {settings.queue('exports')} (replay id {result.replay_id})."
         )
     if result.error:
-        _err(f"stopped: {result.error}; the rest are still in the dead-letter queue")
-        return 1
-    return 0
+        err(args, f"stopped: {result.error}; the rest are still in the dead-letter queue")
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
-@_guard
+@guard
 async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     filters = _filters(args)
     only_ids: set[str] | None = None
@@ -316,33 +240,34 @@ async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
         letters = await dlq.list_dead_letters(settings, filters)
         if args.dry_run:
             if args.json:
-                _print_json({"dry_run": True, "matched": len(letters), "ids": _ids(letters)})
+                print_json({"dry_run": True, "matched": len(letters), "ids": _ids(letters)})
             else:
                 _print_rows(letters)
                 print(f"Would purge {len(letters)} dead letter(s) (dry run, nothing deleted).")
-            return 0
+            return ExitCode.OK
         if not letters:
             print("No dead letters match; nothing to purge.")
-            return 0
+            return ExitCode.OK
         if not sys.stdin.isatty():
-            _err(
+            err(
+                args,
                 f"refusing to purge {len(letters)} dead letter(s) without confirmation: "
-                "there is no terminal to ask on. Pass --yes to confirm."
+                "there is no terminal to ask on. Pass --yes to confirm.",
             )
-            return 1
+            return ExitCode.FAILED
         if not await _confirm(f"Purge {len(letters)} dead letters? [y/N] "):
             print("Nothing purged.")
-            return 1
+            return ExitCode.FAILED
         # Only what the person just agreed to; anything that arrived since stays.
         only_ids = {letter.id for letter in letters}
     archive = None if args.no_archive else Path(args.archive or dlq.default_archive_path())
-    result = await dlq.purge(settings, filters, actor=_actor(), archive=archive, only_ids=only_ids)
+    result = await dlq.purge(settings, filters, actor=actor(), archive=archive, only_ids=only_ids)
     if args.json:
-        _print_json({**result.summary(), "ids": _ids(result.letters)})
+        print_json({**result.summary(), "ids": _ids(result.letters)})
     else:
         where = f"; archived to {result.archive}" if result.archive else " (no archive)"
         print(f"Purged {result.purged} dead letter(s){where}.")
-    return 0
+    return ExitCode.OK
 
 
 def _ids(letters: Sequence[dlq.DeadLetter]) -> list[str]:
@@ -369,30 +294,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    ls = sub.add_parser(
+    ls = add_command(
+        sub,
         "list",
-        help="list dead letters (read only)",
+        cmd_list,
+        "list dead letters (read only)",
         description="List dead letters, oldest "
         "first. Reads only: every message stays in the queue, in its order.",
     )
     _add_filters(ls)
     ls.add_argument("--group-by", choices=dlq.GROUP_BY, help="counts per code, org or type")
-    ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.set_defaults(func=cmd_list)
 
-    show = sub.add_parser(
+    show = add_command(
+        sub,
         "show",
-        help="one dead letter in full",
+        cmd_show,
+        "one dead letter in full",
         description="Envelope, headers, failure "
         "history, and what the error code means and how to fix it.",
     )
     show.add_argument("id", help="the id `dlq list` shows (event id, or sha256:… of the body)")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(func=cmd_show)
 
-    rp = sub.add_parser(
+    rp = add_command(
+        sub,
         "replay",
-        help="send dead letters back to the exports queue",
+        cmd_replay,
+        "send dead letters back to the exports queue",
         description="Publish each matching dead letter back to the exports queue (failure "
         "headers reset, so it gets all its attempts again) with a broker confirm, then remove "
         "it from the dead-letter queue. Never loses a message: an interruption can at worst "
@@ -403,12 +330,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rp.add_argument(
         "--rate", type=_rate, metavar="N", help="at most N messages per second (spare BC)"
     )
-    rp.add_argument("--json", action="store_true", help="print JSON")
-    rp.set_defaults(func=cmd_replay)
 
-    pg = sub.add_parser(
+    pg = add_command(
+        sub,
         "purge",
-        help="delete dead letters (archived first)",
+        cmd_purge,
+        "delete dead letters (archived first)",
         description="Delete matching dead letters. They are written to an archive file first "
         "(JSON lines, fsynced) unless --no-archive. Asks for confirmation unless --yes.",
     )
@@ -422,5 +349,3 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     where.add_argument("--no-archive", action="store_true", help="delete without an archive")
     pg.add_argument("--dry-run", action="store_true", help="only show what would be purged")
-    pg.add_argument("--json", action="store_true", help="print JSON")
-    pg.set_defaults(func=cmd_purge)
