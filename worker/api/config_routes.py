@@ -19,7 +19,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from worker.api.app import CALLER, CONTEXT, ApiContext, ServiceUnavailable, StatusSection
+from worker.api.app import (
+    CALLER,
+    CONTEXT,
+    ApiContext,
+    ServiceUnavailable,
+    StatusSection,
+    reads,
+)
 from worker.config.model import ConfigValidationError
 from worker.ops import dlq
 from worker.setup.service import ConfigService
@@ -86,6 +93,7 @@ async def delete_config(request: web.Request) -> web.Response:
     return web.json_response({"status": "Deleted"})
 
 
+@reads  # verifies credentials and lists BC's choices; stores nothing
 async def post_options(request: web.Request) -> web.Response:
     org = _org(request)
     body = await _body(request)
