@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format schemas demo bench chaos emulator clean
+.PHONY: install test lint format schemas demo bench chaos emulator vendor clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,9 +34,19 @@ format: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/python -m worker.events.schemas
 
-## make demo: the product end to end against the BC emulator
+## make demo [KEEP=1]: the product end to end against the BC emulator; KEEP=1 keeps it running
+## (the operations console at the printed URL) until Ctrl-C
 demo: $(STAMP)
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m tests.demo $(if $(KEEP),--keep,)
+
+## make vendor: fetch htmx from the npm registry and copy its minified file into the console's
+## static files (checked in: nothing is fetched at run time). HTMX_VERSION pins the release.
+HTMX_VERSION ?= 2.0.8
+vendor:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null && tar -xzf htmx.org-$(HTMX_VERSION).tgz) && \
+	  cp "$$tmp/package/dist/htmx.min.js" worker/console/static/htmx.min.js && \
+	  echo "worker/console/static/htmx.min.js: htmx $(HTMX_VERSION) ($$(wc -c < worker/console/static/htmx.min.js) bytes)"
 
 ## make bench [QUICK=1]: performance scenarios, report in bench-report.md
 bench: $(STAMP)
