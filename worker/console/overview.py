@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from worker.notify.store import FAILURE, notification_items
-from worker.ops.dlq.index import DeadLetterIndex
+from worker.ops.dlq.index import DeadLetterIndex, Query
 from worker.ops.signals import OrgSignals, SignalRepository
 from worker.store import integration_configs, sync_outcomes, utcnow
 from worker.sync.expenses import expense_polls
@@ -128,7 +128,9 @@ class Overview:
         self.poll_interval_s = poll_interval_s
         self._open_failures = open_failures or _notification_open_failures
 
-    async def health(self) -> dict[str, OrgHealth]:
+    async def health(self, only: str | None = None) -> dict[str, OrgHealth]:
+        """Every organization's health (``only``: just that one's, with the same queries
+        narrowed to it)."""
         now = utcnow()
         orgs: dict[str, OrgHealth] = {}
 
@@ -139,8 +141,14 @@ class Overview:
             return found
 
         c = integration_configs
+        o = sync_outcomes
+        e = expense_polls
+
+        def narrow(stmt: Any, column: Any) -> Any:
+            return stmt if only is None else stmt.where(column == only)
+
         async with self._store.read() as conn:
-            for row in await conn.execute(select(c.c.org_id, c.c.config)):
+            for row in await conn.execute(narrow(select(c.c.org_id, c.c.config), c.c.org_id)):
                 config = row.config if isinstance(row.config, dict) else json.loads(row.config)
                 h = org(row.org_id)
                 h.configured = True
@@ -151,23 +159,27 @@ class Overview:
                     for name in ("customer", "project", "invoice")
                 }
                 h.import_expenses = bool(config.get("import_expenses"))
-            o = sync_outcomes
             for row in await conn.execute(
-                select(
+                narrow(
+                    select(
+                        o.c.org_id,
+                        o.c.object_type,
+                        o.c.last_success_at,
+                        o.c.last_failure_at,
+                        o.c.last_failure_code,
+                    ),
                     o.c.org_id,
-                    o.c.object_type,
-                    o.c.last_success_at,
-                    o.c.last_failure_at,
-                    o.c.last_failure_code,
                 )
             ):
                 h = org(row.org_id)
                 h.last_success[row.object_type] = row.last_success_at
                 h.last_failure[row.object_type] = (row.last_failure_at, row.last_failure_code)
-            e = expense_polls
             lag = timedelta(seconds=self.poll_interval_s * LAG_INTERVALS)
             for row in await conn.execute(
-                select(e.c.org_id, e.c.paused_at, e.c.last_success_at, e.c.last_poll_at)
+                narrow(
+                    select(e.c.org_id, e.c.paused_at, e.c.last_success_at, e.c.last_poll_at),
+                    e.c.org_id,
+                )
             ):
                 h = org(row.org_id)
                 h.import_paused = row.paused_at is not None
@@ -175,12 +187,23 @@ class Overview:
                 h.import_lagging = h.import_expenses and (
                     row.last_success_at is None or now - row.last_success_at > lag
                 )
-        for org_id, count in (await self.index.by_org()).items():
-            org(org_id).dead_letters = count
-        for org_id, count in (await self._open_failures(self._store)).items():
-            org(org_id).open_failures = count
-        for org_id, signals in (await self.signals.all()).items():
-            self._apply(org(org_id), signals, now)
+        if only is None:
+            for org_id, count in (await self.index.by_org()).items():
+                org(org_id).dead_letters = count
+            for org_id, count in (await self._open_failures(self._store)).items():
+                org(org_id).open_failures = count
+            for org_id, signals in (await self.signals.all()).items():
+                self._apply(org(org_id), signals, now)
+            return orgs
+        count = await self.index.count(Query(org=only))
+        if count:
+            org(only).dead_letters = count
+        failures = (await self._open_failures(self._store)).get(only)
+        if failures:
+            org(only).open_failures = failures
+        found = await self.signals.get(only)
+        if found is not None:
+            self._apply(org(only), found, now)
         return orgs
 
     @staticmethod
@@ -207,7 +230,7 @@ class Overview:
         return OrgPage(rows[start : start + per_page], len(rows), page, pages, len(health))
 
     async def one(self, org_id: str) -> OrgHealth | None:
-        return (await self.health()).get(org_id)
+        return (await self.health(org_id)).get(org_id)
 
     async def stored_config(self, org_id: str) -> dict[str, Any] | None:
         """The organization's configuration as stored: never holds the secret (that is in its

@@ -291,8 +291,15 @@ MIGRATIONS: list[Migration] = [
                 archived_at {TIMESTAMP},
                 archived_by VARCHAR(200),
                 archive_reason TEXT,
-                detail {JSON},
                 indexed_at {TIMESTAMP} NOT NULL
+            )
+            """,
+            # The message page's view of each dead letter, apart: rows of the index stay small,
+            # so counting and grouping 100,000 of them reads little.
+            """
+            CREATE TABLE dead_letter_details (
+                id VARCHAR(200) NOT NULL PRIMARY KEY,
+                detail {JSON} NOT NULL
             )
             """,
             """

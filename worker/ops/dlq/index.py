@@ -80,12 +80,19 @@ dead_letter_index = Table(
     Column("archived_at", UtcDateTime),
     Column("archived_by", String(200)),
     Column("archive_reason", Text),
-    Column("detail", JsonType),  # DeadLetter.detail(), redacted
     Column("indexed_at", UtcDateTime, nullable=False),
     Index("ix_dead_letter_index_code", "archived", "code", "last_failure"),
     Index("ix_dead_letter_index_org", "archived", "org_id", "last_failure"),
     Index("ix_dead_letter_index_type", "archived", "event_type", "last_failure"),
     Index("ix_dead_letter_index_last", "archived", "last_failure"),
+)
+
+# DeadLetter.detail() of each row (redacted), in its own table so the index rows stay small.
+dead_letter_details = Table(
+    "dead_letter_details",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("detail", JsonType, nullable=False),
 )
 
 dead_letter_notes = Table(
@@ -148,8 +155,8 @@ def row_values(
         "archived_at": facts.at,
         "archived_by": _clip(facts.by, 200),
         "archive_reason": facts.reason,
-        "detail": detail,
         "indexed_at": at or utcnow(),
+        "detail": detail,
     }
 
 
@@ -241,6 +248,7 @@ class DeadLetterIndex:
     """Queries on ``dead_letter_index`` and ``dead_letter_notes``."""
 
     table = dead_letter_index
+    details = dead_letter_details
     notes = dead_letter_notes
 
     def __init__(self, store: Store) -> None:
@@ -251,20 +259,31 @@ class DeadLetterIndex:
     async def add(self, letter: DeadLetter, *, archived: bool = False) -> None:
         """Index a dead letter just published (a newer failure of the same id replaces it)."""
         values = row_values(letter, archived=archived)
-        columns = [c for c in values if c not in ("id", "copies")]
         async with self._store.write() as conn:
-            await conn.execute(self._store.upsert(self.table, values, ["id"], columns))
+            await self._write_row(conn, values, keep_copies=True)
+
+    async def _write_row(self, conn: Any, values: dict[str, Any], *, keep_copies: bool) -> None:
+        row = {k: v for k, v in values.items() if k != "detail"}
+        columns = [c for c in row if c != "id" and not (keep_copies and c == "copies")]
+        await conn.execute(self._store.upsert(self.table, row, ["id"], columns))
+        await conn.execute(
+            self._store.upsert(
+                self.details, {"id": row["id"], "detail": values["detail"]}, ["id"], ["detail"]
+            )
+        )
 
     async def forget(self, ids: Iterable[str], *, indexed_before: datetime) -> int:
         """Remove the rows of dead letters that left the queues (replayed), unless the row was
         written after ``indexed_before``: then the replayed event already failed again."""
         removed = 0
+        t, d = self.table, self.details
         for chunk in _chunks(list(ids)):
             async with self._store.write() as conn:
                 result = await conn.execute(
-                    delete(self.table).where(
-                        self.table.c.id.in_(chunk), self.table.c.indexed_at < indexed_before
-                    )
+                    delete(t).where(t.c.id.in_(chunk), t.c.indexed_at < indexed_before)
+                )
+                await conn.execute(
+                    delete(d).where(d.c.id.in_(chunk), d.c.id.not_in(select(t.c.id)))
                 )
             removed += result.rowcount or 0
         return removed
@@ -327,21 +346,32 @@ class DeadLetterIndex:
             or current[key].last_failure != letter.last_failure
         ]
         gone = [k for k, row in current.items() if k not in seen and row.indexed_at < started]
-        columns = [c.name for c in t.columns if c.name != "id"]
         for chunk in _chunks(changed, 200):
             async with self._store.write() as conn:
                 for values in chunk:
-                    await conn.execute(self._store.upsert(t, values, ["id"], columns))
+                    await self._write_row(conn, values, keep_copies=False)
+        d = self.details
         for ids in _chunks(gone):
             async with self._store.write() as conn:
                 await conn.execute(delete(t).where(t.c.id.in_(ids), t.c.indexed_at < started))
+                await conn.execute(delete(d).where(d.c.id.in_(ids), d.c.id.not_in(select(t.c.id))))
         added = sum(1 for v in changed if v["id"] not in current)
         return {"added": added, "updated": len(changed) - added, "removed": len(gone)}
 
     # --- reading ---------------------------------------------------------------------------
 
     async def totals(self) -> tuple[int, int]:
-        """(active, archived) dead letters, counting every copy (what the queues hold)."""
+        """(active, archived) dead letters (distinct ids; see :meth:`depths` for copies)."""
+        t = self.table
+        async with self._store.read() as conn:
+            rows = (
+                await conn.execute(select(t.c.archived, func.count()).group_by(t.c.archived))
+            ).all()
+        counts = {bool(row[0]): int(row[1]) for row in rows}
+        return counts.get(False, 0), counts.get(True, 0)
+
+    async def depths(self) -> tuple[int, int]:
+        """(active, archived) messages the queues should hold: every copy counted."""
         t = self.table
         async with self._store.read() as conn:
             rows = (
@@ -410,10 +440,14 @@ class DeadLetterIndex:
 
     async def get(self, letter_id: str) -> tuple[Row, dict[str, Any] | None] | None:
         """One row and its stored detail (``dlq show``'s view), or None."""
-        t = self.table
+        t, d = self.table, self.details
         async with self._store.read() as conn:
             row = (
-                await conn.execute(select(*_ROW_COLUMNS, t.c.detail).where(t.c.id == letter_id))
+                await conn.execute(
+                    select(*_ROW_COLUMNS, d.c.detail)
+                    .select_from(t.outerjoin(d, d.c.id == t.c.id))
+                    .where(t.c.id == letter_id)
+                )
             ).first()
         if row is None:
             return None

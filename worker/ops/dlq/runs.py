@@ -516,7 +516,7 @@ class IndexReconciler:
         due = self._last_full is None or self._clock() - self._last_full >= self.full_s
         if not due:
             depths = await self.depths()
-            totals = await self.index.totals()
+            totals = await self.index.depths()
             if depths == totals:
                 self._mismatches = 0
                 return False
