@@ -99,9 +99,7 @@ async def main(keep: bool = False) -> int:
     return result
 
 
-async def _run(
-    connection: AbstractConnection, amqp: str, work: Path, *, keep: bool = False
-) -> int:
+async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: bool = False) -> int:
     # Imported here so that a missing broker is reported before the heavier imports.
     from tests.demo.summary import Observed, expected_expenses, print_summary, read_mail
     from tests.demo.world import ORG, config_body, event_body, sample_events

@@ -178,7 +178,10 @@ async def test_read_only_token_sees_everything_and_changes_nothing(
                 "/console/dead-letters/archive",
                 {"by": "code", "key": "BC-ACCOUNT-MISSING", "reason": "x"},
             ),
-            ("/console/dead-letters/note", {"by": "code", "key": "BC-ACCOUNT-MISSING", "note": "x"}),
+            (
+                "/console/dead-letters/note",
+                {"by": "code", "key": "BC-ACCOUNT-MISSING", "note": "x"},
+            ),
         ):
             status, text, _ = await browser.post(path, form)
             assert status == 403, path
@@ -238,12 +241,12 @@ async def test_pages_show_the_index_and_never_a_secret(
     assert "Failure history" in text
 
 
-async def test_replay_a_group_after_fixing_the_cause(worker: ConsoleWorker, browser: Browser) -> None:
+async def test_replay_a_group_after_fixing_the_cause(
+    worker: ConsoleWorker, browser: Browser
+) -> None:
     await dead_lettered_invoice(worker)
     await browser.sign_in(OPS_TOKEN)
-    status, text = await browser.get(
-        "/console/dead-letters/replay?by=code&key=BC-ACCOUNT-MISSING"
-    )
+    status, text = await browser.get("/console/dead-letters/replay?by=code&key=BC-ACCOUNT-MISSING")
     assert re.search(r"<strong>1</strong> dead letter will", text)
     await worker.add_account("9999")
     with capture_logs() as logs:

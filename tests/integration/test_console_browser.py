@@ -109,7 +109,9 @@ async def test_fix_the_cause_then_replay_the_group_from_the_page(
     await expect(page.get_by_text("never shown")).to_be_visible()
     await shot(page, "organization")
 
-    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Dead letters").click()
+    await (
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Dead letters").click()
+    )
     await expect(page.get_by_role("link", name=GROUP)).to_be_visible()
     await expect(page.get_by_text("Add the account in Business Central").first).to_be_visible()
     await shot(page, "dead-letters")
@@ -195,9 +197,7 @@ async def test_read_only_sees_no_action_and_forged_posts_are_refused(
     await context.close()
 
 
-async def test_a_wrong_token_never_gets_a_session(
-    worker: ConsoleWorker, chromium: Browser
-) -> None:
+async def test_a_wrong_token_never_gets_a_session(worker: ConsoleWorker, chromium: Browser) -> None:
     context, page = await new_page(chromium)
     await sign_in(page, worker.url, "definitely-not-a-token")
     await expect(page.get_by_role("alert")).to_have_text("That API token is not valid.")

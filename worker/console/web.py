@@ -37,6 +37,7 @@ from aiohttp import web
 
 from worker.api.app import ApiToken, authenticate
 from worker.config.settings import Settings
+from worker.console.integration_log import IntegrationLogReader
 from worker.console.overview import OBJECT_TYPES, PROBLEMS, Overview
 from worker.console.sessions import Session, Sessions, SignInLimiter, client_address
 from worker.errors import info
@@ -80,7 +81,7 @@ class ConsoleContext:
     overview: Overview
     sessions: Sessions
     limiter: SignInLimiter
-    integration_log: Any | None = None
+    integration_log: IntegrationLogReader | None = None
     reconciliation: Any | None = None
 
 
