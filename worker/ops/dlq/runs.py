@@ -58,6 +58,8 @@ STALE_S = 30.0
 REPLAY_RATE = 50.0
 # How long a queued operation waits for another dead-letter operation to finish.
 RUN_LOCK_WAIT_S = 600.0
+# How long stopping waits for a reconcile to let go.
+STOP_WAIT_S = 5.0
 # Dead letters of a "(none)" group (no organization or type) are replayed by id, at most this
 # many per operation.
 NONE_GROUP_MAX = 10_000
@@ -491,8 +493,10 @@ class IndexReconciler:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # A read cancelled half way hands the messages back by closing its channel; never
+            # let that hold up the process's shutdown.
+            with suppress(asyncio.CancelledError, TimeoutError, Exception):
+                await asyncio.wait_for(self._task, STOP_WAIT_S)
 
     async def depths(self) -> tuple[int, int]:
         """Messages in the dead-letter and archive queues (ready ones, as the broker says)."""
@@ -548,6 +552,9 @@ class IndexReconciler:
     async def _loop(self) -> None:
         failing = False
         while True:
+            # The first check one interval after start: a process that starts and stops at
+            # once (a test, a crash loop) does not read the queues every time.
+            await asyncio.sleep(self.check_s)
             try:
                 await self.check()
                 failing = False
@@ -559,4 +566,3 @@ class IndexReconciler:
                 if not failing:
                     log.warning("dlq.index_check_failed", error=type(exc).__name__)
                 failing = True
-            await asyncio.sleep(self.check_s)
