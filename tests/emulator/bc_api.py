@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import documents as docs
+from . import payments
 from .entities import (
     ACCOUNT,
     COMPANY,
@@ -383,6 +384,8 @@ class SalesInvoicesColl(TableColl):
     def render(self, row: Row) -> dict[str, Any]:
         out = super().render(row)
         out["currencyCode"] = out["currencyCode"] or self.company.currency
+        # Computed when read, like APIV2SalesInvoices.Page.al GetRemainingAmount().
+        out["remainingAmount"] = payments.remaining_amount(self.company, row)
         return out
 
     def create(self, body: Any) -> Row:
