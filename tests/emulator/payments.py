@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import documents as docs
-from .entities import norm_number, now_iso
+from .entities import norm_number, now_iso, parse_datetime
 from .errors import BCError, dialog
 from .store import Company, Row
 
@@ -251,6 +251,11 @@ def add_payment_routes(app: web.Application, emu: Emulator) -> None:
         if not isinstance(invoice, dict):
             raise ControlError(400, "invoice must be a salesInvoices POST body")
         row = post_by_hand(company, invoice)
+        if body.get("last_modified") is not None:  # posted a while ago, say
+            stamp = parse_datetime(str(body["last_modified"]))
+            if stamp is None:
+                raise ControlError(400, "last_modified: not an ISO datetime with zone")
+            company.sales_invoices.update(row, {"lastModifiedDateTime": stamp}, touch=False)
         return _ok(_state(company, row), 201)
 
     @handler

@@ -237,10 +237,14 @@ class ControlClient:
         """Insert a purchase invoice (seed format); returns ``{"id", "number", "line_ids"}``."""
         return await self._call("POST", "purchase_invoices", {**at.as_dict(), "invoice": invoice})  # type: ignore[no-any-return]
 
-    async def add_sales_invoice(self, invoice: dict[str, Any], *, at: CompanyRef) -> dict[str, Any]:
+    async def add_sales_invoice(
+        self, invoice: dict[str, Any], *, at: CompanyRef, last_modified: str | None = None
+    ) -> dict[str, Any]:
         """Create and post a sales invoice as a person would in BC (``invoice`` is a
-        salesInvoices POST body with ``salesInvoiceLines``); returns its payment state."""
-        return await self._call("POST", "sales_invoices", {**at.as_dict(), "invoice": invoice})  # type: ignore[no-any-return]
+        salesInvoices POST body with ``salesInvoiceLines``), optionally last modified at an
+        earlier time; returns its payment state."""
+        body = {**at.as_dict(), "invoice": invoice, "last_modified": last_modified}
+        return await self._call("POST", "sales_invoices", body)  # type: ignore[no-any-return]
 
     async def pay_invoice(
         self,
