@@ -155,9 +155,7 @@ async def test_reversing_a_payment_of_a_paid_invoice_opens_it_again(
     assert (again["status"], again["remainingAmount"]) == ("Open", 1250)
     assert again["lastModifiedDateTime"] == now["lastModifiedDateTime"]
     with pytest.raises(ControlClientError) as twice:
-        await emulator.control.reverse_payment(
-            first["application"]["id"], at=emulator.company_ref
-        )
+        await emulator.control.reverse_payment(first["application"]["id"], at=emulator.company_ref)
     assert twice.value.status == 400
 
 

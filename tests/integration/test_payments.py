@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aio_pika
@@ -160,7 +161,7 @@ async def test_partly_paid_paid_and_reversed_each_reach_moment_once(payments: Pa
     assert (partly.paid, partly.updated) == (0, 1)
     [updated] = await payments.received()
     assert (updated["type"], updated["organizationid"]) == (UPDATED_EVENT, ORG)
-    assert updated["id"] == partly.event_ids[0]
+    assert updated["id"] == partly.event_ids[0] == event_id(ORG, bc["id"], 1, "Open", Decimal(2750))
     seen_at = updated["data"].pop("seen_at")
     assert datetime.fromisoformat(seen_at.replace("Z", "+00:00")) <= datetime.now(UTC)
     assert updated["data"] == {
