@@ -211,6 +211,14 @@ def test_nothing_is_reported_for(bc: SalesInvoiceBalance, why: str) -> None:
     assert isinstance(seen, Seen) and seen.seq is None and seen.status is None, why
 
 
+def test_an_export_recorded_without_totals_compares_with_bcs_total() -> None:
+    unknown = followed(remaining=None)
+    assert isinstance(observe(ORG, unknown, in_bc(), from_date=FROM, at=AT), Seen)
+    c = change(observe(ORG, unknown, in_bc(remaining=1000), from_date=FROM, at=AT))
+    assert isinstance(c.data, InvoicePaymentUpdatedData)
+    assert c.data.previous_remaining_amount == 1250.0
+
+
 def test_a_canceled_invoice_is_no_longer_followed_and_not_reported() -> None:
     seen = observe(ORG, followed(), in_bc("Canceled", 0), from_date=FROM, at=AT)
     assert isinstance(seen, Seen) and (seen.status, seen.seq) == ("Canceled", None)

@@ -14,7 +14,9 @@ does a reversal that makes it ``Open`` again); a partial payment changes nothing
 its ``remainingAmount`` is computed when read. So each round of one organization:
 
 1. reads the invoices whose ``lastModifiedDateTime`` is after the watermark (less an overlap)
-   with status Open or Paid: the invoices that turned paid, and paid ones opened again;
+   with status Open or Paid: the invoices that turned paid, and paid ones opened again (the
+   first round, without a watermark, reads every Open or Paid invoice posted since the from
+   date, a thousand a page);
 2. re-reads the open invoices we exported by id (:data:`~worker.bc.odata.MAX_OR_TERMS` a
    request, ``$select`` the few fields), oldest-checked first, at most ``checks_per_round``:
    partial payments are only seen this way.
@@ -238,7 +240,11 @@ def observe(
         return quiet  # a draft or a status BC may add: nothing Moment could act on
     total = bc.total_amount_including_tax if bc.total_amount_including_tax else followed.total
     remaining = bc.remaining_amount.quantize(CENT)
-    if bc.status == followed.status and (bc.status == PAID or remaining == followed.remaining):
+    # What Moment knows is open: the last reported amount, else (export without totals) the total.
+    told = followed.remaining
+    if told is None and total is not None:
+        told = total.quantize(CENT)
+    if bc.status == followed.status and (bc.status == PAID or remaining == told):
         return quiet
     seq = followed.change_seq + 1
     seen = Seen(followed.bc_id, followed.change_seq, at, bc.posting_date, bc.status, remaining, seq)
@@ -261,7 +267,7 @@ def observe(
         )
         kind = PAID_EVENT
     else:
-        previous = followed.remaining if followed.remaining is not None else (total or remaining)
+        previous = told if told is not None else remaining
         data = InvoicePaymentUpdatedData(
             **common,
             remaining_amount=float(remaining),
