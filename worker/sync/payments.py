@@ -56,10 +56,8 @@ from sqlalchemy import (
     update,
 )
 
-from worker.bc import BcError
 from worker.bc.models import SalesInvoiceBalance
 from worker.config.migrations import UtcDateTime, metadata
-from worker.config.model import ConfigValidationError
 from worker.config.store import StoredConfig, check_org_id, utcnow
 from worker.events.envelope import build
 from worker.events.models import ExportedData, InvoicePaidData, InvoicePaymentUpdatedData
@@ -613,18 +611,14 @@ class PaymentPoller(Poller):
                 "for the invoices posted on or after it.",
                 pause=True,
             )
-        try:
-            return await poll_org(
-                org,
-                config.payments_from_date,
-                self.ctx.connection(config),
-                state=self.state,
-                sink=self.sink,
-                page_size=self.page_size,
-                checks_per_round=self.checks_per_round,
-                keep_alive=keep_alive.check,
-            )
-        except BcError as exc:
-            raise self._bc_failure(exc, config.company_name) from exc
-        except ConfigValidationError as exc:  # e.g. no client id anywhere
-            raise PollFailure("BC-CREDENTIALS-REJECTED", str(exc), pause=True) from exc
+        # BC and credential errors become pauses or retries in Poller._leased.
+        return await poll_org(
+            org,
+            config.payments_from_date,
+            self.ctx.connection(config),
+            state=self.state,
+            sink=self.sink,
+            page_size=self.page_size,
+            checks_per_round=self.checks_per_round,
+            keep_alive=keep_alive.check,
+        )

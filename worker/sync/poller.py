@@ -296,7 +296,7 @@ class Poller:
             async with self._lease(org) as keep_alive:
                 if keep_alive is None:
                     return self.result_type(org, status="skipped", reason="polled_elsewhere")
-                result = await self._poll_leased(org, stored, keep_alive)
+                result = await self._leased(org, stored, keep_alive)
         except PollFailure as failure:
             result = await self._failed(org, stored, failure)
         except LeaseLost:
@@ -323,6 +323,15 @@ class Poller:
     ) -> PollResult:
         """One organization's round while its lease is held (the part's own work)."""
         raise NotImplementedError
+
+    async def _leased(self, org: str, stored: StoredConfig, keep_alive: _KeepAlive) -> PollResult:
+        """:meth:`_poll_leased`, its BC and credential errors as the failures to record."""
+        try:
+            return await self._poll_leased(org, stored, keep_alive)
+        except BcError as exc:
+            raise self._bc_failure(exc, stored.config.company_name) from exc
+        except ConfigValidationError as exc:  # e.g. no client id anywhere
+            raise PollFailure("BC-CREDENTIALS-REJECTED", str(exc), pause=True) from exc
 
     def _bc_failure(self, exc: BcError, company: str) -> PollFailure:
         """A BC error of a round as the failure the poller records (pause or retry)."""
