@@ -51,7 +51,8 @@ from worker.setup.service import ConfigService
 from worker.store import ConfigCache, Leases, Store, iso
 from worker.sync import registry
 from worker.sync.context import SyncContext
-from worker.sync.expenses import ExpenseState
+from worker.sync.expenses import ExpenseState, PollState
+from worker.sync.payments import PaymentPoller, PaymentState
 from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver, SuccessBuffer
 
@@ -151,6 +152,7 @@ class Runtime:
             claims=self.leases,
             outcomes=self.successes,
             emit=self.emit,
+            exports=PaymentState(self.store),
         )
 
     async def start(self) -> None:
@@ -213,6 +215,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
         services.append(consumer)
     if "poll" in roles:
         services.append(ExpensePoller.from_runtime(runtime))
+        services.append(PaymentPoller.from_runtime(runtime))
     if "notify" in roles:
         services.append(
             DigestService(
@@ -254,23 +257,34 @@ def _pinger(store: Store) -> Any:
 
 
 def _status_sections(store: Store, settings: Settings) -> dict[str, StatusSection]:
-    """Expense import and notifications in ``GET …/status`` (after the config routes' own)."""
+    """Expense and payment import and notifications in ``GET …/status`` (after the config
+    routes' own)."""
 
     async def expenses(org: str) -> Any:
-        state = await ExpenseState(store).get(org)
-        if state is None:
-            return {"polled": False}
-        return {
-            "polled": True,
-            "watermark": iso(state.watermark),
-            "last_poll_at": iso(state.last_poll_at),
-            "last_success_at": iso(state.last_success_at),
-            "last_error_code": state.last_error_code,
-            "last_error_message": state.last_error_message,
-            "paused": state.paused_at is not None,
-        }
+        return _poll_status(await ExpenseState(store).get(org))
+
+    async def payments(org: str) -> Any:
+        state = PaymentState(store)
+        counts = await state.counts(org)
+        invoices = {"open": counts.get("Open", 0), "paid": counts.get("Paid", 0)}
+        return {**_poll_status(await state.get(org)), "invoices": invoices}
 
     async def notifications(org: str) -> Any:
         return await digest_status(store, org, settings)
 
-    return {"expenses": expenses, "notifications": notifications}
+    return {"expenses": expenses, "payments": payments, "notifications": notifications}
+
+
+def _poll_status(state: PollState | None) -> dict[str, Any]:
+    """One import's poll state for the status answer."""
+    if state is None:
+        return {"polled": False}
+    return {
+        "polled": True,
+        "watermark": iso(state.watermark),
+        "last_poll_at": iso(state.last_poll_at),
+        "last_success_at": iso(state.last_success_at),
+        "last_error_code": state.last_error_code,
+        "last_error_message": state.last_error_message,
+        "paused": state.paused_at is not None,
+    }

@@ -147,6 +147,11 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "Fill in the project dimension and the from date of the expense import in the "
         "integration settings and save; expense import resumes then.",
     ),
+    "CONFIG-PAYMENTS-INCOMPLETE": ErrorInfo(
+        "Payment import is switched on, but its from date is missing.",
+        "Fill in the from date of the payment import in the integration settings and save; "
+        "payment import resumes then.",
+    ),
     "DELIVERY-LIMIT": ErrorInfo(
         "The event was delivered many times without an outcome (workers crashed or lost their "
         "connection while handling it).",

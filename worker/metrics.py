@@ -1,7 +1,7 @@
 """Every Prometheus metric of the worker, in one place (DESIGN §9).
 
 Labels stay bounded: event types, outcomes, error codes, BC resources and statuses. Moment ids are
-never labels; organizations appear only on the poller lag, where one series per connected
+never labels; organizations appear only on the poller lags, where one series per connected
 organization is what ops asks for.
 """
 
@@ -86,6 +86,16 @@ EXPENSES_PUBLISHED = Counter(
 POLLER_LAG = Gauge(
     "bcsync_poller_lag_seconds",
     "Seconds since the last successful expense poll, per organization.",
+    ["org"],
+)
+PAYMENT_EVENTS = Counter(
+    "bcsync_payment_events_published_total",
+    "bc.invoice.paid and bc.invoice.payment_updated events published, by type.",
+    ["type"],
+)
+PAYMENTS_POLLER_LAG = Gauge(
+    "bcsync_payments_poller_lag_seconds",
+    "Seconds since the last successful payment poll, per organization.",
     ["org"],
 )
 NOTIFICATIONS_SENT = Counter(

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from . import customer_rules as rules
 from . import documents as docs
+from . import payments
 from .entities import (
     ACCOUNT,
     COMPANY,
@@ -406,6 +407,8 @@ class SalesInvoicesColl(TableColl):
     def render(self, row: Row) -> dict[str, Any]:
         out = super().render(row)
         out["currencyCode"] = out["currencyCode"] or self.company.currency
+        # Computed when read, like APIV2SalesInvoices.Page.al GetRemainingAmount().
+        out["remainingAmount"] = payments.remaining_amount(self.company, row)
         return out
 
     def create(self, body: Any) -> Row:

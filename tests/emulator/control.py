@@ -25,6 +25,7 @@ from .bc_api import (
 )
 from .entities import ACCOUNT, COMPANY_INFORMATION, GL_SETUP, parse_datetime
 from .errors import BCError
+from .payments import add_payment_routes
 from .seeding import SeedError, add_purchase_invoice, apply_seed, set_service
 from .store import Company, Row
 
@@ -498,3 +499,4 @@ def add_control_routes(app: web.Application, emu: Emulator) -> None:
         return _ok({"expired": entra.expire_tokens(emu.world, tid)})
 
     app.router.add_routes(routes)
+    add_payment_routes(app, emu)

@@ -47,9 +47,11 @@ from worker.bc.models import (
     PurchaseInvoice,
     PurchaseInvoicePage,
     SalesInvoice,
+    SalesInvoiceBalance,
     SalesInvoiceLine,
 )
 from worker.bc.odata import (
+    MAX_OR_TERMS,
     BatchOperation,
     BatchResult,
     Guid,
@@ -59,11 +61,11 @@ from worker.bc.odata import (
     chunks,
     cond,
     decode_company_name,
-    eq_any,
     eq_filter,
     guid,
     is_valid_environment,
     is_valid_tenant,
+    one_of,
     pages,
     query_string,
     segment,
@@ -659,13 +661,58 @@ class BcConnection:
             return []
         query = query_string(
             {
-                "$filter": eq_any("id", (Guid(i) for i in ids)),
+                "$filter": one_of("id", [Guid(i) for i in ids]),
                 "$select": "id,number,status,lastModifiedDateTime",
             }
         )
         url = f"{await self._company_url()}/purchaseInvoices{query}"
         rows = await self._all(url, resource="purchaseInvoices")
         return [PurchaseInvoice.from_row(r) for r in rows]
+
+    # -- sales invoice balances (payment import) -----------------------------------------------
+
+    async def sales_invoice_changes(
+        self,
+        from_date: date,
+        since: datetime | None = None,
+        *,
+        statuses: Sequence[str] = ("Open", "Paid"),
+        page_size: int | None = None,
+    ) -> AsyncIterator[list[SalesInvoiceBalance]]:
+        """Sales invoices posted on or after ``from_date`` whose ``lastModifiedDateTime`` is
+        after ``since`` and whose status is one of ``statuses``, one page at a time (nextLink).
+        BC updates ``lastModifiedDateTime`` when a posted invoice's status changes (Paid, or
+        back to Open), not when a partial payment lowers its remaining amount."""
+        flt = all_of(
+            cond("postingDate", "ge", from_date),
+            cond("lastModifiedDateTime", "gt", since) if since else None,
+            one_of("status", statuses),
+        )
+        query = query_string({"$filter": flt, "$select": ",".join(SalesInvoiceBalance.FIELDS)})
+        url = f"{await self._company_url()}/salesInvoices{query}"
+        async for rows in self._pages(url, resource="salesInvoices", page_size=page_size):
+            yield [SalesInvoiceBalance.from_row(r) for r in rows]
+
+    async def sales_invoice_balances(
+        self, invoice_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[list[str], list[SalesInvoiceBalance]]]:
+        """Re-read these sales invoices by id, :data:`MAX_OR_TERMS` ids a request
+        (``$filter=id eq … or id eq …`` with the few fields of :class:`SalesInvoiceBalance`);
+        yields each request's ids and the invoices BC returned for them."""
+        company_url = await self._company_url()
+        for chunk in chunks([guid(i) for i in invoice_ids], MAX_OR_TERMS):
+            flt = one_of("id", [Guid(i) for i in chunk])
+            query = query_string({"$filter": flt, "$select": ",".join(SalesInvoiceBalance.FIELDS)})
+            rows = await self._all(f"{company_url}/salesInvoices{query}", resource="salesInvoices")
+            yield list(chunk), [SalesInvoiceBalance.from_row(r) for r in rows]
+
+    async def probe_sales_invoices(self) -> None:
+        """``GET COMPANY/salesInvoices?$top=1&$select=id``: the app may read sales invoices (the
+        payment import's check on save)."""
+        query = query_string({"$top": "1", "$select": "id"})
+        await self._request(
+            "GET", f"{await self._company_url()}/salesInvoices{query}", resource="salesInvoices"
+        )
 
 
 def _posting_rank(invoice: SalesInvoice) -> int:

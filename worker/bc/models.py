@@ -452,6 +452,52 @@ class PurchaseInvoicePage:
 
 
 @dataclass(frozen=True, slots=True)
+class SalesInvoiceBalance:
+    """What the payment import reads of a sales invoice (a ``$select``): its status and the
+    amount still open. ``remaining_amount`` is computed by BC when read (the customer ledger
+    entry's remaining amount; 0 when canceled); ``None`` when BC did not send it."""
+
+    id: str
+    number: str
+    external_document_number: str
+    customer_number: str
+    status: str  # decoded: "Open", "Paid", "Canceled", "Corrective", "Draft", …
+    posting_date: date | None
+    currency_code: str
+    total_amount_including_tax: Decimal
+    remaining_amount: Decimal | None
+    last_modified: datetime | None
+
+    FIELDS = (
+        "id",
+        "number",
+        "externalDocumentNumber",
+        "customerNumber",
+        "status",
+        "postingDate",
+        "currencyCode",
+        "totalAmountIncludingTax",
+        "remainingAmount",
+        "lastModifiedDateTime",
+    )
+
+    @classmethod
+    def from_row(cls, row: Row) -> SalesInvoiceBalance:
+        return cls(
+            _s(row, "id").lower(),
+            _s(row, "number"),
+            _s(row, "externalDocumentNumber"),
+            _s(row, "customerNumber"),
+            _enum(row, "status"),
+            _date(row, "postingDate"),
+            _s(row, "currencyCode"),
+            _dec(row, "totalAmountIncludingTax"),
+            _dec(row, "remainingAmount") if row.get("remainingAmount") is not None else None,
+            _datetime(row, "lastModifiedDateTime"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LineDimension:
     """One dimension value to set on a sales invoice line."""
 

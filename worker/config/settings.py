@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # NoDecode: a comma-separated list, not JSON.
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (10, 60, 600, 3600, 21600)
     poll_interval_s: float = Field(300, gt=0)
+    # Payment import: how often each organization's invoices are checked (well under Moment's
+    # own daily payment run).
+    payments_interval_s: float = Field(3600, gt=0)
     log_format: Literal["console", "json"] | None = None
     log_level: str = "INFO"
     # Seconds a stopping worker waits for in-flight handlers before requeueing them.

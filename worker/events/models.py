@@ -224,6 +224,50 @@ class ExportedData(Model):
     currency_code: str | None = None
 
 
+class InvoicePaidData(Model):
+    """A posted BC sales invoice that bc-sync exported is paid in full (its status turned
+    ``Paid``: the customer ledger entry closed, by payments or applied credit memos)."""
+
+    moment_id: str = Field(description="The Moment invoice id.")
+    moment_number: str = Field(description="The Moment invoice number.")
+    bc_id: str = Field(description="The BC sales invoice id.")
+    bc_number: str = Field(description="The posted invoice's number in BC.")
+    amount: float = Field(description="The invoice total including tax, now paid.")
+    currency_code: str
+    paid_date: date = Field(
+        description="See paid_date_source: the date BC reports, or the date bc-sync saw it."
+    )
+    paid_date_source: Literal["bc_last_modified", "seen"] = Field(
+        description="bc_last_modified: the invoice's lastModifiedDateTime in BC when it was "
+        "seen paid (its status change to Paid, or a later change of the invoice; BC's API does "
+        "not expose the payment's own posting date); seen: BC gave no time, this is the day "
+        "bc-sync first saw the invoice paid."
+    )
+    seen_at: datetime = Field(description="When bc-sync read the invoice as paid.")
+
+
+class InvoicePaymentUpdatedData(Model):
+    """The open amount of a posted BC sales invoice that bc-sync exported changed without it
+    being paid in full: a partial payment or credit memo, or a payment reversed (then the
+    remaining amount grows, and a paid invoice becomes ``Open`` again)."""
+
+    moment_id: str = Field(description="The Moment invoice id.")
+    moment_number: str = Field(description="The Moment invoice number.")
+    bc_id: str = Field(description="The BC sales invoice id.")
+    bc_number: str = Field(description="The posted invoice's number in BC.")
+    amount: float = Field(description="The invoice total including tax.")
+    currency_code: str
+    remaining_amount: float = Field(description="What remains to be paid now.")
+    previous_remaining_amount: float = Field(
+        description="What remained to be paid when bc-sync last reported (the total after the "
+        "export)."
+    )
+    paid_amount: float = Field(description="Paid so far: amount - remaining_amount.")
+    status: str = Field(description="The invoice's status in BC now (Open).")
+    previous_status: str = Field(description="Its status when bc-sync last reported.")
+    seen_at: datetime = Field(description="When bc-sync read the invoice.")
+
+
 class FailureExample(Model):
     object_type: str
     moment_number: str | None
@@ -264,6 +308,8 @@ OUTGOING: dict[str, type[Model]] = {
     "bc.customer.exported": ExportedData,
     "bc.project.exported": ExportedData,
     "bc.invoice.exported": ExportedData,
+    "bc.invoice.paid": InvoicePaidData,
+    "bc.invoice.payment_updated": InvoicePaymentUpdatedData,
     "bc.integration.failed": IntegrationFailedData,
 }
 ALL_TYPES: dict[str, type[Model]] = {**INCOMING, **OUTGOING}

@@ -26,8 +26,9 @@ OBJECT_NAMES = {
     "invoice": "Invoice",
     "customer": "Customer",
     "project": "Project",
-    # The poller reports only when it pauses an organization's expense import.
+    # The pollers report only when they pause an organization's expense or payment import.
     "expense": "Expense import (paused until the integration settings are saved again)",
+    "payment": "Payment import (paused until the integration settings are saved again)",
 }
 
 

@@ -138,8 +138,8 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
-    # Steps 3 and 4 are not released yet: their owners (worker/sync/expenses.py,
-    # worker/notify) may still reshape them until they land on main.
+    # Steps 3 to 5 are not released yet: their owners (worker/sync/expenses.py,
+    # worker/notify, worker/sync/payments.py) may still reshape them until they land on main.
     Migration(
         3,
         "expense import: poll state per organization and the expense lines already published",
@@ -265,6 +265,56 @@ MIGRATIONS: list[Migration] = [
             # organization re-reads everything since its from date once (the published ids keep
             # it from re-sending) and fills it in.
             "UPDATE expense_polls SET watermark = NULL",
+        ),
+    ),
+    Migration(
+        7,
+        "payment import: the invoices bc-sync exported with what Moment was last told about "
+        "their payment, and the poll state per organization",
+        (
+            # Existing configs predate the toggle: off.
+            """
+            ALTER TABLE integration_configs
+                ADD COLUMN import_payments BOOLEAN NOT NULL DEFAULT FALSE
+            """,
+            """
+            CREATE TABLE payment_polls (
+                org_id VARCHAR(100) NOT NULL PRIMARY KEY,
+                watermark {TIMESTAMP},
+                from_date VARCHAR(10),
+                last_poll_at {TIMESTAMP},
+                last_success_at {TIMESTAMP},
+                last_error_code VARCHAR(100),
+                last_error_message TEXT,
+                paused_at {TIMESTAMP},
+                paused_version INTEGER
+            )
+            """,
+            # Amounts are decimal text (exactly as BC sent them); change_seq counts the changes
+            # reported to Moment and is part of each event id.
+            """
+            CREATE TABLE invoice_payments (
+                org_id VARCHAR(100) NOT NULL,
+                bc_id VARCHAR(36) NOT NULL,
+                moment_id VARCHAR(200) NOT NULL,
+                moment_number VARCHAR(200) NOT NULL,
+                bc_number VARCHAR(20),
+                currency_code VARCHAR(10),
+                total_including_tax VARCHAR(40),
+                exported_at {TIMESTAMP} NOT NULL,
+                posting_date VARCHAR(10),
+                status VARCHAR(20) NOT NULL,
+                remaining_amount VARCHAR(40),
+                change_seq INTEGER NOT NULL DEFAULT 0,
+                changed_at {TIMESTAMP},
+                checked_at {TIMESTAMP},
+                PRIMARY KEY (org_id, bc_id)
+            )
+            """,
+            """
+            CREATE INDEX ix_invoice_payments_due
+                ON invoice_payments (org_id, status, checked_at)
+            """,
         ),
     ),
 ]

@@ -47,6 +47,13 @@ class OutcomeRecorder(Protocol):
     ) -> None: ...
 
 
+class ExportRecorder(Protocol):
+    """Told of every successful export before Moment is (the payment import follows the
+    invoices: :class:`worker.sync.payments.PaymentState`)."""
+
+    async def exported(self, org_id: str, data: ExportedData) -> None: ...
+
+
 Emit = Callable[[str, str, ExportedData, str], Awaitable[None]]
 
 
@@ -72,6 +79,7 @@ class SyncContext:
         claims: Claims,
         outcomes: OutcomeRecorder | None = None,
         emit: Emit | None = None,
+        exports: ExportRecorder | None = None,
     ) -> None:
         self.settings = settings
         self.configs = configs
@@ -79,6 +87,7 @@ class SyncContext:
         self.claims = claims
         self.outcomes = outcomes
         self.emit = emit
+        self.exports = exports
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
         self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -177,6 +186,8 @@ class SyncContext:
         """Record the success and tell Moment (``bc.<object>.exported``, deterministic id)."""
         if self.outcomes is not None:
             await self.outcomes.record_success(event.org, object_type, ref)
+        if self.exports is not None:  # durable before the event is acked
+            await self.exports.exported(event.org, data)
         if self.emit is not None:
             event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bc-sync:{event.id}:exported"))
             await self.emit(f"bc.{object_type}.exported", event.org, data, event_id)
