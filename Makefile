@@ -1,22 +1,75 @@
 # bc-sync developer commands. Everything runs inside .venv, created on first use.
+#
+# Installs come from the hashed lock files, never from "newest on the day":
+#   requirements-dev.lock  runtime + dev + validators (make install, make test, .ci/run)
+#   requirements.lock      runtime only (deploy/Dockerfile), the same versions
+# Both are compiled from pyproject.toml by `make lock` (uv pip compile, universal, hashed).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
+LOCK := requirements-dev.lock
+RUNTIME_LOCK := requirements.lock
+LOWEST := .venv-lowest
+NODE_DIR := .validators
+# One set of flags for make lock and make lock-check, so the check recompiles exactly.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock"
 
-.PHONY: install test lint format schemas demo bench chaos emulator clean
+.PHONY: install test test-lowest lint format schemas demo bench chaos emulator clean \
+	lock lock-upgrade lock-check validate validators
 
-$(STAMP): pyproject.toml
+# uv itself, at the version the lock pins: the bootstrap of everything below.
+$(UV):
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q "$$(grep -o '^uv==[0-9.]*' $(LOCK))"
+
+# Exact: `uv pip sync` also removes what the lock no longer lists. Nothing to do (and no
+# network) while the stamp is newer than the lock and pyproject.toml.
+$(STAMP): $(LOCK) pyproject.toml | $(UV)
+	$(UV) pip sync -q -p $(BIN)/python --require-hashes $(LOCK)
+	$(UV) pip install -q -p $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
 
+## make lock: re-resolve after editing dependencies in pyproject.toml (keeps every other pin)
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o $(LOCK)
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -c $(LOCK) -o $(RUNTIME_LOCK)
+
+## make lock-upgrade: move every pin to the newest version pyproject.toml allows
+lock-upgrade: | $(UV)
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) --upgrade -o $(LOCK)
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --upgrade -c $(LOCK) -o $(RUNTIME_LOCK)
+
+## make lock-check: the lock files are what `make lock` makes of pyproject.toml now
+lock-check: | $(UV)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	cp $(LOCK) $(RUNTIME_LOCK) "$$tmp/" && \
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o "$$tmp/$(LOCK)" && \
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -c "$$tmp/$(LOCK)" -o "$$tmp/$(RUNTIME_LOCK)" && \
+	diff -u $(LOCK) "$$tmp/$(LOCK)" && diff -u $(RUNTIME_LOCK) "$$tmp/$(RUNTIME_LOCK)" && \
+	echo "lock files match pyproject.toml ($$($(UV) --version))" || \
+	{ echo "lock files are stale: run 'make lock' and commit requirements*.lock" >&2; exit 1; }
+
 ## make test: the whole suite (needs RabbitMQ: AMQP_URL, else localhost:5672, else Docker)
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+## make test-lowest: the unit tests on the lowest version of every direct dependency
+## (uv --resolution lowest-direct) in a separate venv; proves the floors in pyproject.toml
+test-lowest: | $(UV)
+	@test -x $(LOWEST)/bin/python || $(UV) venv -q -p $(PY) $(LOWEST)
+	rm -f $(LOWEST)/requirements.txt
+	$(UV) pip compile -q pyproject.toml --extra dev --resolution lowest-direct \
+		--python-version 3.11 -o $(LOWEST)/requirements.txt
+	$(UV) pip sync -q -p $(LOWEST)/bin/python $(LOWEST)/requirements.txt
+	$(UV) pip install -q -p $(LOWEST)/bin/python --no-deps --no-build-isolation -e .
+	@grep -E '^(aio-pika|aiohttp|msal|pydantic|pydantic-settings|tenacity|structlog|sqlalchemy|aiosqlite|asyncpg|aiosmtplib|cryptography|prometheus-client|requests)==' \
+		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
 
 ## make lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)
@@ -49,4 +102,5 @@ emulator: $(STAMP)
 	$(BIN)/python -m tests.emulator --port 8443 --seed demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bc-sync.db outbox bench-report.md
+	rm -rf $(VENV) $(LOWEST) $(NODE_DIR) .mypy_cache .ruff_cache .pytest_cache bc-sync.db outbox \
+		bench-report.md
