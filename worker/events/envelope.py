@@ -60,9 +60,6 @@ MEDIA_TYPE = "^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*
 # Attribute names: lower-case a-z and 0-9 only (MUST); at most 20 characters (SHOULD, held
 # as a MUST here). `data_base64` fails it too: our events carry JSON `data`.
 ATTRIBUTE_NAME = "^[a-z0-9]{1,20}$"
-OPTIONAL_ATTRIBUTES = ("time", "datacontenttype", "dataschema", "subject")
-CONTEXT_ATTRIBUTES = ("specversion", "id", "source", "type", *OPTIONAL_ATTRIBUTES)
-KNOWN_MEMBERS = frozenset((*CONTEXT_ATTRIBUTES, "organizationid", "data"))
 INT32 = (-(2**31), 2**31 - 1)  # the CloudEvents Integer type
 
 _URI = re.compile(URI)
@@ -111,31 +108,31 @@ class CloudEvent(Envelope):
     @field_validator("time", mode="before")
     @classmethod
     def _rfc3339(cls, value: Any) -> Any:
+        # Before pydantic's own parsing, which would also take numbers and naive times.
         if not isinstance(value, str) or not _RFC3339.fullmatch(value):
             raise ValueError(
                 "must be an RFC 3339 timestamp with a time zone, e.g. 2026-11-25T10:00:00Z"
             )
         return value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _members(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict):
-            return raw
-        for name, value in raw.items():
-            if not isinstance(name, str) or not _ATTRIBUTE_NAME.fullmatch(name):
+    @model_validator(mode="after")
+    def _members(self) -> CloudEvent:
+        # After the fields: a missing or wrong required attribute is reported first.
+        for name in ("dataschema", "subject"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name}: must not be null (leave the attribute out instead)")
+        for name, value in (self.model_extra or {}).items():
+            if not _ATTRIBUTE_NAME.fullmatch(name):
                 raise ValueError(
                     f"attribute name {name!r}: CloudEvents attribute names are 1 to 20 "
                     "lower-case letters a-z or digits"
                 )
-            if name in OPTIONAL_ATTRIBUTES and value is None:
-                raise ValueError(f"{name}: must not be null (leave the attribute out instead)")
-            if name not in KNOWN_MEMBERS and not _extension_value_ok(value):
+            if not _extension_value_ok(value):
                 raise ValueError(
                     f"extension attribute {name!r}: the value must be a string, a boolean or "
                     "a 32-bit integer"
                 )
-        return raw
+        return self
 
 
 def envelope_json_schema() -> dict[str, Any]:
