@@ -38,6 +38,7 @@ from worker.events.models import INCOMING
 from worker.log import bound, redact_text
 from worker.messaging import headers as H
 from worker.messaging.publisher import Publisher, make_message
+from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -108,6 +109,7 @@ class Consumer:
             name = f"bc-sync consumer {socket.gethostname()}:{os.getpid()}"
             self._connection = await aio_pika.connect_robust(
                 self.settings.amqp_url.get_secret_value(),
+                **amqp_tls(self.settings),
                 client_properties={"connection_name": name},
                 reconnect_interval=RECONNECT_INTERVAL_S,
             )

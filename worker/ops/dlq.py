@@ -67,6 +67,7 @@ from worker.events.envelope import CONTENT_TYPE
 from worker.log import redact, redact_text
 from worker.messaging import headers as H
 from worker.messaging.publisher import make_message
+from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import DELIVERY_LIMIT, Topology
 
 log = structlog.get_logger(__name__)
@@ -695,6 +696,7 @@ async def _session(
     own = connection is None
     conn = connection or await aio_pika.connect(
         settings.amqp_url.get_secret_value(),
+        **amqp_tls(settings),
         client_properties={"connection_name": "bc-sync dlq"},
     )
     dead = settings.queue("dead")
