@@ -36,7 +36,12 @@ RMQ = DEPLOY / "rabbitmq"
 
 
 async def _connect(
-    node: Node, user: str, password: str, *, scheme: str = "amqp", **kwargs: object
+    node: Node,
+    user: str,
+    password: str,
+    *,
+    scheme: str = "amqp",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> aio_pika.abc.AbstractConnection:
     """The AMQP listener opens only after the boot-time definitions import has finished."""
     last: Exception | None = None
@@ -45,7 +50,7 @@ async def _connect(
             return await aio_pika.connect(
                 f"{scheme}://{user}:{password}@127.0.0.1:{node.amqp_port}/",
                 timeout=5,
-                **kwargs,  # type: ignore[arg-type]
+                ssl_context=ssl_context,
             )
         except aio_pika.exceptions.ProbableAuthenticationError:
             raise
