@@ -17,8 +17,8 @@ NODE_DIR := .validators
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install test test-lowest lint format schemas demo bench chaos emulator clean \
-	lock lock-upgrade lock-check validate validators
+.PHONY: install test test-lowest lint format schemas deploy-rules demo bench chaos emulator \
+	clean lock lock-upgrade lock-check validate validators
 
 # uv itself, at the version the lock pins: the bootstrap of everything below.
 $(UV):
@@ -73,17 +73,21 @@ test-lowest: | $(UV)
 
 ## make lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check worker tests tools
+	$(BIN)/ruff format --check worker tests tools
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format worker tests
-	$(BIN)/ruff check --fix worker tests
+	$(BIN)/ruff format worker tests tools
+	$(BIN)/ruff check --fix worker tests tools
 
 ## make schemas: regenerate schemas/ from worker/events
 schemas: $(STAMP)
 	$(BIN)/python -m worker.events.schemas
+
+## make deploy-rules: regenerate deploy/kubernetes/monitoring/prometheusrule.yaml from alerts.yml
+deploy-rules: $(STAMP)
+	$(BIN)/python -m tools.prometheusrule
 
 ## make demo: the product end to end against the BC emulator
 demo: $(STAMP)
