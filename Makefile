@@ -12,7 +12,13 @@ STAMP := $(VENV)/.installed
 LOCK := requirements-dev.lock
 RUNTIME_LOCK := requirements.lock
 LOWEST := .venv-lowest
-NODE_DIR := .validators
+NODE_DIR := tools/validators
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+# pytest, with its exit 5 (no test collected or all deselected) turned into a failure that
+# says so: a run that tests nothing must not look like a pass or an unexplained error.
+PYTEST_RUN = { $(1) || { rc=$$?; if [ $$rc -eq 5 ]; then \
+	echo "pytest ran no test (exit 5): the suite is empty or everything was deselected" >&2; fi; \
+	exit $$rc; }; }
 # One set of flags for make lock and make lock-check, so the check recompiles exactly.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
@@ -47,16 +53,30 @@ lock-upgrade: | $(UV)
 ## make lock-check: the lock files are what `make lock` makes of pyproject.toml now
 lock-check: | $(UV)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	cp $(LOCK) $(RUNTIME_LOCK) "$$tmp/" && \
-	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o "$$tmp/$(LOCK)" && \
-	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -c "$$tmp/$(LOCK)" -o "$$tmp/$(RUNTIME_LOCK)" && \
-	diff -u $(LOCK) "$$tmp/$(LOCK)" && diff -u $(RUNTIME_LOCK) "$$tmp/$(RUNTIME_LOCK)" && \
-	echo "lock files match pyproject.toml ($$($(UV) --version))" || \
+	cp pyproject.toml README.md $(LOCK) $(RUNTIME_LOCK) "$$tmp/" && cd "$$tmp" && \
+	$(CURDIR)/$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o $(LOCK) && \
+	$(CURDIR)/$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -c $(LOCK) -o $(RUNTIME_LOCK) && \
+	diff -u $(CURDIR)/$(LOCK) $(LOCK) && diff -u $(CURDIR)/$(RUNTIME_LOCK) $(RUNTIME_LOCK) && \
+	echo "lock files match pyproject.toml ($$($(CURDIR)/$(UV) --version))" || \
 	{ echo "lock files are stale: run 'make lock' and commit requirements*.lock" >&2; exit 1; }
+
+## make validators: the Node validators (AsyncAPI parser, KEDA / Prometheus Operator CRD
+## schemas) into tools/validators/node_modules, exactly as package-lock.json pins them
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is not installed: the Node validators will be skipped"; exit 0; }
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+validators: $(NODE_STAMP)
+
+## make validate: every third-party validator over the contract, deploy and packaging files
+## (each printed with its version; one that cannot run here is skipped with the reason)
+validate: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m tools.validate
 
 ## make test: the whole suite (needs RabbitMQ: AMQP_URL, else localhost:5672, else Docker)
 test: $(STAMP)
-	$(BIN)/pytest -q
+	@$(call PYTEST_RUN,$(BIN)/pytest -q)
 
 ## make test-lowest: the unit tests on the lowest version of every direct dependency
 ## (uv --resolution lowest-direct) in a separate venv; proves the floors in pyproject.toml
@@ -69,7 +89,7 @@ test-lowest: | $(UV)
 	$(UV) pip install -q -p $(LOWEST)/bin/python --no-deps --no-build-isolation -e .
 	@grep -E '^(aio-pika|aiohttp|msal|pydantic|pydantic-settings|tenacity|structlog|sqlalchemy|aiosqlite|asyncpg|aiosmtplib|cryptography|prometheus-client|requests)==' \
 		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
-	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
+	@$(call PYTEST_RUN,$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit)
 
 ## make lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)
@@ -106,5 +126,5 @@ emulator: $(STAMP)
 	$(BIN)/python -m tests.emulator --port 8443 --seed demo
 
 clean:
-	rm -rf $(VENV) $(LOWEST) $(NODE_DIR) .mypy_cache .ruff_cache .pytest_cache bc-sync.db outbox \
+	rm -rf $(VENV) $(LOWEST) $(NODE_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache bc-sync.db outbox \
 		bench-report.md
