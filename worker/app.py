@@ -36,6 +36,7 @@ from worker.events.models import ExportedData
 from worker.log import register_secret
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
+from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import Topology
 from worker.notify import (
     DigestService,
@@ -176,6 +177,7 @@ async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnectio
         try:
             connection = await aio_pika.connect_robust(
                 settings.amqp_url.get_secret_value(),
+                **amqp_tls(settings),
                 client_properties={"connection_name": "bc-sync"},
                 reconnect_interval=2.0,
             )

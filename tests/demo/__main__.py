@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet
 
 from worker.config.settings import Settings, SettingsError, load_settings
 from worker.log import configure
+from worker.messaging.tls import amqp_tls
 
 PREFIX = "bc-sync-demo"
 EXCHANGE = "bc-sync-demo.events"
@@ -44,14 +45,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _connect(url: str) -> AbstractConnection | None:
+async def _connect(settings: Settings) -> AbstractConnection | None:
     # The one-line hint below says it all; aiormq would log the refused connection too.
     quiet = logging.getLogger("aiormq.connection")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
         return await asyncio.wait_for(
-            aio_pika.connect(url, client_properties={"connection_name": "bc-sync demo"}), 5
+            aio_pika.connect(
+                settings.amqp_url.get_secret_value(),
+                **amqp_tls(settings),
+                client_properties={"connection_name": "bc-sync demo"},
+            ),
+            5,
         )
     except Exception:
         return None
@@ -77,7 +83,7 @@ async def main() -> int:
         print(f"demo: invalid setting: {exc}")
         return 2
     amqp = base.amqp_url.get_secret_value()
-    connection = await _connect(amqp)
+    connection = await _connect(base)
     if connection is None:
         print(NO_BROKER)
         return 1

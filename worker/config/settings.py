@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     bc_api_url: str = "https://api.businesscentral.dynamics.com"
     authority_url: str = "https://login.microsoftonline.com"
     ca_file: Path | None = None
+    # CA of an amqps:// broker with a private certificate (worker.messaging.tls).
+    amqp_ca_file: Path | None = None
     client_id: str | None = None
     secret_key: SecretStr | None = None
     api_token: SecretStr | None = None
@@ -109,11 +111,23 @@ class Settings(BaseSettings):
             raise ValueError("must start with smtp:// (STARTTLS when offered) or smtps:// (TLS)")
         return value
 
-    @field_validator("ca_file")
+    @field_validator("ca_file", "amqp_ca_file")
     @classmethod
     def _ca_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
+        return value
+
+    @field_validator("amqp_ca_file")
+    @classmethod
+    def _ca_needs_tls(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get("amqp_url")
+        if (
+            value is not None
+            and url is not None
+            and not url.get_secret_value().startswith("amqps://")
+        ):
+            raise ValueError("is only used for TLS: BC_SYNC_AMQP_URL must then be amqps://")
         return value
 
     @property

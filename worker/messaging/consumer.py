@@ -46,6 +46,7 @@ from worker.events.models import INCOMING
 from worker.log import bound
 from worker.messaging import headers as H
 from worker.messaging.publisher import Publisher, make_message
+from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -110,6 +111,7 @@ class Consumer:
             name = f"bc-sync consumer {socket.gethostname()}:{os.getpid()}"
             self._connection = await aio_pika.connect_robust(
                 self.settings.amqp_url.get_secret_value(),
+                **amqp_tls(self.settings),
                 client_properties={"connection_name": name},
                 reconnect_interval=RECONNECT_INTERVAL_S,
             )
