@@ -23,6 +23,7 @@ SETTINGS_PATH = "Setup > Settings > Integrations > Business Central"
 
 OBJECT_NAMES = {
     "invoice": "Invoice",
+    "credit_note": "Credit note",
     "customer": "Customer",
     "project": "Project",
     # The poller reports only when it pauses an organization's expense import.

@@ -20,7 +20,7 @@ from worker.config.settings import Settings
 from worker.errors import Transient
 from worker.events.envelope import Event
 from worker.events.handlers import Outcome
-from worker.events.models import ExportedData
+from worker.events.models import Model
 from worker.sync.errors import classify
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,7 @@ class OutcomeRecorder(Protocol):
     ) -> None: ...
 
 
-Emit = Callable[[str, str, ExportedData, str], Awaitable[None]]
+Emit = Callable[[str, str, Model, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -171,9 +171,7 @@ class SyncContext:
                 except Exception:
                     log.warning("could not release claim; it expires by itself", claim=name)
 
-    async def succeeded(
-        self, event: Event[Any], object_type: str, data: ExportedData, ref: str
-    ) -> None:
+    async def succeeded(self, event: Event[Any], object_type: str, data: Model, ref: str) -> None:
         """Record the success and tell Moment (``bc.<object>.exported``, deterministic id)."""
         if self.outcomes is not None:
             await self.outcomes.record_success(event.org, object_type, ref)
