@@ -115,10 +115,9 @@ class CreditNoteKind(DocumentKind[SalesCreditMemo, Credited]):
             raise self._missing(config, doc, "is not in Business Central")
         invoice = ours[0]
         if invoice.is_draft or invoice.in_review:
+            waits = " waiting for approval" if invoice.in_review else ""
             raise self._missing(
-                config,
-                doc,
-                f"is in Business Central as draft {invoice.number} ({invoice.status}), not posted",
+                config, doc, f"is in Business Central as draft {invoice.number}{waits}, not posted"
             )
         if invoice.status in ("Paid", "Canceled"):
             state = "paid or fully credited" if invoice.status == "Paid" else "canceled"
