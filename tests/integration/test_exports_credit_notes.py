@@ -491,3 +491,39 @@ async def test_a_contradictory_credit_note_is_an_invalid_event(
     assert expected in dead.headers[H.ERROR_MESSAGE]
     assert "data.invoice" in dead.headers[H.ERROR_MESSAGE]
     assert await exports.bc_requests(since) == []
+
+
+async def test_an_unapplied_draft_of_the_credit_note_is_not_posted(
+    exports: Exports, bc_client: BCClient
+) -> None:
+    # A draft with the credit note's number is in BC, made by hand without the application:
+    # posting it would leave the credit unapplied.
+    invoice = await _post_invoice(exports, "8570")
+    made = await bc_client.post(
+        "salesCreditMemos",
+        {
+            "customerNumber": "10000",
+            "externalDocumentNumber": "K-8570",
+            "salesCreditMemoLines": [
+                {
+                    "lineType": "Account",
+                    "lineObjectNumber": "3010",
+                    "quantity": 2,
+                    "unitPrice": 1200,
+                }
+            ],
+        },
+    )
+    assert made.status == 201, made.body
+    event_id = await exports.send(
+        INVOICE_CREATED, {"invoice": _credit_note("K-8570", credits="8570")}
+    )
+    assert await exports.done(event_id) == ["dead_lettered"]
+    [dead] = await exports.dead(1)
+    assert dead.headers[H.ERROR_CODE] == "BC-VALIDATION"
+    message = dead.headers[H.ERROR_MESSAGE]
+    assert made.body["number"] in message and "unapplied" in message and "8570" in message
+    [memo] = await exports.credit_memos("K-8570")
+    assert memo["documentStatus"] == "Open" and memo["invoiceNumber"] == ""
+    assert "creditedAmount" not in (await exports.invoices("8570"))[0]
+    assert invoice["status"] == "Open"

@@ -127,16 +127,22 @@ class CreditNoteKind(DocumentKind[SalesCreditMemo, Credited]):
     def check_resumed(
         self, config: IntegrationConfig, doc: Invoice, draft: SalesCreditMemo, found: Credited
     ) -> None:
-        """A draft of this credit note found in BC must be applied as the note says."""
+        """A credit memo of this credit note found in BC must be applied as the note says (ours
+        always are: the create carries the invoiceId)."""
         credited = doc.credited_invoice
-        if credited is None or draft.applied:
+        if credited is None:
             return
+        ours = [i for i in found.invoices if i.customer_number == draft.customer_number]
+        if draft.applied and (not ours or ours[0].id == draft.invoice_id):
+            return
+        applied = f"applied to invoice {draft.invoice_number}" if draft.applied else "unapplied"
         raise Permanent(
             "BC-VALIDATION",
-            f"Credit note {doc.number} is in Business Central as draft credit memo "
-            f"{draft.number} (company '{config.company_name}'), but that draft is not applied to "
-            f"invoice {credited.number}, which the credit note credits. Apply it there (Applies-"
-            "to Doc. No.) or delete the draft, then ask support to replay the credit note.",
+            f"Credit note {doc.number} is in Business Central as credit memo {draft.number} "
+            f"({draft.status}, company '{config.company_name}'), {applied}, but the credit note "
+            f"credits invoice {credited.number}. Correct the application in Business Central "
+            "(Applies-to Doc. No. on a draft; delete a wrong draft), then ask support to replay "
+            "the credit note.",
             subject=self.subject(doc),
         )
 
