@@ -295,35 +295,46 @@ async def _create_draft(
     payload: dict[str, Any],
     kind: DocumentKind[D, C],
 ) -> D:
-    try:
-        return await _create(bc, config, doc, payload, kind)
-    except BcError as exc:
-        if exc.transient:
-            raise
-        if bc_answers.posting_groups_missing(exc):
-            # The customer exists without posting groups (its export stopped between creating
-            # it and setting them). BC tests them when the draft is made, not at the post
-            # (SalesHeader.Table.al, bc-api Corrections 5): set them from the snapshot, then
-            # make the draft. No repair after the post: a draft copies the groups when it is
-            # made, so the post cannot fail on the customer's groups any more.
-            await _repair_customer(ctx, bc, config, doc, exc, kind)
+    """Create the draft, repairing what BC says is missing about the customer, each at most
+    once: its posting groups, or the customer itself."""
+    groups_repaired = customer_made = False
+    while True:
+        try:
             return await _create(bc, config, doc, payload, kind)
-        missing = bc_answers.customer_missing(exc)
-        if await bc.find_customer(payload["customerNumber"]) is not None:
-            if not missing:
+        except BcError as exc:
+            if exc.transient:
                 raise
-            # A concurrent export (another document of this customer) created it meanwhile.
-            return await _create(bc, config, doc, payload, kind)
-    # BC refused the draft because the customer does not exist.
-    if not config.export_customers:
-        raise Permanent(
-            "BC-CUSTOMER-MISSING",
-            f"Customer {payload['customerNumber']} does not exist in company "
-            f"'{config.company_name}'. Create it in Business Central or switch on customer export.",
-            subject=kind.subject(doc),
-        )
-    await customers.upsert(ctx, bc, config, doc.customer)
-    return await _create(bc, config, doc, payload, kind)
+            if bc_answers.posting_groups_missing(exc) and not groups_repaired:
+                # The customer exists without posting groups (its export stopped between
+                # creating it and setting them, or another worker is between the two right
+                # now). BC tests them when the draft is made, not at the post
+                # (SalesHeader.Table.al, bc-api Corrections 5): set them from the snapshot, then
+                # make the draft. No repair after the post: a draft copies the groups when it is
+                # made, so the post cannot fail on the customer's groups any more.
+                await _repair_customer(ctx, bc, config, doc, exc, kind)
+                groups_repaired = True
+                continue
+            if customer_made:
+                raise
+            missing = bc_answers.customer_missing(exc)
+            if await bc.find_customer(payload["customerNumber"]) is not None:
+                if not missing:
+                    raise
+                # A concurrent export (another document of this customer, or the customer's
+                # own event) created it meanwhile, maybe still without its posting groups.
+                customer_made = True
+                continue
+        # BC refused the draft because the customer does not exist.
+        if not config.export_customers:
+            raise Permanent(
+                "BC-CUSTOMER-MISSING",
+                f"Customer {payload['customerNumber']} does not exist in company "
+                f"'{config.company_name}'. Create it in Business Central or switch on customer "
+                "export.",
+                subject=kind.subject(doc),
+            )
+        await customers.upsert(ctx, bc, config, doc.customer)
+        customer_made = True
 
 
 async def _create(
