@@ -610,8 +610,9 @@ class BcConnection:
         self, external_document_number: str, customer_number: str, invoice_external_number: str
     ) -> tuple[SalesCreditMemo | None, list[SalesInvoice]]:
         """The credit memo (as :meth:`find_sales_credit_memo`) and the sales invoices whose
-        external document number is ``invoice_external_number``, of any customer, in one
-        ``$batch`` of two GETs (so a credit note applied to an invoice stays within 5 requests)."""
+        external document number is ``invoice_external_number``, of any customer, furthest
+        towards posted first, in one ``$batch`` of two GETs (so a credit note applied to an
+        invoice stays within 5 requests)."""
         company = f"companies({await self.company_id()})"
         memo_query = self._find_query(SALES_CREDIT_MEMOS, external_document_number, customer_number)
         invoice_query = query_string(
@@ -627,7 +628,8 @@ class BcConnection:
                 raise self._specific(result.error)
         memo_rows, invoice_rows = (_rows(result.body) for result in results)
         memos = [SalesCreditMemo.from_row(r) for r in memo_rows]
-        return _furthest(memos), [SalesInvoice.from_row(r) for r in invoice_rows]
+        invoices = sorted((SalesInvoice.from_row(r) for r in invoice_rows), key=_posting_rank)
+        return _furthest(memos), invoices
 
     async def create_sales_credit_memo(self, payload: Mapping[str, Any]) -> SalesCreditMemo:
         """``POST COMPANY/salesCreditMemos`` with its ``salesCreditMemoLines`` (deep insert; the
