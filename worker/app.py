@@ -32,7 +32,7 @@ from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
 from worker.events.envelope import build
 from worker.events.handlers import Observer
-from worker.events.models import ExportedData
+from worker.events.models import Model
 from worker.log import register_secret
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
@@ -139,7 +139,7 @@ class Runtime:
             successes=SuccessBuffer(store.sync_outcomes),
         )
 
-    async def emit(self, type_: str, org: str, data: ExportedData, event_id: str) -> None:
+    async def emit(self, type_: str, org: str, data: Model, event_id: str) -> None:
         """Publish an outgoing event for Moment, confirmed by the broker."""
         await self.publisher.event(
             type_, build(type_, org, data, id_=event_id), message_id=event_id

@@ -137,6 +137,34 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "or city in Moment, or the entry on Business Central's Post Codes page, then change the "
         "customer in Moment to send it again.",
     ),
+    "BC-CREDITED-INVOICE-MISSING": ErrorInfo(
+        "A credit note is waiting for the invoice it credits, which is not posted in Business "
+        "Central yet.",
+        "Usually nothing: the credit note is posted, applied to the invoice, as soon as the "
+        "invoice is posted. If it lasts, check that the invoice reached Business Central (it may "
+        "have failed itself, or wait as a draft or for approval there), post it, then ask "
+        "support to replay the credit note. It is never posted without its invoice.",
+        transient=True,
+    ),
+    "BC-CREDITED-INVOICE-OTHER-CUSTOMER": ErrorInfo(
+        "A credit note credits an invoice of another customer.",
+        "Correct the credit note in Moment (its customer, or the invoice it credits), then ask "
+        "support to replay it.",
+    ),
+    "BC-CREDITED-INVOICE-CLOSED": ErrorInfo(
+        "A credit note credits an invoice that is already paid, fully credited or canceled in "
+        "Business Central, so it cannot be applied to it.",
+        "Decide in Business Central how the customer gets the amount back: for example post a "
+        "credit memo there by hand and apply it to a refund or to another invoice.",
+    ),
+    # Not a failure, like BC-INVOICE-AWAITING-APPROVAL: acked as "waiting".
+    "BC-CREDIT-NOTE-AWAITING-APPROVAL": ErrorInfo(
+        "A credit note is waiting for approval in Business Central and is not posted yet.",
+        "If nobody has yet, send the credit memo for approval in Business Central (Send Approval "
+        "Request on the sales credit memo) and have it approved. Once it is approved, ask "
+        "support to export the credit note again: the integration then posts it and reports it "
+        "to Moment.",
+    ),
     "BC-VALIDATION": ErrorInfo(
         "Business Central rejected the data.",
         "Read Business Central's message below, correct the data in Moment or in Business "

@@ -194,7 +194,14 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
             wanted = {
                 "bc.customer.exported": sum(t == "moment.customer.created" for t, _ in events),
                 "bc.project.exported": sum(t == "moment.project.created" for t, _ in events),
-                "bc.invoice.exported": sum(t == "moment.invoice.created" for t, _ in events) - 1,
+                "bc.invoice.exported": sum(
+                    t == "moment.invoice.created" and d["invoice"].get("kind") != "credit_note"
+                    for t, d in events
+                )
+                - 1,
+                "bc.credit_note.exported": sum(
+                    d.get("invoice", {}).get("kind") == "credit_note" for _, d in events
+                ),
                 "bc.expense.imported": expected_expenses(
                     before, str(config_body()["expenses_from_date"]), "PROJEKT"
                 ),

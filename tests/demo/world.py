@@ -26,7 +26,8 @@ def event_body(type_: str, data: dict[str, Any]) -> bytes:
 
 
 def sample_events() -> list[tuple[str, dict[str, Any]]]:
-    """(type, data) in publish order; invoice 1866 fails on purpose (account 9999 is not in BC)."""
+    """(type, data) in publish order; invoice 1866 fails on purpose (account 9999 is not in BC);
+    credit note 1867 credits part of invoice 1864."""
     domestic = f.customer("10001", name="Nordisk Design AB", country="SE")
     abroad = f.customer(
         "20001",
@@ -71,6 +72,26 @@ def sample_events() -> list[tuple[str, dict[str, Any]]]:
                             "quantity": 4,
                             "project": data,
                         },
+                    ],
+                )
+            },
+        ),
+        # A credit note for one workshop hour of invoice 1864: a credit memo applied to it.
+        (
+            "moment.invoice.created",
+            {
+                "invoice": f.invoice(
+                    "1867",
+                    cust=domestic,
+                    kind="credit_note",
+                    credited_invoice={"id": "i-1864", "number": "1864"},
+                    lines=[
+                        {
+                            **line,
+                            "description": "Kreditering workshop",
+                            "quantity": -1,
+                            "project": portal,
+                        }
                     ],
                 )
             },

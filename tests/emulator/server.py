@@ -306,6 +306,26 @@ class ControlClient:
         """Unapply and reverse an applied amount; returns ``{"application", "invoice"}``."""
         return await self._call("POST", "payments/reverse", {**at.as_dict(), "id": application_id})  # type: ignore[no-any-return]
 
+    async def set_sales_credit_memo_status(
+        self,
+        status: str,
+        *,
+        at: CompanyRef,
+        credit_memo_id: str | None = None,
+        external_document_number: str | None = None,
+    ) -> dict[str, Any]:
+        """The same as :meth:`set_sales_invoice_status` for an unposted credit memo."""
+        body: dict[str, Any] = {**at.as_dict(), "status": status}
+        if credit_memo_id is not None:
+            body["id"] = credit_memo_id
+        if external_document_number is not None:
+            body["external_document_number"] = external_document_number
+        return await self._call("POST", "sales_credit_memos/status", body)  # type: ignore[no-any-return]
+
+    async def set_sales_credit_memo_approval(self, enabled: bool, *, at: CompanyRef) -> None:
+        """Enable or disable the company's sales credit memo approval workflow."""
+        await self._call("POST", "approvals", {**at.as_dict(), "sales_credit_memos": enabled})
+
     async def set_app(
         self,
         tenant: str,

@@ -41,7 +41,12 @@ ORG = f.ORG
 FAST_BC = ClientOptions(
     timeout_s=10, retry=RetryPolicy(max_attempts=5, max_wait_s=6, base_s=0.05, max_backoff_s=0.4)
 )
-EXPORTED_KEYS = ("bc.customer.exported", "bc.project.exported", "bc.invoice.exported")
+EXPORTED_KEYS = (
+    "bc.customer.exported",
+    "bc.project.exported",
+    "bc.invoice.exported",
+    "bc.credit_note.exported",
+)
 
 
 def config_body(emulator: EmulatorHandle, **overrides: Any) -> dict[str, Any]:
@@ -212,6 +217,20 @@ class Exports:
         result: dict[str, Any] = await wait_for(find, timeout, interval=0.1)
         return result
 
+    async def credit_memos(self, external: str) -> list[dict[str, Any]]:
+        rows = (await self.company()).get("salesCreditMemos", [])
+        return [m for m in rows if m.get("externalDocumentNumber") == external]
+
+    async def posted_credit_memo(self, external: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until the credit memo with this external document number is posted in BC."""
+
+        async def find() -> dict[str, Any] | None:
+            done = [m for m in await self.credit_memos(external) if "documentStatus" not in m]
+            return done[0] if done else None
+
+        result: dict[str, Any] = await wait_for(find, timeout, interval=0.1)
+        return result
+
     async def dimension_value(self, dimension: str, code: str) -> dict[str, Any] | None:
         for dim in (await self.company()).get("dimensions", []):
             if dim["code"] == dimension:
@@ -272,10 +291,12 @@ async def exports_fixture(
     """One worker started, the demo config saved; more workers via ``start_worker()``.
 
     The store is SQLite; parametrize indirectly with ``"postgresql"`` for the shared server.
+    ``@pytest.mark.retry_delays(…)`` sets another retry ladder (default 0.2, 0.4, 0.8 s).
     """
     database: dict[str, Any] = {}
     if getattr(request, "param", "sqlite") == "postgresql":
         database["database_url"] = request.getfixturevalue("pg_database")
+    ladder = request.node.get_closest_marker("retry_delays")
     settings = make_settings(
         tmp_path,
         **database,
@@ -285,7 +306,7 @@ async def exports_fixture(
         ca_file=emulator.ca_file,
         client_id=emulator.client_id,
         secret_key=KEY,
-        retry_delays=(0.2, 0.4, 0.8),
+        retry_delays=tuple(ladder.args) if ladder else (0.2, 0.4, 0.8),
     )
     harness = Exports(settings, emulator)
     try:

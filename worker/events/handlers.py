@@ -112,9 +112,13 @@ class Observer:
 
 
 def subject_of(event: Event[Any]) -> tuple[str | None, str | None, str | None]:
-    """(object type, Moment id, Moment number) of an incoming event: ("invoice", "i-1", "1864")."""
+    """(object type, Moment id, Moment number) of an incoming event: ("invoice", "i-1", "1864");
+    a credit note (an invoice event with ``kind`` credit_note or a negative total) is
+    ("credit_note", …)."""
     for name in ("invoice", "customer", "project"):
         obj = getattr(event.data, name, None)
         if obj is not None:
+            if name == "invoice" and getattr(obj, "is_credit_note", False):
+                name = "credit_note"
             return name, getattr(obj, "id", None), getattr(obj, "number", None)
     return None, None, None

@@ -7,6 +7,7 @@ compatible) and dropped; missing or wrongly typed fields make the event invalid.
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,6 +17,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -132,11 +134,32 @@ class InvoiceLine(Model):
     project: Project | None = None
 
 
-class Invoice(Model):
-    """A Moment invoice snapshot; ``number`` becomes BC's external document number."""
+class InvoiceRef(Model):
+    """The Moment invoice a credit note credits."""
 
     id: Key
     number: Key
+
+
+class Invoice(Model):
+    """A Moment invoice or credit note snapshot; ``number`` becomes BC's external document
+    number. A credit note (``kind`` ``credit_note``, or any document whose total is negative)
+    becomes a posted sales credit memo, applied to ``credited_invoice`` when it names one."""
+
+    id: Key
+    number: Key
+    kind: Literal["invoice", "credit_note"] = Field(
+        "invoice",
+        description="invoice (default) or credit_note. A document whose total is negative is a "
+        "credit note whatever its kind. A credit note carries its amounts negative, as they "
+        "reduce what the customer owes (lines may mix signs); its total must not be positive.",
+    )
+    credited_invoice: InvoiceRef | None = Field(
+        None,
+        description="For a credit note: the Moment invoice it credits. The credit memo is "
+        "applied to that invoice once it is posted in Business Central; without it the credit "
+        "memo is posted unapplied.",
+    )
     invoice_date: date
     due_date: date
     currency_code: CurrencyCode | None = None
@@ -144,6 +167,42 @@ class Invoice(Model):
     our_reference: Text | None = None
     customer: Customer
     lines: Annotated[list[InvoiceLine], Field(min_length=1)]
+
+    @property
+    def total(self) -> Decimal:
+        """The total excluding VAT as Moment sends it (negative for a credit note)."""
+        return sum((line_amount(line) for line in self.lines), Decimal(0))
+
+    @property
+    def is_credit_note(self) -> bool:
+        """A credit note: said so, or negative in total (BC cannot post a negative invoice)."""
+        return self.kind == "credit_note" or self.total < 0
+
+    @model_validator(mode="after")
+    def _kind_fits_the_amounts(self) -> Invoice:
+        if self.kind == "credit_note" and self.total > 0:
+            # Either sign convention is possible for a positive credit note; booking the wrong
+            # one would put a debit in the books where Moment meant a credit.
+            raise PydanticCustomError(
+                "credit_note_positive",
+                "a credit note's total must not be positive (it is {total}): Moment sends "
+                "credit notes with negative amounts",
+                {"total": f"{self.total:.2f}"},
+            )
+        if self.credited_invoice is not None and not self.is_credit_note:
+            raise PydanticCustomError(
+                "credited_invoice_on_invoice",
+                "credited_invoice is only for credit notes (kind credit_note or a negative "
+                "total), and this invoice's total is {total}",
+                {"total": f"{self.total:.2f}"},
+            )
+        return self
+
+
+def line_amount(line: InvoiceLine) -> Decimal:
+    """quantity * unit price less the line discount, exactly (no float rounding noise)."""
+    gross = Decimal(str(line.quantity)) * Decimal(str(line.unit_price))
+    return gross * (Decimal(100) - Decimal(str(line.discount_percent))) / Decimal(100)
 
 
 class Expense(Model):
@@ -268,6 +327,38 @@ class InvoicePaymentUpdatedData(Model):
     seen_at: datetime = Field(description="When bc-sync read the invoice.")
 
 
+class AppliedInvoice(Model):
+    """The posted BC invoice a credit note was applied to, and the Moment invoice it is."""
+
+    bc_id: str
+    bc_number: str
+    moment_id: str | None = Field(
+        None, description="null when someone applied it in BC to an invoice Moment did not name"
+    )
+    moment_number: str | None = None
+
+
+class CreditNoteExportedData(Model):
+    """A Moment credit note posted in BC as a sales credit memo (``bc.credit_note.exported``)."""
+
+    object_type: Literal["credit_note"] = "credit_note"
+    moment_id: str
+    moment_number: str
+    bc_id: str | None = None
+    bc_number: str | None = None
+    status: str | None = Field(
+        None, description="BC's status: Paid once applied in full to the invoice, else Open."
+    )
+    total_excluding_tax: float | None = Field(
+        None, description="As BC shows a credit memo's totals: positive for a credit."
+    )
+    total_including_tax: float | None = None
+    currency_code: str | None = None
+    applied_to: AppliedInvoice | None = Field(
+        None, description="The invoice it was applied to; null when posted unapplied."
+    )
+
+
 class FailureExample(Model):
     object_type: str
     moment_number: str | None
@@ -310,6 +401,7 @@ OUTGOING: dict[str, type[Model]] = {
     "bc.invoice.exported": ExportedData,
     "bc.invoice.paid": InvoicePaidData,
     "bc.invoice.payment_updated": InvoicePaymentUpdatedData,
+    "bc.credit_note.exported": CreditNoteExportedData,
     "bc.integration.failed": IntegrationFailedData,
 }
 ALL_TYPES: dict[str, type[Model]] = {**INCOMING, **OUTGOING}

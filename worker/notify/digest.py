@@ -24,6 +24,7 @@ SETTINGS_PATH = "Setup > Settings > Integrations > Business Central"
 
 OBJECT_NAMES = {
     "invoice": "Invoice",
+    "credit_note": "Credit note",
     "customer": "Customer",
     "project": "Project",
     # The pollers report only when they pause an organization's expense or payment import.

@@ -20,7 +20,7 @@ from worker.config.settings import Settings
 from worker.errors import Transient
 from worker.events.envelope import Event
 from worker.events.handlers import Outcome
-from worker.events.models import ExportedData
+from worker.events.models import Model
 from worker.sync.errors import classify
 
 log = structlog.get_logger(__name__)
@@ -51,10 +51,10 @@ class ExportRecorder(Protocol):
     """Told of every successful export before Moment is (the payment import follows the
     invoices: :class:`worker.sync.payments.PaymentState`)."""
 
-    async def exported(self, org_id: str, data: ExportedData) -> None: ...
+    async def exported(self, org_id: str, data: Model) -> None: ...
 
 
-Emit = Callable[[str, str, ExportedData, str], Awaitable[None]]
+Emit = Callable[[str, str, Model, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,7 @@ class SyncContext:
                 except Exception:
                     log.warning("sync.claim_release_failed", claim=name)
 
-    async def succeeded(
-        self, event: Event[Any], object_type: str, data: ExportedData, ref: str
-    ) -> None:
+    async def succeeded(self, event: Event[Any], object_type: str, data: Model, ref: str) -> None:
         """Record the success and tell Moment (``bc.<object>.exported``, deterministic id)."""
         if self.outcomes is not None:
             await self.outcomes.record_success(event.org, object_type, ref)

@@ -58,7 +58,12 @@ from sqlalchemy import (
 
 from worker.bc.models import SalesInvoiceBalance
 from worker.events.envelope import build
-from worker.events.models import ExportedData, InvoicePaidData, InvoicePaymentUpdatedData
+from worker.events.models import (
+    ExportedData,
+    InvoicePaidData,
+    InvoicePaymentUpdatedData,
+    Model,
+)
 from worker.metrics import PAYMENT_EVENTS, PAYMENTS_POLLER_LAG
 from worker.store import StoredConfig, check_org_id, utcnow
 from worker.store.migrations import UtcDateTime, metadata
@@ -292,9 +297,12 @@ class PaymentState(PollStates):
 
     table = payment_polls
 
-    async def exported(self, org_id: str, data: ExportedData) -> None:
+    async def exported(self, org_id: str, data: Model) -> None:
         """A posted invoice was exported (or found already posted): follow it. Saying so again
-        (a replayed export) keeps what Moment was told about its payment."""
+        (a replayed export) keeps what Moment was told about its payment. Credit notes are not
+        followed: applied to an invoice, they show as its payment."""
+        if not isinstance(data, ExportedData):
+            return
         if data.object_type != "invoice" or not data.bc_id or data.status in (None, "Draft"):
             return
         total = _decimal(data.total_including_tax)
