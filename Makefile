@@ -30,9 +30,11 @@ format: $(STAMP)
 	$(BIN)/ruff format worker tests
 	$(BIN)/ruff check --fix worker tests
 
-## make schemas: regenerate schemas/ from worker/events
+## make schemas: regenerate schemas/ from worker/events (events, AsyncAPI) and worker/api
+## (the admin API's OpenAPI document)
 schemas: $(STAMP)
 	$(BIN)/python -m worker.events.schemas
+	$(BIN)/python -m worker.api.contract
 
 ## make demo: the product end to end against the BC emulator
 demo: $(STAMP)

@@ -14,6 +14,8 @@ from typing import Any
 from worker.events.models import ALL_TYPES, INCOMING, Envelope
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# Written by worker.api.contract (the admin API's OpenAPI document), not from the events.
+NOT_OURS = frozenset({"openapi.json"})
 ENVELOPE_FIELDS = (
     "specversion",
     "id",
@@ -114,7 +116,7 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     rendered = render()
     for stale in directory.glob("*.json"):
-        if stale.name not in rendered:
+        if stale.name not in rendered and stale.name not in NOT_OURS:
             stale.unlink()
     for name, text in rendered.items():
         (directory / name).write_text(text, encoding="utf-8")
@@ -124,7 +126,7 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
 def drift(directory: Path = SCHEMA_DIR) -> list[str]:
     """Names of files that differ from what the models generate (empty when in sync)."""
     rendered = render()
-    present = {p.name for p in directory.glob("*.json")} if directory.is_dir() else set()
+    present = {p.name for p in directory.glob("*.json")} - NOT_OURS if directory.is_dir() else set()
     out = [n for n in sorted(present - set(rendered))]
     for name, text in rendered.items():
         path = directory / name
