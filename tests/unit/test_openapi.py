@@ -75,7 +75,7 @@ def test_a_v1_route_without_a_description_cannot_be_documented(tmp_path: Path) -
         return web.json_response({})
 
     app.router.add_get("/v1/organizations/{org}/integrations/business-central/new", undocumented)
-    with pytest.raises(openapi.Undocumented, match="GET /v1/organizations/.*/new"):
+    with pytest.raises(openapi.Undocumented, match=r"GET /v1/organizations/.*/new"):
         openapi.document(app)
 
 
