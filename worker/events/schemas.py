@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.events.models import ALL_TYPES, INCOMING, Envelope
+from worker.events.models import ALL_TYPES, INCOMING, TRACE_CONTEXT_SCHEMA, Envelope
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 # Written by worker.api.contract (the admin API's OpenAPI document), not from the events.
@@ -35,6 +35,7 @@ def event_schema(type_: str) -> dict[str, Any]:
     defs = data_schema.pop("$defs", {})
     envelope = Envelope.model_json_schema()
     props = {k: v for k, v in envelope["properties"].items() if k in ENVELOPE_FIELDS}
+    props.update(TRACE_CONTEXT_SCHEMA)
     props["type"] = {"const": type_, "type": "string", "description": "Routing key = type."}
     props["data"] = data_schema
     schema: dict[str, Any] = {
