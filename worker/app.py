@@ -238,6 +238,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
             readiness=readiness,
         )
         services.append(sampler)
+        # New route modules go into ROUTES: the OpenAPI document is generated from that list.
         app = create_app(ctx, ROUTES)
     else:
         app = create_app(ApiContext(settings, readiness=readiness))
