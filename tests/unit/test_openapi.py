@@ -18,7 +18,7 @@ from tests.conftest import make_settings
 from tests.factories import dialog
 from worker.api import contract, openapi
 from worker.api.app import ApiContext, create_app
-from worker.config.model import parse_config
+from worker.config.model import parse_config, parse_connection_fields
 from worker.store.configs import StoredConfig
 
 DOC_FILE = contract.SCHEMA_DIR / contract.FILE_NAME
@@ -165,3 +165,16 @@ def test_config_body_schema_is_the_config_model() -> None:
     assert body["additionalProperties"] is False
     assert set(body["required"]) == {"tenant_id", "environment", "company_name"}
     validator("#/components/schemas/IntegrationConfig").validate(dialog())
+
+
+def test_the_documented_examples_are_accepted_by_the_worker() -> None:
+    """The request examples a client developer copies pass the worker's own validation."""
+    paths = checked_in()["paths"]
+    put = paths["/v1/organizations/{org}/integrations/business-central"]["put"]
+    example = put["requestBody"]["content"]["application/json"]["example"]
+    validator("#/components/schemas/IntegrationConfig").validate(example)
+    assert parse_config(example).company_name == "CRONUS Sverige AB"
+    options = paths["/v1/organizations/{org}/integrations/business-central/options"]["post"]
+    example = options["requestBody"]["content"]["application/json"]["example"]
+    validator("#/components/schemas/ConnectionFields").validate(example)
+    assert parse_connection_fields(example).environment == "Production"

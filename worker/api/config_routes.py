@@ -82,6 +82,31 @@ def _actor(request: web.Request) -> str:
 
 
 NOT_CONFIGURED = Answer(ErrorAnswer, "The organization has no integration (`error`: not_found).")
+# The dialog of DESIGN §11, as Moment sends it (the company name URL-encoded is accepted).
+DIALOG_EXAMPLE: dict[str, Any] = {
+    "tenant_id": "7c2d9a4e-1b3f-4c5d-8e6f-0a1b2c3d4e5f",
+    "client_id": None,
+    "client_secret": "the-client-secret",
+    "environment": "Production",
+    "company_name": "CRONUS%20Sverige%20AB",
+    "export_customers": True,
+    "customer_posting_groups": {
+        "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
+        "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
+    },
+    "export_projects": True,
+    "project_dimension": "PROJEKT",
+    "export_invoices": True,
+    "department_dimension": "AVDELNING",
+    "department_source": "department",
+    "department_tag_group": None,
+    "import_expenses": True,
+    "expenses_from_date": "2026-01-01",
+    "expense_activity": "Inköp",
+    "expenses_billable": True,
+    "notification_recipients": [{"user_id": "u-17"}, {"email": "ekonomi@example.se"}],
+    "notes": "free text",
+}
 
 
 @describe(
@@ -96,6 +121,7 @@ NOT_CONFIGURED = Answer(ErrorAnswer, "The organization has no integration (`erro
         ),
         body=IntegrationConfig,
         body_description="The integration dialog's fields.",
+        body_example=DIALOG_EXAMPLE,
         responses={
             201: Answer(Saved, "Created: the organization had no integration."),
             200: Answer(Saved, "Updated."),
@@ -170,6 +196,10 @@ async def delete_config(request: web.Request) -> web.Response:
         ),
         body=ConnectionFields,
         body_description="The dialog's connection fields.",
+        body_example={
+            k: DIALOG_EXAMPLE[k]
+            for k in ("tenant_id", "client_secret", "environment", "company_name")
+        },
         responses={
             200: Answer(OptionsAnswer, "What BC has; `issues` names what could not be read."),
             422: FIELD_ERRORS,

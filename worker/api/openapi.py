@@ -95,6 +95,7 @@ class Operation:
     body: type[BaseModel] | None = None
     body_description: str = ""
     body_required: bool = True
+    body_example: Mapping[str, Any] | None = None
     query: Sequence[Param] = ()
     path: Sequence[Param] = ()
     public: bool = False  # no bearer token needed
@@ -233,6 +234,8 @@ def document(app: web.Application) -> dict[str, Any]:
                 "description": op.body_description,
                 "content": {JSON: {"schema": refs[(op.body, "validation")]}},
             }
+            if op.body_example is not None:
+                entry["requestBody"]["content"][JSON]["example"] = dict(op.body_example)
         if op.public:
             entry["security"] = []
         paths.setdefault(path, {})[method.lower()] = entry
