@@ -103,9 +103,11 @@ format: $(STAMP)
 	$(BIN)/ruff format worker tests tools
 	$(BIN)/ruff check --fix worker tests tools
 
-## make schemas: regenerate schemas/ from worker/events
+## make schemas: regenerate schemas/ from worker/events (events, AsyncAPI) and worker/api
+## (the admin API's OpenAPI document)
 schemas: $(STAMP)
 	$(BIN)/python -m worker.events.schemas
+	$(BIN)/python -m worker.api.contract
 
 ## make deploy-rules: regenerate deploy/kubernetes/monitoring/prometheusrule.yaml from alerts.yml
 deploy-rules: $(STAMP)

@@ -18,7 +18,6 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ProbableAuthenticationError
 
-from worker.api import config_routes, ops_routes
 from worker.api.app import (
     DLQ_LOCK_WAIT_S,
     ApiContext,
@@ -27,6 +26,7 @@ from worker.api.app import (
     api_tokens,
     create_app,
 )
+from worker.api.contract import ROUTES
 from worker.bc import BcEndpoints, BcHub, ClientOptions
 from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
@@ -243,7 +243,8 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
             readiness=readiness,
         )
         services.append(sampler)
-        app = create_app(ctx, [ops_routes.add_routes, config_routes.add_routes])
+        # New route modules go into ROUTES: the OpenAPI document is generated from that list.
+        app = create_app(ctx, ROUTES)
     else:
         app = create_app(ApiContext(settings, readiness=readiness))
     services.append(ApiServer(app, settings.http_host, settings.http_port))

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from worker import tracing
 from worker.app import ROLES, build_services, check_roles
 from worker.cli.common import ExitCode
 from worker.cli.config import register as register_config
@@ -33,8 +34,15 @@ def _roles(value: str) -> list[str]:
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     check_roles(settings, args.roles)  # fail before connecting to anything
-    services = await build_services(settings, args.roles)
-    await run_services(services)
+    try:
+        tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else off
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    try:
+        services = await build_services(settings, args.roles)
+        await run_services(services)
+    finally:
+        await asyncio.to_thread(tracing.shutdown)  # flush the last spans (a blocking export)
     return ExitCode.OK
 
 

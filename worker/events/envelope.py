@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from worker import tracing
 from worker.errors import InvalidEvent
 from worker.events.models import ALL_TYPES, INCOMING, KEY_MAX, ORG_ID_MAX, Envelope, Model
 
@@ -193,6 +194,10 @@ class Event(Generic[D]):
     def org(self) -> str:
         return self.envelope.organizationid
 
+    def trace_parent(self) -> tracing.Context | None:
+        """The trace context the sender put in the event (CloudEvents distributed tracing)."""
+        return tracing.extract(self.envelope.traceparent, self.envelope.tracestate)
+
 
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
@@ -249,7 +254,11 @@ def build(
     source: str = SOURCE,
     time: datetime | None = None,
 ) -> bytes:
-    """Serialize an event of a known type, validating its data against the contract."""
+    """Serialize an event of a known type, validating its data against the contract.
+
+    The current trace context goes along as ``traceparent`` / ``tracestate`` (CloudEvents
+    distributed tracing): the consume span of the event being handled, the poll span, or the
+    incoming event's own context when tracing is off here."""
     model = ALL_TYPES[type_]
     payload = data if isinstance(data, model) else model.model_validate(data)
     envelope = {
@@ -260,6 +269,7 @@ def build(
         "time": (time or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         "organizationid": org,
         "datacontenttype": "application/json",
+        **tracing.trace_context(),
         "data": payload.model_dump(mode="json"),
     }
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -420,3 +421,30 @@ class Envelope(BaseModel):
     organizationid: OrgId
     datacontenttype: str = "application/json"
     data: dict[str, Any]
+    # CloudEvents distributed-tracing extension: the W3C Trace Context of the work that sent
+    # the event. Any string is accepted (a malformed one is ignored and a new trace started,
+    # as W3C Trace Context says); null is refused like every other optional attribute.
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @field_validator("traceparent", "tracestate", mode="before")
+    @classmethod
+    def _trace_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (leave the attribute out instead)")
+        return value
+
+
+# The JSON Schema of the two tracing attributes, for every event's envelope (schemas/).
+TRACE_CONTEXT_SCHEMA: dict[str, Any] = {
+    "traceparent": {
+        "type": "string",
+        "description": "CloudEvents distributed-tracing extension: W3C traceparent, e.g. "
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01. bc-sync continues the "
+        "trace in what it does and in the events it sends; a malformed value is ignored.",
+    },
+    "tracestate": {
+        "type": "string",
+        "description": "CloudEvents distributed-tracing extension: W3C tracestate, passed on.",
+    },
+}

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from worker.events.envelope import CONTENT_TYPE, envelope_json_schema
-from worker.events.models import ALL_TYPES, INCOMING
+from worker.events.models import ALL_TYPES, INCOMING, TRACE_CONTEXT_SCHEMA
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# Written by worker.api.contract (the admin API's OpenAPI document), not from the events.
+NOT_OURS = frozenset({"openapi.json"})
 ASYNCAPI_VERSION = "3.1.0"
 
 
@@ -27,6 +29,7 @@ def event_schema(type_: str) -> dict[str, Any]:
     defs = data_schema.pop("$defs", {})
     envelope = envelope_json_schema()
     props = dict(envelope["properties"])
+    props.update(TRACE_CONTEXT_SCHEMA)
     props["type"] = {"const": type_, "type": "string", "description": "Routing key = type."}
     props["data"] = data_schema
     schema: dict[str, Any] = {
@@ -108,7 +111,7 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     rendered = render()
     for stale in directory.glob("*.json"):
-        if stale.name not in rendered:
+        if stale.name not in rendered and stale.name not in NOT_OURS:
             stale.unlink()
     for name, text in rendered.items():
         (directory / name).write_text(text, encoding="utf-8")
@@ -120,7 +123,7 @@ def drift(directory: Path = SCHEMA_DIR) -> list[str]:
     sync). Compared as JSON values, not text, so `100` and `100.0` (pydantic versions write
     numbers differently) are the same schema."""
     rendered = render()
-    present = {p.name for p in directory.glob("*.json")} if directory.is_dir() else set()
+    present = {p.name for p in directory.glob("*.json")} - NOT_OURS if directory.is_dir() else set()
     out = [n for n in sorted(present - set(rendered))]
     for name, text in rendered.items():
         path = directory / name

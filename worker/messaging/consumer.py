@@ -30,7 +30,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from worker import metrics
+from worker import metrics, tracing
 from worker.config.settings import Settings
 from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
 from worker.events.envelope import Event, parse
@@ -213,20 +213,69 @@ class Consumer:
             event = parse(message.body, routing_key=expected)
         except InvalidEvent as exc:
             peek = _peek(message.body)
-            with bound(
-                org=peek.get("organizationid"),
-                event_id=peek.get("id"),
-                event_type=peek.get("type"),
-                attempt=attempt,
+            with (
+                bound(
+                    org=peek.get("organizationid"),
+                    event_id=peek.get("id"),
+                    event_type=peek.get("type"),
+                    attempt=attempt,
+                ),
+                tracing.span(
+                    "consume invalid event",
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes=self._span_attributes(message, routing_key, attempt),
+                ),
             ):
                 await self._dead_letter(message, hdrs, exc, "invalid", attempt, None, routing_key)
             metrics.child(metrics.EVENTS_HANDLED, label, "dead_lettered").inc()
             return
         label = event.type
-        with bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt):
+        # The consume span continues the sender's trace (the event's traceparent); BC requests
+        # and publishes are its children, outgoing events carry it on.
+        with (
+            bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt),
+            tracing.span(
+                f"consume {event.type}",
+                kind=tracing.SpanKind.CONSUMER,
+                parent=event.trace_parent(),
+                attributes=self._span_attributes(message, routing_key, attempt, event),
+            ) as span,
+        ):
             outcome_label = await self._handle(message, hdrs, event, attempt, routing_key)
+            if span.is_recording():
+                span.set_attribute("bc_sync.outcome", outcome_label)
         metrics.child(metrics.EVENTS_HANDLED, label, outcome_label).inc()
         metrics.child(metrics.HANDLER_SECONDS, label).observe(time.perf_counter() - started)
+
+    def _span_attributes(
+        self,
+        message: AbstractIncomingMessage,
+        routing_key: str,
+        attempt: int,
+        event: Event[Any] | None = None,
+    ) -> tracing.Attributes | None:
+        """Messaging and CloudEvents attributes of the consume span (ids and names only)."""
+        if not tracing.enabled():
+            return None
+        attributes: dict[str, tracing.AttributeValue] = {
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": self.topology.exports.name,
+            "messaging.rabbitmq.destination.routing_key": routing_key,
+            "bc_sync.attempt": attempt,
+        }
+        if message.message_id:
+            attributes["messaging.message.id"] = message.message_id
+        if event is not None:
+            attributes.update(
+                {
+                    "cloudevents.event_id": event.id,
+                    "cloudevents.event_type": event.type,
+                    "cloudevents.event_source": event.envelope.source,
+                    "bc_sync.organization": event.org,
+                }
+            )
+        return attributes
 
     async def _handle(
         self,
@@ -291,6 +340,7 @@ class Consumer:
         if exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         queue = self.topology.retry_queue(delay)
+        tracing.fail_current(exc.code)
         new_headers = H.retry_headers(
             hdrs, routing_key=routing_key, attempt=attempt, code=exc.code, message=exc.message
         )
@@ -321,6 +371,7 @@ class Consumer:
     ) -> None:
         peek = _peek(message.body) if event is None else {}
         object_type, _, number = subject_of(event) if event is not None else (None, None, None)
+        tracing.fail_current(exc.code)
         new_headers = H.dead_letter_headers(
             hdrs,
             routing_key=routing_key,

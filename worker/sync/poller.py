@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Protocol, Self
 
 import structlog
 
+from worker import tracing
 from worker.bc import BcError
 from worker.config.model import ConfigValidationError
 from worker.config.settings import Settings
@@ -294,7 +295,17 @@ class Poller:
             return self.result_type(org, status="skipped", reason="polled_elsewhere")
         self._busy.add(org)
         try:
-            return await self._poll_configured(org, stored)
+            # The round's BC requests are its children; bc.expense.imported events carry it.
+            with tracing.span(
+                "poll expenses",
+                attributes={"bc_sync.organization": org} if tracing.enabled() else None,
+            ) as span:
+                result = await self._poll_configured(org, stored)
+                if span.is_recording():
+                    span.set_attribute("bc_sync.outcome", result.status)
+                    if result.status == "failed":
+                        tracing.fail(span, result.reason or "failed")
+                return result
         finally:
             self._busy.discard(org)
 
