@@ -11,6 +11,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
+from pydantic import BaseModel
 
 from worker.api import config_routes, ops_routes
 from worker.api.app import ApiContext, ApiServer, create_app
@@ -21,7 +22,6 @@ from worker.config.settings import Settings
 from worker.config.store import Store
 from worker.events.envelope import build
 from worker.events.handlers import Observer
-from worker.events.models import ExportedData
 from worker.log import register_secret
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
@@ -38,8 +38,10 @@ from worker.runtime import Service
 from worker.sync import registry
 from worker.sync.context import SyncContext
 from worker.sync.expenses import ExpenseState
+from worker.sync.ledger import LedgerRepository
 from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver, SuccessBuffer
+from worker.sync.tracking import Ledger
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +61,7 @@ class Runtime:
     publisher: Publisher
     leases: Leases
     successes: SuccessBuffer
+    ledger: Ledger
     observers: list[Observer] = field(default_factory=list)
     name: str = "runtime"
 
@@ -77,7 +80,7 @@ class Runtime:
         channel = await connection.channel()
         await Topology.from_settings(settings).apply(channel)
         await channel.close()
-        return cls(
+        runtime = cls(
             settings=settings,
             store=store,
             configs=ConfigCache(store),
@@ -86,9 +89,13 @@ class Runtime:
             publisher=Publisher(connection, settings.exchange),
             leases=Leases(store),
             successes=SuccessBuffer(store.sync_outcomes),
+            ledger=Ledger(LedgerRepository(store)),
         )
+        runtime.ledger.emit = runtime.emit  # bc.sync.status
+        runtime.observers.append(runtime.ledger.observer)
+        return runtime
 
-    async def emit(self, type_: str, org: str, data: ExportedData, event_id: str) -> None:
+    async def emit(self, type_: str, org: str, data: BaseModel, event_id: str) -> None:
         """Publish an outgoing event for Moment, confirmed by the broker."""
         await self.publisher.event(
             type_, build(type_, org, data, id_=event_id), message_id=event_id
@@ -102,13 +109,16 @@ class Runtime:
             claims=self.leases,
             outcomes=self.successes,
             emit=self.emit,
+            ledger=self.ledger,
         )
 
     async def start(self) -> None:
         await self.successes.start()
+        await self.ledger.start()
 
     async def stop(self) -> None:
         await self.successes.stop()  # after the consumer drained (services stop in reverse)
+        await self.ledger.stop()
         await self.publisher.close()
         await self.connection.close()
         await self.hub.close()

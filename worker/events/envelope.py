@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -21,11 +21,21 @@ D = TypeVar("D", bound=Model)
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """How this copy of the event reached the worker (set by the consumer from its headers)."""
+
+    attempt: int = 1  # 1-based delivery attempt through the retry ladder
+    replay_id: str | None = None  # set when ops (or the healer) replayed a dead letter
+    healed: str | None = None  # why the healer replayed it, e.g. "the configuration was saved"
+
+
+@dataclass(frozen=True)
 class Event(Generic[D]):
     """A validated event: the envelope plus its typed data."""
 
     envelope: Envelope
     data: D
+    delivery: Delivery = field(default_factory=Delivery)
 
     @property
     def id(self) -> str:

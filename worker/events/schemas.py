@@ -21,6 +21,7 @@ ENVELOPE_FIELDS = (
     "type",
     "time",
     "organizationid",
+    "sequence",
     "datacontenttype",
 )
 

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from aio_pika.abc import (
 from worker import metrics
 from worker.config.settings import Settings
 from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
-from worker.events.envelope import Event, parse
+from worker.events.envelope import Delivery, Event, parse
 from worker.events.handlers import FailureReport, Observer, Outcome, Registry, subject_of
 from worker.events.models import INCOMING
 from worker.log import bound, redact_text
@@ -217,6 +218,7 @@ class Consumer:
             metrics.child(metrics.EVENTS_HANDLED, label, "dead_lettered").inc()
             return
         label = event.type
+        event = replace(event, delivery=_delivery(hdrs, attempt))
         with bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt):
             outcome_label = await self._handle(message, hdrs, event, attempt, routing_key)
         metrics.child(metrics.EVENTS_HANDLED, label, outcome_label).inc()
@@ -254,6 +256,10 @@ class Consumer:
             metrics.SKIPPED.labels(type=event.type, reason=outcome.reason or "").inc()
             log.info("skipped", reason=outcome.reason)
             return "skipped"
+        if outcome.kind == "superseded":
+            metrics.child(metrics.SUPERSEDED, event.type).inc()
+            log.info("superseded", reason=outcome.reason)
+            return "superseded"
         log.info("succeeded", **(outcome.detail or {}))
         return "succeeded"
 
@@ -330,6 +336,11 @@ class Consumer:
             H.HISTORY: _history(hdrs, now, exc, error_class, attempt),
         }
         new_headers.pop(H.ATTEMPT, None)
+        new_headers.pop(H.MISSING, None)  # a healed message failing again: only today's facts
+        if exc.missing:
+            new_headers[H.MISSING] = [
+                {str(k)[:40]: _label(v) for k, v in fact.items()} for fact in exc.missing[:20]
+            ]
         if exc.bc_status is not None:
             new_headers[H.BC_STATUS] = exc.bc_status
         if exc.bc_code:
@@ -417,6 +428,17 @@ def _history(
         }
     )
     return history[-MAX_HISTORY:]
+
+
+def _delivery(hdrs: dict[str, Any], attempt: int) -> Delivery:
+    """The delivery facts handlers and the ledger may use (replays, healing)."""
+    replay_id = hdrs.get(H.REPLAY_ID)
+    healed = hdrs.get(H.HEALED)
+    return Delivery(
+        attempt=attempt,
+        replay_id=_label(replay_id) if replay_id else None,
+        healed=_label(healed) if healed else None,
+    )
 
 
 def _int(value: Any, default: int) -> int:

@@ -17,6 +17,11 @@ SUBJECT = "x-bc-subject"  # the Moment object, e.g. "invoice 1864"
 HISTORY = "x-bc-history"  # list of {at, code, class, message, attempt}: every failure so far
 REPLAY_ID = "x-bc-replay-id"
 REPLAYED_AT = "x-bc-replayed-at"
+# Self-healing (worker.ops.heal): what the failure needs in BC, and the healer's marks.
+MISSING = "x-bc-missing"  # list of {kind, value[, dimension]}: records BC said are missing
+HEALED = "x-bc-healed"  # why the healer replayed this message (kept through later failures)
+HEALED_AT = "x-bc-healed-at"  # ISO time of that replay
+HEAL_COUNT = "x-bc-heal-count"  # automatic replays so far
 
 # Every header we own starts with this prefix; a replay strips them to reset the history.
 PREFIX = "x-bc-"

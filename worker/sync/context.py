@@ -22,6 +22,7 @@ from worker.events.envelope import Event
 from worker.events.handlers import Outcome
 from worker.events.models import ExportedData
 from worker.sync.errors import classify
+from worker.sync.tracking import Ledger, RecordedConnection, note_exported
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,7 @@ class SyncContext:
         claims: Claims,
         outcomes: OutcomeRecorder | None = None,
         emit: Emit | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self.configs = configs
@@ -79,6 +81,7 @@ class SyncContext:
         self.claims = claims
         self.outcomes = outcomes
         self.emit = emit
+        self.ledger = ledger  # the sync ledger: newest change wins, per-object state
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
         self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -107,7 +110,8 @@ class SyncContext:
             environment=config.environment,
             company_name=config.company_name,
         )
-        return self.hub.connection(creds)
+        # Its write calls become steps in the sync ledger's history of the object.
+        return RecordedConnection(self.hub, creds)
 
     async def facts(self, bc: BcConnection) -> CompanyFacts:
         """Company facts, cached per company for FACTS_TTL_S (4 reads, run concurrently)."""
@@ -175,6 +179,7 @@ class SyncContext:
         self, event: Event[Any], object_type: str, data: ExportedData, ref: str
     ) -> None:
         """Record the success and tell Moment (``bc.<object>.exported``, deterministic id)."""
+        note_exported(data)  # the ledger row's BC id and number
         if self.outcomes is not None:
             await self.outcomes.record_success(event.org, object_type, ref)
         if self.emit is not None:

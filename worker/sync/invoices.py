@@ -20,7 +20,7 @@ from worker.errors import Permanent
 from worker.events.envelope import Event
 from worker.events.handlers import Outcome
 from worker.events.models import ExportedData, Invoice
-from worker.sync import customers, projects
+from worker.sync import projects, snapshots
 from worker.sync.context import CompanyFacts, SyncContext, bc_failure
 from worker.sync.transforms import (
     NUMBER_MAX,
@@ -147,7 +147,7 @@ async def _repair_customer(
             subject=f"invoice {invoice.number}",
         )
     log.info("setting missing posting groups", customer=number)
-    await customers.upsert(ctx, bc, config, invoice.customer)
+    await snapshots.customer(ctx, bc, config, invoice.customer)
 
 
 async def _create_draft(
@@ -175,8 +175,9 @@ async def _create_draft(
             f"Customer {payload['customerNumber']} does not exist in company "
             f"'{config.company_name}'. Create it in Business Central or switch on customer export.",
             subject=f"invoice {invoice.number}",
+            missing=[{"kind": "customer", "value": payload["customerNumber"]}],
         )
-    await customers.upsert(ctx, bc, config, invoice.customer)
+    await snapshots.customer(ctx, bc, config, invoice.customer)
     return await _create(bc, config, invoice, payload)
 
 
@@ -199,6 +200,7 @@ async def _create(
             bc_status=exc.status,
             bc_code=exc.code,
             subject=f"invoice {invoice.number}",
+            missing=[{"kind": "gl_account", "value": a} for a in accounts],
         ) from None
 
 
@@ -253,11 +255,12 @@ async def _set_dimensions(
             raise
         first = exc
     # A dimension value is missing: create the projects (when exported) or name what is missing.
-    await _ensure_values(bc, config, facts, invoice, first)
+    await _ensure_values(ctx, bc, config, facts, invoice, first)
     await bc.set_line_dimensions(wanted)
 
 
 async def _ensure_values(
+    ctx: SyncContext,
     bc: BcConnection,
     config: IntegrationConfig,
     facts: CompanyFacts,
@@ -266,13 +269,15 @@ async def _ensure_values(
 ) -> None:
     subject = f"invoice {invoice.number}"
     missing: list[str] = []
+    facts_missing: list[dict[str, str]] = []
     if config.project_dimension:
         dim_id = projects.dimension_id(config, facts, config.project_dimension)
         for project in projects_of(invoice):
             if config.export_projects:
-                await projects.upsert(bc, config, facts, project)
+                await snapshots.project(ctx, bc, config, facts, project)
             elif await bc.find_dimension_value(dim_id, project.number.upper()) is None:
                 missing.append(f"{config.project_dimension} '{project.number.upper()}'")
+                facts_missing.append(_value_fact(config.project_dimension, project.number.upper()))
     if config.department_dimension:
         dim_id = projects.dimension_id(config, facts, config.department_dimension)
         codes = {
@@ -289,6 +294,7 @@ async def _ensure_values(
         for code in sorted(codes):
             if await bc.find_dimension_value(dim_id, code) is None:
                 missing.append(f"{config.department_dimension} '{code}'")
+                facts_missing.append(_value_fact(config.department_dimension, code))
     if missing:
         raise Permanent(
             "BC-DIMENSION-VALUE-MISSING",
@@ -298,6 +304,11 @@ async def _ensure_values(
             bc_status=cause.status,
             bc_code=cause.code,
             subject=subject,
+            missing=facts_missing,
         )
     if not config.export_projects:
         raise cause  # nothing missing that we know of: BC's own reason stands
+
+
+def _value_fact(dimension: str, code: str) -> dict[str, str]:
+    return {"kind": "dimension_value", "dimension": dimension, "value": code}

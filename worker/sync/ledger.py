@@ -1,0 +1,763 @@
+"""The sync ledger: one row per Moment object (organization, object type, Moment id) with its
+state, BC id and number, the last change applied to BC, and a bounded history of steps.
+
+Newest change wins (DESIGN §5). Every event for an object has an **order key**:
+
+1. the CloudEvents ``time`` (UTC; an event without one sorts before every event with one),
+2. then the optional CloudEvents extension attribute ``sequence``: a string of 1 to 30 digits,
+   compared as an integer (an event without it sorts before one with it at the same time),
+3. then the event ``id``, compared as a string (code point order): the deterministic tie-break.
+
+An event whose key is lower than the key of the change already applied to the object is
+*superseded*: acked, counted, written to the history, never sent to BC. The same event again
+(a redelivery, a replay of the very event that was applied) has the same key and is applied
+again (BC writes are idempotent).
+
+The check and the "last applied" mark are atomic per object against other workers: a worker
+first *claims* the row (one ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, which also tells
+it the applied key), does the BC work, then marks the outcome and releases the claim in one
+``UPDATE … WHERE claim_owner = me``. A second worker meanwhile sees the claim and retries
+later (``BC-BUSY``, the retry ladder), and is then superseded or applied in order.
+
+The row's ``state`` describes the newest change received (``newest_key``): a success or
+failure of an older change is written to the history but never changes the state.
+
+Keys are strings built so that byte order is the order above (the numeric part has a fixed
+width); the PostgreSQL columns use the ``C`` collation, SQLite compares bytes by default.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+
+from worker.config.migrations import UtcDateTime, metadata
+from worker.events.envelope import Event
+from worker.log import redact_text
+
+if TYPE_CHECKING:
+    from worker.config.store import Store
+
+State = Literal["pending", "retrying", "synced", "failed", "skipped", "waiting"]
+STATES: tuple[str, ...] = get_args(State)
+# States Moment hears about in ``bc.sync.status`` (synced only after failed or waiting).
+ANNOUNCED: frozenset[str] = frozenset({"failed", "waiting", "synced"})
+OBJECT_TYPES: tuple[str, ...] = ("customer", "project", "invoice", "credit_note")
+
+KEY_MAX = 300
+SEQUENCE_DIGITS = 30
+MESSAGE_MAX = 500
+DETAIL_MAX = 500
+HISTORY_LIMIT = 50  # steps shown per object, and kept per object by the retention job
+PAGE_MAX = 500
+PAGE_DEFAULT = 50
+
+_Id = BigInteger().with_variant(Integer, "sqlite")
+
+sync_ledger = Table(
+    "sync_ledger",
+    metadata,
+    Column("org_id", String(100), primary_key=True),
+    Column("moment_id", String(200), primary_key=True),
+    Column("object_type", String(30), primary_key=True),
+    Column("moment_number", String(200)),
+    Column("state", String(20), nullable=False),
+    Column("bc_id", String(100)),
+    Column("bc_number", String(100)),
+    # The newest change received (the state describes it) and the last one applied to BC.
+    Column("newest_key", String(KEY_MAX)),
+    Column("newest_event_id", String(200)),
+    Column("applied_key", String(KEY_MAX)),
+    Column("applied_event_id", String(200)),
+    Column("applied_event_time", UtcDateTime),
+    Column("applied_sequence", String(40)),
+    Column("attempts", Integer, nullable=False),  # deliveries of the newest change so far
+    Column("last_error_code", String(100)),
+    Column("last_error_message", Text),
+    # The last state announced to Moment in bc.sync.status (one event per change).
+    Column("published_state", String(20)),
+    Column("claim_owner", String(100)),
+    Column("claim_expires_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+sync_ledger_steps = Table(
+    "sync_ledger_steps",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("org_id", String(100), nullable=False),
+    Column("object_type", String(30), nullable=False),
+    Column("moment_id", String(200), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("step", String(40), nullable=False),
+    Column("event_id", String(200)),
+    Column("attempt", Integer),
+    Column("code", String(100)),
+    Column("detail", Text),
+)
+
+# --- order keys ------------------------------------------------------------------------------
+
+
+def order_key(time: datetime | None, sequence: str | None, event_id: str) -> str:
+    """The sortable key of a change: ``time``, then ``sequence`` (as an integer), then the id.
+
+    Fixed-width digits first, so comparing the strings byte by byte is comparing the triples.
+    """
+    if time is None:
+        stamp = "0" * 20
+    else:
+        t = time.astimezone(UTC) if time.tzinfo else time.replace(tzinfo=UTC)
+        stamp = (
+            f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}{t.second:02d}"
+            f"{t.microsecond:06d}"
+        )
+    seq = "0" * (SEQUENCE_DIGITS + 1) if sequence is None else "1" + sequence_digits(sequence)
+    return f"{stamp}{seq}|{event_id}"[:KEY_MAX]
+
+
+def sequence_digits(sequence: str) -> str:
+    """The ``sequence`` extension as fixed-width digits (its integer value, zero-padded)."""
+    return str(int(sequence)).zfill(SEQUENCE_DIGITS)
+
+
+def event_sequence(event: Event[Any]) -> str | None:
+    """The event's ``sequence`` extension (validated by the envelope), or None."""
+    value = getattr(event.envelope, "sequence", None)
+    return value if isinstance(value, str) and value else None
+
+
+def event_key(event: Event[Any]) -> str:
+    return order_key(event.envelope.time, event_sequence(event), event.id)
+
+
+def superseded(key: str, applied_key: str | None) -> bool:
+    """True when a change with ``key`` is older than the one already applied (same id: not)."""
+    return applied_key is not None and key < applied_key
+
+
+def clean(message: str | None, limit: int = MESSAGE_MAX) -> str:
+    """One line, no secrets, no stack trace, bounded (as the notification digest shows it)."""
+    text = (message or "").split("Traceback (most recent call last)", 1)[0]
+    text = " ".join(text.split())
+    return redact_text(text)[:limit]
+
+
+# --- rows --------------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One object as the integration log shows it."""
+
+    org_id: str
+    object_type: str
+    moment_id: str
+    moment_number: str | None
+    state: str
+    bc_id: str | None
+    bc_number: str | None
+    applied_event_id: str | None
+    applied_event_time: datetime | None
+    applied_sequence: str | None
+    attempts: int
+    last_error_code: str | None
+    last_error_message: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "object_type": self.object_type,
+            "moment_id": self.moment_id,
+            "moment_number": self.moment_number,
+            "state": self.state,
+            "bc_id": self.bc_id,
+            "bc_number": self.bc_number,
+            "attempts": self.attempts,
+            "error": None
+            if self.last_error_code is None
+            else {"code": self.last_error_code, "message": self.last_error_message},
+            "applied_event": None
+            if self.applied_event_id is None
+            else {
+                "id": self.applied_event_id,
+                "time": _iso(self.applied_event_time),
+                "sequence": self.applied_sequence,
+            },
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """One step of an object's history."""
+
+    at: datetime
+    step: str
+    event_id: str | None
+    attempt: int | None
+    code: str | None
+    detail: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": _iso(self.at),
+            "step": self.step,
+            "event_id": self.event_id,
+            "attempt": self.attempt,
+            "code": self.code,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What a claim found: whether we hold the row, and the newest-wins facts."""
+
+    acquired: bool
+    superseded: bool
+    newest: bool  # this event is the newest change received for the object
+    applied_event_id: str | None
+    published_state: str | None
+
+
+_ENTRY_COLUMNS = (
+    "org_id",
+    "object_type",
+    "moment_id",
+    "moment_number",
+    "state",
+    "bc_id",
+    "bc_number",
+    "applied_event_id",
+    "applied_event_time",
+    "applied_sequence",
+    "attempts",
+    "last_error_code",
+    "last_error_message",
+    "created_at",
+    "updated_at",
+)
+
+
+def _entry(row: Any) -> LedgerEntry:
+    m = row._mapping
+    return LedgerEntry(**{name: m[name] for name in _ENTRY_COLUMNS})
+
+
+# --- filters of the log ------------------------------------------------------------------------
+
+
+class LogFilterError(ValueError):
+    """A filter of the integration log is not valid; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: the last row of this one (newest first)."""
+
+    updated_at: datetime
+    object_type: str
+    moment_id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([_iso(self.updated_at), self.object_type, self.moment_id])
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            at, object_type, moment_id = raw
+            when = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+            if not isinstance(object_type, str) or not isinstance(moment_id, str):
+                raise TypeError
+        except (ValueError, TypeError):
+            raise LogFilterError("cursor", "is not a cursor this API returned") from None
+        return cls(when if when.tzinfo else when.replace(tzinfo=UTC), object_type, moment_id)
+
+
+@dataclass(frozen=True)
+class LogFilters:
+    """Filters of the integration log: type, state, number (or Moment id), changed since."""
+
+    object_type: str | None = None
+    state: str | None = None
+    number: str | None = None
+    since: datetime | None = None
+    limit: int = PAGE_DEFAULT
+    cursor: Cursor | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        type: str | None = None,
+        state: str | None = None,
+        number: str | None = None,
+        since: datetime | None = None,
+        limit: str | int | None = None,
+        cursor: str | None = None,
+    ) -> LogFilters:
+        """From user input (API query, CLI flags); raises :class:`LogFilterError`."""
+        if type and type not in OBJECT_TYPES:
+            raise LogFilterError("type", f"must be one of {', '.join(OBJECT_TYPES)}")
+        if state and state not in STATES:
+            raise LogFilterError("state", f"must be one of {', '.join(STATES)}")
+        if number is not None and len(number) > 200:
+            raise LogFilterError("number", "is longer than 200 characters")
+        count = PAGE_DEFAULT
+        if limit is not None and limit != "":
+            try:
+                count = int(limit)
+            except (TypeError, ValueError):
+                raise LogFilterError("limit", f"must be a whole number, got {limit!r}") from None
+            if not 1 <= count <= PAGE_MAX:
+                raise LogFilterError("limit", f"must be between 1 and {PAGE_MAX}")
+        return cls(
+            object_type=type or None,
+            state=state or None,
+            number=number or None,
+            since=since,
+            limit=count,
+            cursor=Cursor.decode(cursor) if cursor else None,
+        )
+
+
+# --- the repository ----------------------------------------------------------------------------
+
+
+def _pk(org_id: str, object_type: str, moment_id: str) -> ColumnElement[bool]:
+    t = sync_ledger
+    return and_(
+        t.c.org_id == org_id[:100],
+        t.c.moment_id == moment_id[:200],
+        t.c.object_type == object_type[:30],
+    )
+
+
+def _when(condition: ColumnElement[bool], value: Any, current: Any) -> Any:
+    return case((condition, value), else_=current)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The change a success applied to BC (absent for a skip: nothing reached BC)."""
+
+    key: str
+    event_id: str
+    time: datetime | None
+    sequence: str | None
+
+
+class LedgerRepository:
+    """Queries on ``sync_ledger`` and ``sync_ledger_steps``."""
+
+    table = sync_ledger
+    steps = sync_ledger_steps
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # --- the hot path ------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        org_id: str,
+        object_type: str,
+        moment_id: str,
+        *,
+        moment_number: str | None,
+        key: str,
+        event_id: str,
+        attempt: int,
+        owner: str,
+        ttl_s: float,
+        now: datetime,
+    ) -> ClaimResult:
+        """Claim the object's row (creating it), record the change as received, and say
+        whether it is superseded. One statement: atomic against other workers."""
+        t = self.table
+        values = {
+            "org_id": org_id[:100],
+            "moment_id": moment_id[:200],
+            "object_type": object_type[:30],
+            "moment_number": (moment_number or None) and moment_number[:200],
+            "state": "pending",
+            "newest_key": key,
+            "newest_event_id": event_id[:200],
+            "attempts": attempt,
+            "claim_owner": owner,
+            "claim_expires_at": now + timedelta(seconds=ttl_s),
+            "created_at": now,
+            "updated_at": now,
+        }
+
+        def set_(new: Any) -> Mapping[str, Any]:
+            free = or_(t.c.claim_owner.is_(None), t.c.claim_expires_at < new.updated_at)
+            newest = or_(t.c.newest_key.is_(None), new.newest_key >= t.c.newest_key)
+            return {
+                "claim_owner": _when(free, new.claim_owner, t.c.claim_owner),
+                "claim_expires_at": _when(free, new.claim_expires_at, t.c.claim_expires_at),
+                "newest_key": _when(newest, new.newest_key, t.c.newest_key),
+                "newest_event_id": _when(newest, new.newest_event_id, t.c.newest_event_id),
+                "state": _when(newest, new.state, t.c.state),
+                "attempts": _when(newest, new.attempts, t.c.attempts),
+                "moment_number": _when(
+                    and_(newest, new.moment_number.is_not(None)),
+                    new.moment_number,
+                    t.c.moment_number,
+                ),
+                "updated_at": _when(newest, new.updated_at, t.c.updated_at),
+            }
+
+        stmt = self._store.upsert(t, values, ["org_id", "moment_id", "object_type"], set_)
+        stmt = stmt.returning(
+            t.c.claim_owner,
+            t.c.newest_event_id,
+            t.c.applied_key,
+            t.c.applied_event_id,
+            t.c.published_state,
+        )
+        async with self._store.write() as conn:
+            row = (await conn.execute(stmt)).one()
+        return ClaimResult(
+            acquired=row.claim_owner == owner,
+            superseded=superseded(key, row.applied_key),
+            newest=row.newest_event_id == event_id[:200],
+            applied_event_id=row.applied_event_id,
+            published_state=row.published_state,
+        )
+
+    async def finish(
+        self,
+        org_id: str,
+        object_type: str,
+        moment_id: str,
+        *,
+        owner: str,
+        event_id: str,
+        state: str,
+        applied: Applied | None,
+        bc_id: str | None = None,
+        bc_number: str | None = None,
+        published_state: str | None = None,
+        now: datetime,
+    ) -> bool:
+        """Mark the outcome of the change we claimed for, and release the claim (one statement).
+
+        The state changes only when this event is still the object's newest change; the
+        applied key only moves forward. False when the claim was lost (expired and taken).
+        """
+        t = self.table
+        mine = t.c.newest_event_id == event_id[:200]
+        values: dict[str, Any] = {
+            "state": _when(mine, state, t.c.state),
+            "last_error_code": _when(mine, None, t.c.last_error_code),
+            "last_error_message": _when(mine, None, t.c.last_error_message),
+            "claim_owner": None,
+            "claim_expires_at": None,
+            "updated_at": _when(mine, now, t.c.updated_at),
+        }
+        if applied is not None:
+            forward = or_(t.c.applied_key.is_(None), t.c.applied_key <= applied.key)
+            values.update(
+                applied_key=_when(forward, applied.key, t.c.applied_key),
+                applied_event_id=_when(forward, applied.event_id[:200], t.c.applied_event_id),
+                applied_event_time=_when(
+                    forward,
+                    bindparam(None, applied.time, type_=UtcDateTime()),
+                    t.c.applied_event_time,
+                ),
+                applied_sequence=_when(forward, applied.sequence, t.c.applied_sequence),
+            )
+        if bc_id:
+            values["bc_id"] = bc_id[:100]
+        if bc_number:
+            values["bc_number"] = bc_number[:100]
+        if published_state is not None:
+            values["published_state"] = published_state
+        stmt = update(t).where(_pk(org_id, object_type, moment_id), t.c.claim_owner == owner)
+        async with self._store.write() as conn:
+            result = await conn.execute(stmt.values(**values))
+        return bool(result.rowcount)
+
+    async def release(
+        self,
+        org_id: str,
+        object_type: str,
+        moment_id: str,
+        *,
+        owner: str,
+        event_id: str | None = None,
+        state: str | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        now: datetime,
+    ) -> None:
+        """Give the claim back; with ``state``, record a failure of the newest change."""
+        t = self.table
+        values: dict[str, Any] = {"claim_owner": None, "claim_expires_at": None}
+        if state is not None and event_id is not None:
+            mine = t.c.newest_event_id == event_id[:200]
+            values.update(
+                state=_when(mine, state, t.c.state),
+                last_error_code=_when(mine, (code or "")[:100] or None, t.c.last_error_code),
+                last_error_message=_when(mine, clean(message), t.c.last_error_message),
+                updated_at=_when(mine, now, t.c.updated_at),
+            )
+        stmt = update(t).where(_pk(org_id, object_type, moment_id), t.c.claim_owner == owner)
+        async with self._store.write() as conn:
+            await conn.execute(stmt.values(**values))
+
+    async def record_failure(
+        self,
+        org_id: str,
+        object_type: str,
+        moment_id: str,
+        *,
+        event_id: str,
+        state: str,
+        code: str,
+        message: str,
+        attempts: int,
+        now: datetime,
+    ) -> tuple[LedgerEntry, str | None] | None:
+        """A failure made durable (retry scheduled or dead-lettered) of the newest change.
+
+        Returns the row and the state Moment last heard of when it changed (the event is the
+        object's newest change), else None.
+        """
+        t = self.table
+        stmt = (
+            update(t)
+            .where(_pk(org_id, object_type, moment_id), t.c.newest_event_id == event_id[:200])
+            .values(
+                state=state,
+                attempts=attempts,
+                last_error_code=code[:100],
+                last_error_message=clean(message),
+                updated_at=now,
+            )
+            .returning(*(t.c[name] for name in _ENTRY_COLUMNS), t.c.published_state)
+        )
+        async with self._store.write() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else (_entry(row), row.published_state)
+
+    async def published_state(self, org_id: str, object_type: str, moment_id: str) -> str | None:
+        t = self.table
+        async with self._store.read() as conn:
+            return (
+                await conn.execute(
+                    select(t.c.published_state).where(_pk(org_id, object_type, moment_id))
+                )
+            ).scalar()
+
+    async def set_published(
+        self, org_id: str, object_type: str, moment_id: str, *, event_id: str, state: str
+    ) -> None:
+        """Remember what Moment was told, if the event is still the newest change."""
+        t = self.table
+        async with self._store.write() as conn:
+            await conn.execute(
+                update(t)
+                .where(_pk(org_id, object_type, moment_id), t.c.newest_event_id == event_id[:200])
+                .values(published_state=state)
+            )
+
+    async def add_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append history steps (the batched part of the hot path), one transaction."""
+        if not rows:
+            return
+        async with self._store.write() as conn:
+            await conn.execute(insert(self.steps), list(rows))
+
+    # --- the integration log -----------------------------------------------------------------
+
+    async def page(self, org_id: str, filters: LogFilters) -> tuple[list[LedgerEntry], str | None]:
+        """One page of the organization's objects, newest change first, and the next cursor."""
+        t = self.table
+        query = select(*(t.c[name] for name in _ENTRY_COLUMNS)).where(t.c.org_id == org_id[:100])
+        if filters.object_type:
+            query = query.where(t.c.object_type == filters.object_type)
+        if filters.state:
+            query = query.where(t.c.state == filters.state)
+        if filters.number:
+            query = query.where(
+                or_(t.c.moment_number == filters.number, t.c.moment_id == filters.number)
+            )
+        if filters.since:
+            query = query.where(t.c.updated_at >= bindparam(None, filters.since, UtcDateTime()))
+        if filters.cursor:
+            c = filters.cursor
+            query = query.where(
+                tuple_(t.c.updated_at, t.c.object_type, t.c.moment_id)
+                < tuple_(
+                    bindparam(None, c.updated_at, UtcDateTime()),
+                    bindparam(None, c.object_type, String()),
+                    bindparam(None, c.moment_id, String()),
+                )
+            )
+        query = query.order_by(
+            t.c.updated_at.desc(), t.c.object_type.desc(), t.c.moment_id.desc()
+        ).limit(filters.limit + 1)
+        async with self._store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        entries = [_entry(r) for r in rows[: filters.limit]]
+        next_cursor = None
+        if len(rows) > filters.limit and entries:
+            last = entries[-1]
+            next_cursor = Cursor(last.updated_at, last.object_type, last.moment_id).encode()
+        return entries, next_cursor
+
+    async def get(self, org_id: str, object_type: str, moment_id: str) -> LedgerEntry | None:
+        t = self.table
+        query = select(*(t.c[name] for name in _ENTRY_COLUMNS)).where(
+            _pk(org_id, object_type, moment_id)
+        )
+        async with self._store.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _entry(row)
+
+    async def history(
+        self, org_id: str, object_type: str, moment_id: str, *, limit: int = HISTORY_LIMIT
+    ) -> list[StepEntry]:
+        """The object's last ``limit`` steps, oldest first."""
+        s = self.steps
+        query = (
+            select(s.c.at, s.c.step, s.c.event_id, s.c.attempt, s.c.code, s.c.detail)
+            .where(
+                s.c.org_id == org_id[:100],
+                s.c.object_type == object_type[:30],
+                s.c.moment_id == moment_id[:200],
+            )
+            .order_by(s.c.id.desc())
+            .limit(limit)
+        )
+        async with self._store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [StepEntry(**r._asdict()) for r in reversed(rows)]
+
+    # --- retention (small batches: never a long write lock) -----------------------------------
+
+    async def prune_steps(self, *, before: datetime, batch: int) -> int:
+        """Delete up to ``batch`` steps older than ``before``; returns how many."""
+        s = self.steps
+        async with self._store.read() as conn:
+            ids: list[int] = list(
+                (
+                    await conn.execute(
+                        select(s.c.id).where(s.c.at < before).order_by(s.c.id).limit(batch)
+                    )
+                ).scalars()
+            )
+        return await self._delete_steps(ids)
+
+    async def crowded_objects(self, *, keep: int, batch: int) -> list[tuple[str, str, str]]:
+        """Objects with more than ``keep`` steps (a read: no write lock while it scans)."""
+        s = self.steps
+        query = (
+            select(s.c.org_id, s.c.object_type, s.c.moment_id)
+            .group_by(s.c.org_id, s.c.object_type, s.c.moment_id)
+            .having(func.count() > keep)
+            .limit(batch)
+        )
+        async with self._store.read() as conn:
+            return [(r.org_id, r.object_type, r.moment_id) for r in await conn.execute(query)]
+
+    async def trim_object(self, org_id: str, object_type: str, moment_id: str, *, keep: int) -> int:
+        """Delete all but the object's newest ``keep`` steps."""
+        s = self.steps
+        where = and_(
+            s.c.org_id == org_id, s.c.object_type == object_type, s.c.moment_id == moment_id
+        )
+        async with self._store.read() as conn:
+            ids: list[int] = list(
+                (
+                    await conn.execute(
+                        select(s.c.id).where(where).order_by(s.c.id.desc()).offset(keep)
+                    )
+                ).scalars()
+            )
+        return await self._delete_steps(ids)
+
+    async def _delete_steps(self, ids: list[int]) -> int:
+        if not ids:
+            return 0
+        async with self._store.write() as conn:
+            result = await conn.execute(delete(self.steps).where(self.steps.c.id.in_(ids)))
+        return int(result.rowcount or 0)
+
+    async def prune_objects(self, *, before: datetime, batch: int) -> int:
+        """Delete up to ``batch`` objects unchanged since ``before`` (and their steps).
+
+        Never an object in flight: pending or retrying rows, or rows under a claim, stay.
+        """
+        t, s = self.table, self.steps
+        old = and_(
+            t.c.updated_at < bindparam(None, before, UtcDateTime()),
+            t.c.state.not_in(("pending", "retrying")),
+            t.c.claim_owner.is_(None),
+        )
+        async with self._store.read() as conn:
+            keys = [
+                (r.org_id, r.object_type, r.moment_id)
+                for r in await conn.execute(
+                    select(t.c.org_id, t.c.object_type, t.c.moment_id).where(old).limit(batch)
+                )
+            ]
+        if not keys:
+            return 0
+        deleted = 0
+        async with self._store.write() as conn:
+            for org_id, object_type, moment_id in keys:
+                result = await conn.execute(
+                    delete(t).where(_pk(org_id, object_type, moment_id), old)
+                )
+                if result.rowcount:
+                    deleted += int(result.rowcount)
+                    await conn.execute(
+                        delete(s).where(
+                            s.c.org_id == org_id,
+                            s.c.object_type == object_type,
+                            s.c.moment_id == moment_id,
+                        )
+                    )
+        return deleted
