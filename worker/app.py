@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from pydantic import BaseModel
 
-from worker.api import config_routes, ops_routes
+from worker.api import config_routes, objects_routes, ops_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.bc import BcHub
 from worker.config.cache import ConfigCache
@@ -160,6 +160,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
     if "api" in roles:
         routes.append(ops_routes.add_routes)
         routes.append(config_routes.add_routes)
+        routes.append(objects_routes.add_routes)  # the integration log
         routes.append(_status_sections(runtime.store, settings))
         services.append(DeadLetterSampler(settings))
     services.append(ApiServer(create_app(ctx, routes), settings.http_host, settings.http_port))

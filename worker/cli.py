@@ -15,6 +15,7 @@ from worker.config.crypto import SecretKeyError
 from worker.config.settings import Settings, SettingsError, exit_on_bad_settings
 from worker.log import configure
 from worker.ops.commands import register as register_dlq
+from worker.ops.log_commands import register as register_log
 from worker.sync.poll_commands import register as register_poll
 
 ROLES = ("consume", "poll", "api", "notify")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_dlq(sub)
     register_config(sub)
     register_poll(sub)
+    register_log(sub)
 
     return parser
 

@@ -10,8 +10,8 @@ Newest change wins (DESIGN §5). Every event for an object has an **order key**:
 
 An event whose key is lower than the key of the change already applied to the object is
 *superseded*: acked, counted, written to the history, never sent to BC. The same event again
-(a redelivery, a replay of the very event that was applied) has the same key and is applied
-again (BC writes are idempotent).
+(a redelivery, a replay of the very event that was applied: the same ``id``) is applied again
+(BC writes are idempotent).
 
 The check and the "last applied" mark are atomic per object against other workers: a worker
 first *claims* the row (one ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, which also tells
@@ -156,9 +156,12 @@ def event_key(event: Event[Any]) -> str:
     return order_key(event.envelope.time, event_sequence(event), event.id)
 
 
-def superseded(key: str, applied_key: str | None) -> bool:
-    """True when a change with ``key`` is older than the one already applied (same id: not)."""
-    return applied_key is not None and key < applied_key
+def superseded(
+    key: str, event_id: str, applied_key: str | None, applied_event_id: str | None
+) -> bool:
+    """True when a change with ``key`` is older than the one already applied. The applied
+    event itself again (a redelivery, a replay, a copy Moment sent twice) is never superseded."""
+    return applied_key is not None and key < applied_key and event_id[:200] != applied_event_id
 
 
 def clean(message: str | None, limit: int = MESSAGE_MAX) -> str:
@@ -459,7 +462,7 @@ class LedgerRepository:
             row = (await conn.execute(stmt)).one()
         return ClaimResult(
             acquired=row.claim_owner == owner,
-            superseded=superseded(key, row.applied_key),
+            superseded=superseded(key, event_id, row.applied_key, row.applied_event_id),
             newest=row.newest_event_id == event_id[:200],
             applied_event_id=row.applied_event_id,
             published_state=row.published_state,
