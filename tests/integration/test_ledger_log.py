@@ -60,7 +60,7 @@ async def api(exported: Exports) -> AsyncIterator[str]:
         await server.stop()
 
 
-async def get(url: str, headers: dict[str, str] | None = AUTH, **params: str) -> tuple[int, Any]:
+async def get(url: str, *, headers: dict[str, str] | None = AUTH, **params: str) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,
         session.get(url, headers=headers, params=params) as resp,
