@@ -5,7 +5,7 @@ posted invoice with its steps and BC number, a dead-lettered invoice with its er
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -121,7 +121,7 @@ async def test_api_filters_pages_and_refuses_bad_input(exported: Exports, api: s
     cursor: str | None = None
     while True:
         params = {"limit": "1", **({"cursor": cursor} if cursor else {})}
-        status, page = await get(api, **params)
+        status, page = await get(api, query=params)
         assert status == 200 and len(page["objects"]) <= 1
         seen += [o["moment_id"] for o in page["objects"]]
         cursor = page["next_cursor"]
@@ -130,7 +130,7 @@ async def test_api_filters_pages_and_refuses_bad_input(exported: Exports, api: s
     assert seen == [o["moment_id"] for o in body["objects"]]
 
     for bad in ({"type": "order"}, {"state": "lost"}, {"since": "yesterday"}, {"limit": "0"}):
-        status, answer = await get(api, **bad)
+        status, answer = await get(api, query=bad)
         assert status == 422 and answer["errors"][0]["field"] == next(iter(bad))
     status, answer = await get(api, cursor="not-a-cursor")
     assert status == 422
