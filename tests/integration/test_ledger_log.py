@@ -60,10 +60,16 @@ async def api(exported: Exports) -> AsyncIterator[str]:
         await server.stop()
 
 
-async def get(url: str, *, headers: dict[str, str] | None = AUTH, **params: str) -> tuple[int, Any]:
+async def get(
+    url: str,
+    *,
+    headers: dict[str, str] | None = AUTH,
+    query: Mapping[str, str] | None = None,
+    **params: str,
+) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(url, headers=headers, params=params) as resp,
+        session.get(url, headers=headers, params={**(query or {}), **params}) as resp,
     ):
         return resp.status, await resp.json()
 
