@@ -84,6 +84,7 @@ class Ticket:
     key: str
     time: datetime | None
     sequence: str | None
+    number: str | None = None  # the Moment number
     exported: ExportedData | None = None
 
     def step(self, step: str, **kw: Any) -> None:
@@ -346,6 +347,7 @@ class Ledger:
                 key,
                 event.envelope.time,
                 event_sequence(event),
+                number,
             )
             step, detail = _received_step(event)
             ticket.step(step, attempt=attempt, detail=detail)
@@ -443,7 +445,9 @@ class Ledger:
         data = SyncStatusData(
             object_type=ticket.object_type,
             moment_id=ticket.moment_id,
-            moment_number=(exported.moment_number if exported else None) or moment_number,
+            moment_number=(exported.moment_number if exported else None)
+            or moment_number
+            or ticket.number,
             state=state,
             previous_state=previous,
             bc_id=(exported.bc_id if exported else None) or bc_id,
