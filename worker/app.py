@@ -32,6 +32,7 @@ from worker.notify import (
     NotificationRepository,
     digest_status,
 )
+from worker.ops.heal import Healer
 from worker.ops.health import readiness_checks
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
@@ -145,6 +146,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
         services.append(consumer)
     if "poll" in roles:
         services.append(ExpensePoller.from_runtime(runtime))
+        services.append(_healer(runtime))  # dead letters that heal themselves
     if "notify" in roles:
         services.append(
             DigestService(
@@ -165,6 +167,17 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
         services.append(DeadLetterSampler(settings))
     services.append(ApiServer(create_app(ctx, routes), settings.http_host, settings.http_port))
     return services
+
+
+def _healer(runtime: Runtime) -> Healer:
+    return Healer(
+        runtime.settings,
+        runtime.store,
+        runtime.configs,
+        runtime.hub,
+        runtime.leases,
+        connection=runtime.connection,
+    )
 
 
 def _pinger(store: Store) -> Any:

@@ -297,6 +297,28 @@ MIGRATIONS: list[Migration] = [
         ),
         run=_ledger_collation,
     ),
+    Migration(
+        6,
+        "self-healing dead letters: config versions seen, and when a missing BC record was seen",
+        (
+            """
+            CREATE TABLE heal_orgs (
+                org_id VARCHAR(100) NOT NULL PRIMARY KEY,
+                config_version INTEGER NOT NULL,
+                seen_at {TIMESTAMP} NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE heal_facts (
+                org_id VARCHAR(100) NOT NULL,
+                fact VARCHAR(300) NOT NULL,
+                last_missing_at {TIMESTAMP},
+                last_present_at {TIMESTAMP},
+                PRIMARY KEY (org_id, fact)
+            )
+            """,
+        ),
+    ),
 ]
 
 schema_version = Table(
