@@ -34,6 +34,7 @@ from worker.notify import (
 )
 from worker.ops.heal import Healer
 from worker.ops.health import readiness_checks
+from worker.ops.retention import Retention
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 from worker.sync import registry
@@ -157,6 +158,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
                 publisher=runtime.publisher,
             )
         )
+        services.append(Retention(settings, runtime.store, runtime.leases))  # prune by age
     ctx.readiness.update(readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store)))
     routes: list[Any] = []
     if "api" in roles:

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     retention_steps_per_object: int = Field(50, ge=1)  # history steps kept per object
     retention_expenses_days: float = Field(400, gt=0)  # published expense line ids
     retention_notifications_days: float = Field(30, gt=0)  # sent digests and their items
+    retention_open_failures_days: float = Field(90, gt=0)  # a failure never resolved
     demo: bool = False
 
     @field_validator("retry_delays", mode="before")
