@@ -54,6 +54,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.config.migrations import UtcDateTime, metadata
 from worker.events.envelope import Event
@@ -389,14 +390,133 @@ class Applied:
     sequence: str | None
 
 
+def _p(name: str, column: str | None = None) -> Any:
+    """A bind parameter typed like its column (datetimes become UTC on every dialect)."""
+    return bindparam(name, type_=sync_ledger.c[column or name].type)
+
+
+class _Statements:
+    """The hot path's statements, built once per dialect with bind parameters: building a
+    SQLAlchemy statement and its cache key per event cost ~2 ms of CPU (make bench)."""
+
+    def __init__(self, dialect: str) -> None:
+        t = sync_ledger
+        pk = and_(
+            t.c.org_id == _p("k_org", "org_id"),
+            t.c.moment_id == _p("k_moment", "moment_id"),
+            t.c.object_type == _p("k_type", "object_type"),
+        )
+        ours = and_(pk, t.c.claim_owner == _p("k_owner", "claim_owner"))
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        columns = (
+            "org_id",
+            "moment_id",
+            "object_type",
+            "moment_number",
+            "state",
+            "newest_key",
+            "newest_event_id",
+            "attempts",
+            "claim_owner",
+            "claim_expires_at",
+            "created_at",
+            "updated_at",
+        )
+        ins = insert_(t).values({name: _p(name) for name in columns})
+        new = ins.excluded
+        free = or_(t.c.claim_owner.is_(None), t.c.claim_expires_at < new.updated_at)
+        newest = or_(t.c.newest_key.is_(None), new.newest_key >= t.c.newest_key)
+        self.claim = ins.on_conflict_do_update(
+            index_elements=["org_id", "moment_id", "object_type"],
+            set_={
+                "claim_owner": _when(free, new.claim_owner, t.c.claim_owner),
+                "claim_expires_at": _when(free, new.claim_expires_at, t.c.claim_expires_at),
+                "newest_key": _when(newest, new.newest_key, t.c.newest_key),
+                "newest_event_id": _when(newest, new.newest_event_id, t.c.newest_event_id),
+                "state": _when(newest, new.state, t.c.state),
+                "attempts": _when(newest, new.attempts, t.c.attempts),
+                "moment_number": _when(
+                    and_(newest, new.moment_number.is_not(None)),
+                    new.moment_number,
+                    t.c.moment_number,
+                ),
+                "updated_at": _when(newest, new.updated_at, t.c.updated_at),
+            },
+        ).returning(
+            t.c.claim_owner,
+            t.c.newest_event_id,
+            t.c.applied_key,
+            t.c.applied_event_id,
+            t.c.published_state,
+        )
+        mine = t.c.newest_event_id == _p("event_id", "newest_event_id")
+        outcome = {
+            "state": _when(mine, _p("new_state", "state"), t.c.state),
+            "last_error_code": _when(mine, None, t.c.last_error_code),
+            "last_error_message": _when(mine, None, t.c.last_error_message),
+            "bc_id": func.coalesce(_p("v_bc_id", "bc_id"), t.c.bc_id),
+            "bc_number": func.coalesce(_p("v_bc_number", "bc_number"), t.c.bc_number),
+            "published_state": func.coalesce(
+                _p("published", "published_state"), t.c.published_state
+            ),
+            "claim_owner": None,
+            "claim_expires_at": None,
+            "updated_at": _when(mine, _p("now", "updated_at"), t.c.updated_at),
+        }
+        forward = or_(t.c.applied_key.is_(None), t.c.applied_key <= _p("key", "applied_key"))
+        applied = {
+            "applied_key": _when(forward, _p("key", "applied_key"), t.c.applied_key),
+            "applied_event_id": _when(
+                forward, _p("applied_id", "applied_event_id"), t.c.applied_event_id
+            ),
+            "applied_event_time": _when(
+                forward, _p("applied_time", "applied_event_time"), t.c.applied_event_time
+            ),
+            "applied_sequence": _when(
+                forward, _p("v_sequence", "applied_sequence"), t.c.applied_sequence
+            ),
+        }
+        self.finish = update(t).where(ours).values(**outcome)
+        self.finish_applied = update(t).where(ours).values(**outcome, **applied)
+        self.release = update(t).where(ours).values(claim_owner=None, claim_expires_at=None)
+        self.release_failed = (
+            update(t)
+            .where(ours)
+            .values(
+                claim_owner=None,
+                claim_expires_at=None,
+                state=_when(mine, _p("new_state", "state"), t.c.state),
+                last_error_code=_when(mine, _p("code", "last_error_code"), t.c.last_error_code),
+                last_error_message=_when(
+                    mine, _p("message", "last_error_message"), t.c.last_error_message
+                ),
+                updated_at=_when(mine, _p("now", "updated_at"), t.c.updated_at),
+            )
+        )
+
+
+def _keys(org_id: str, object_type: str, moment_id: str, owner: str) -> dict[str, Any]:
+    return {
+        "k_org": org_id[:100],
+        "k_moment": moment_id[:200],
+        "k_type": object_type[:30],
+        "k_owner": owner,
+    }
+
+
 class LedgerRepository:
     """Queries on ``sync_ledger`` and ``sync_ledger_steps``."""
 
     table = sync_ledger
     steps = sync_ledger_steps
+    _statements: dict[str, _Statements] = {}
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        found = self._statements.get(store.dialect)
+        if found is None:
+            found = self._statements[store.dialect] = _Statements(store.dialect)
+        self._sql = found
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -416,8 +536,7 @@ class LedgerRepository:
     ) -> ClaimResult:
         """Claim the object's row (creating it), record the change as received, and say
         whether it is superseded. One statement: atomic against other workers."""
-        t = self.table
-        values = {
+        params = {
             "org_id": org_id[:100],
             "moment_id": moment_id[:200],
             "object_type": object_type[:30],
@@ -431,35 +550,8 @@ class LedgerRepository:
             "created_at": now,
             "updated_at": now,
         }
-
-        def set_(new: Any) -> Mapping[str, Any]:
-            free = or_(t.c.claim_owner.is_(None), t.c.claim_expires_at < new.updated_at)
-            newest = or_(t.c.newest_key.is_(None), new.newest_key >= t.c.newest_key)
-            return {
-                "claim_owner": _when(free, new.claim_owner, t.c.claim_owner),
-                "claim_expires_at": _when(free, new.claim_expires_at, t.c.claim_expires_at),
-                "newest_key": _when(newest, new.newest_key, t.c.newest_key),
-                "newest_event_id": _when(newest, new.newest_event_id, t.c.newest_event_id),
-                "state": _when(newest, new.state, t.c.state),
-                "attempts": _when(newest, new.attempts, t.c.attempts),
-                "moment_number": _when(
-                    and_(newest, new.moment_number.is_not(None)),
-                    new.moment_number,
-                    t.c.moment_number,
-                ),
-                "updated_at": _when(newest, new.updated_at, t.c.updated_at),
-            }
-
-        stmt = self._store.upsert(t, values, ["org_id", "moment_id", "object_type"], set_)
-        stmt = stmt.returning(
-            t.c.claim_owner,
-            t.c.newest_event_id,
-            t.c.applied_key,
-            t.c.applied_event_id,
-            t.c.published_state,
-        )
         async with self._store.write() as conn:
-            row = (await conn.execute(stmt)).one()
+            row = (await conn.execute(self._sql.claim, params)).one()
         return ClaimResult(
             acquired=row.claim_owner == owner,
             superseded=superseded(key, event_id, row.applied_key, row.applied_event_id),
@@ -488,37 +580,26 @@ class LedgerRepository:
         The state changes only when this event is still the object's newest change; the
         applied key only moves forward. False when the claim was lost (expired and taken).
         """
-        t = self.table
-        mine = t.c.newest_event_id == event_id[:200]
-        values: dict[str, Any] = {
-            "state": _when(mine, state, t.c.state),
-            "last_error_code": _when(mine, None, t.c.last_error_code),
-            "last_error_message": _when(mine, None, t.c.last_error_message),
-            "claim_owner": None,
-            "claim_expires_at": None,
-            "updated_at": _when(mine, now, t.c.updated_at),
+        params = {
+            **_keys(org_id, object_type, moment_id, owner),
+            "event_id": event_id[:200],
+            "new_state": state,
+            "v_bc_id": (bc_id or None) and bc_id[:100],
+            "v_bc_number": (bc_number or None) and bc_number[:100],
+            "published": published_state,
+            "now": now,
         }
+        stmt = self._sql.finish
         if applied is not None:
-            forward = or_(t.c.applied_key.is_(None), t.c.applied_key <= applied.key)
-            values.update(
-                applied_key=_when(forward, applied.key, t.c.applied_key),
-                applied_event_id=_when(forward, applied.event_id[:200], t.c.applied_event_id),
-                applied_event_time=_when(
-                    forward,
-                    bindparam(None, applied.time, type_=UtcDateTime()),
-                    t.c.applied_event_time,
-                ),
-                applied_sequence=_when(forward, applied.sequence, t.c.applied_sequence),
+            stmt = self._sql.finish_applied
+            params.update(
+                key=applied.key,
+                applied_id=applied.event_id[:200],
+                applied_time=applied.time,
+                v_sequence=applied.sequence,
             )
-        if bc_id:
-            values["bc_id"] = bc_id[:100]
-        if bc_number:
-            values["bc_number"] = bc_number[:100]
-        if published_state is not None:
-            values["published_state"] = published_state
-        stmt = update(t).where(_pk(org_id, object_type, moment_id), t.c.claim_owner == owner)
         async with self._store.write() as conn:
-            result = await conn.execute(stmt.values(**values))
+            result = await conn.execute(stmt, params)
         return bool(result.rowcount)
 
     async def release(
@@ -535,19 +616,19 @@ class LedgerRepository:
         now: datetime,
     ) -> None:
         """Give the claim back; with ``state``, record a failure of the newest change."""
-        t = self.table
-        values: dict[str, Any] = {"claim_owner": None, "claim_expires_at": None}
+        params = _keys(org_id, object_type, moment_id, owner)
+        stmt = self._sql.release
         if state is not None and event_id is not None:
-            mine = t.c.newest_event_id == event_id[:200]
-            values.update(
-                state=_when(mine, state, t.c.state),
-                last_error_code=_when(mine, (code or "")[:100] or None, t.c.last_error_code),
-                last_error_message=_when(mine, clean(message), t.c.last_error_message),
-                updated_at=_when(mine, now, t.c.updated_at),
+            stmt = self._sql.release_failed
+            params.update(
+                event_id=event_id[:200],
+                new_state=state,
+                code=(code or "")[:100] or None,
+                message=clean(message),
+                now=now,
             )
-        stmt = update(t).where(_pk(org_id, object_type, moment_id), t.c.claim_owner == owner)
         async with self._store.write() as conn:
-            await conn.execute(stmt.values(**values))
+            await conn.execute(stmt, params)
 
     async def record_failure(
         self,
