@@ -239,8 +239,8 @@ def _sequence_text(value: Any) -> Any:
 # of an object's changes when ``time`` is equal; digits, compared as an integer.
 Sequence = Annotated[
     str,
-    BeforeValidator(_sequence_text),
     StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{1,30}$"),
+    BeforeValidator(_sequence_text),
 ]
 
 
@@ -264,8 +264,8 @@ class Envelope(BaseModel):
     sequence: Sequence | None = Field(
         None,
         description="Optional CloudEvents extension: order of this object's changes when "
-        "their time is equal (1-30 digits, compared as an integer). Newest change wins: "
-        "time, then sequence, then id (as a string).",
+        "their time is equal (1-30 digits, compared as an integer; a JSON integer is "
+        "accepted too). Newest change wins: time, then sequence, then id (as a string).",
     )
     datacontenttype: str = "application/json"
     data: dict[str, Any]
