@@ -791,6 +791,9 @@ async def _bc_outage(
     cfg: SoakConfig, workers: Workers, control: ControlClient, report: SoakReport
 ) -> None:
     """Every BC and Entra request answers 503 for ``bc_outage_s``; workers must stay ready."""
+    # Workers that were ready when it began must stay ready (one restarted just before, after
+    # a SIGKILL, may still be starting: that is not readiness lost to the outage).
+    ready = {i for i, port in enumerate(workers.ports) if await _ready(port)}
     rule = await control.add_fault("status", status=503, probability=1.0)
     began = datetime.now(UTC)
     cfg.log(f"chaos: BC answers 503 for {cfg.bc_outage_s:.0f} s")
@@ -799,7 +802,8 @@ async def _bc_outage(
         await asyncio.sleep(1.0)
         for i, port in enumerate(workers.ports):
             proc = workers.procs[i]
-            if proc is not None and proc.poll() is None and not await _ready(port):
+            alive = proc is not None and proc.poll() is None
+            if i in ready and alive and not await _ready(port):
                 report.unready_during_outage += 1
     await control.remove_fault(int(rule["id"]))
     report.bc_outage_s += cfg.bc_outage_s
