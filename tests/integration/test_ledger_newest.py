@@ -25,7 +25,7 @@ from tests.integration.exports_support import (  # noqa: F401
     open_exports,
 )
 from worker.ops import dlq
-from worker.sync.ledger import LedgerRepository
+from worker.sync.ledger import LedgerRepository, LogFilters
 
 CUSTOMER_CREATED = "moment.customer.created"
 CUSTOMER_UPDATED = "moment.customer.updated"
@@ -227,3 +227,23 @@ async def test_same_event_again_is_applied_not_superseded(exports: Exports) -> N
     assert await exports.done(event_id) == ["succeeded"]
     await exports.send(CUSTOMER_CREATED, data, id_=event_id, time=at(0))
     assert await exports.done(event_id, 2) == ["succeeded", "succeeded"]
+
+
+async def test_switched_off_shows_as_skipped_and_unconfigured_leaves_no_trace(
+    exports: Exports,
+) -> None:
+    await exports.save_config(export_projects=False)
+    off = await exports.send(PROJECT_CREATED, {"project": f.project("4701")})
+    assert await exports.done(off) == ["skipped"]
+    nobody = await exports.send(
+        CUSTOMER_CREATED, {"customer": f.customer("61009")}, org="org-without-integration"
+    )
+    assert await exports.done(nobody) == ["skipped"]
+
+    repo = LedgerRepository(exports.runtime.store)
+    entry = await repo.get(ORG, "project", "p-4701")
+    assert entry is not None and (entry.state, entry.applied_event_id) == ("skipped", None)
+    history = await steps(exports, "project", "p-4701")
+    assert history == ["received", "skipped"]
+    rows, _ = await repo.page("org-without-integration", LogFilters())
+    assert rows == []
