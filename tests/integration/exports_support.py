@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,12 @@ class Exports:
         consumer = Consumer(
             self.settings,
             registry(runtime.sync_context()),
-            # As build_services wires them: the status, what needs a person, and the test's view.
+            # As build_services wires them: the status, what needs a person, the sync ledger's
+            # (runtime.observers), and the test's view last (tests wait on it).
             observers=[
                 StatusObserver(runtime.store),
                 NotificationRecorder(NotificationRepository(runtime.store)),
+                *runtime.observers,
                 self.tracker,
             ],
             connection=runtime.connection,
@@ -168,10 +171,17 @@ class Exports:
     # -- events -------------------------------------------------------------------------------
 
     async def send(
-        self, type_: str, data: dict[str, Any], *, id_: str | None = None, org: str = ORG
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        id_: str | None = None,
+        org: str = ORG,
+        time: str | None = None,
     ) -> str:
         event_id = id_ or str(uuid.uuid4())
-        await publish(self.settings, f.body(type_, data, org=org, id_=event_id), type_)
+        body = f.body(type_, data, org=org, id_=event_id, time=time)
+        await publish(self.settings, body, type_)
         return event_id
 
     async def done(self, event_id: str, n: int = 1, timeout: float = 15.0) -> list[str]:
@@ -293,21 +303,35 @@ async def exports_fixture(
     The store is SQLite; parametrize indirectly with ``"postgresql"`` for the shared server.
     ``@pytest.mark.retry_delays(…)`` sets another retry ladder (default 0.2, 0.4, 0.8 s).
     """
+    async with open_exports(request, amqp_url, tmp_path, emulator) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def open_exports(
+    request: pytest.FixtureRequest,
+    amqp_url: str,
+    tmp_path: Path,
+    emulator: EmulatorHandle,
+    **overrides: Any,
+) -> AsyncIterator[Exports]:
+    """The ``exports`` fixture with other settings (e.g. a slower retry ladder)."""
     database: dict[str, Any] = {}
     if getattr(request, "param", "sqlite") == "postgresql":
         database["database_url"] = request.getfixturevalue("pg_database")
     ladder = request.node.get_closest_marker("retry_delays")
-    settings = make_settings(
-        tmp_path,
+    values: dict[str, Any] = {
         **database,
-        amqp_url=amqp_url,
-        bc_api_url=emulator.url,
-        authority_url=emulator.url,
-        ca_file=emulator.ca_file,
-        client_id=emulator.client_id,
-        secret_key=KEY,
-        retry_delays=tuple(ladder.args) if ladder else (0.2, 0.4, 0.8),
-    )
+        "amqp_url": amqp_url,
+        "bc_api_url": emulator.url,
+        "authority_url": emulator.url,
+        "ca_file": emulator.ca_file,
+        "client_id": emulator.client_id,
+        "secret_key": KEY,
+        "retry_delays": tuple(ladder.args) if ladder else (0.2, 0.4, 0.8),
+        **overrides,
+    }
+    settings = make_settings(tmp_path, **values)
     harness = Exports(settings, emulator)
     try:
         await harness.start_worker()

@@ -457,6 +457,13 @@ class BcConnection:
         """``GET ODATA/CustomerPostingGroups`` (ODataV4)."""
         return await self._page_call(self.pages.customer_posting_groups())
 
+    async def account_exists(self, number: str) -> bool:
+        """``GET COMPANY/accounts?$filter=number eq '{number}'&$select=number``: is the G/L
+        account there (the self-healing probe of a BC-ACCOUNT-MISSING dead letter)?"""
+        query = query_string({"$filter": eq_filter(number=number), "$select": "number"})
+        rows = await self._all(f"{await self._company_url()}/accounts{query}", resource="accounts")
+        return bool(rows)
+
     # -- customers -----------------------------------------------------------------------------
 
     async def find_customer(self, number: str) -> Customer | None:

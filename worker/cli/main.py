@@ -13,6 +13,7 @@ from worker.app import ROLES, build_services, check_roles
 from worker.cli.common import ExitCode
 from worker.cli.config import register as register_config
 from worker.cli.dlq import register as register_dlq
+from worker.cli.log import register as register_log
 from worker.cli.poll import register as register_poll
 from worker.config.crypto import SecretKeyError
 from worker.config.settings import Settings, SettingsError, exit_on_bad_settings
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_dlq(sub)
     register_config(sub)
     register_poll(sub)
+    register_log(sub)
 
     return parser
 
