@@ -18,7 +18,7 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ProbableAuthenticationError
 
-from worker.api import config_routes, objects_routes, ops_routes
+from worker.api import config_routes, objects_routes, ops_routes, reconcile_routes
 from worker.api.app import (
     DLQ_LOCK_WAIT_S,
     ApiContext,
@@ -49,6 +49,7 @@ from worker.ops.dlq import DeadLetters
 from worker.ops.heal import Healer
 from worker.ops.health import readiness_checks
 from worker.ops.integration_log import IntegrationLog
+from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 from worker.setup.service import ConfigService
@@ -257,10 +258,17 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
             status_sections=_status_sections(runtime.store, settings),
             readiness=readiness,
             integration_log=IntegrationLog(runtime.store),
+            reconciler=Reconciler.with_hub(settings, runtime.store, runtime.configs, runtime.hub),
         )
         services.append(sampler)
         app = create_app(
-            ctx, [ops_routes.add_routes, config_routes.add_routes, objects_routes.add_routes]
+            ctx,
+            [
+                ops_routes.add_routes,
+                config_routes.add_routes,
+                objects_routes.add_routes,
+                reconcile_routes.add_routes,
+            ],
         )
     else:
         app = create_app(ApiContext(settings, readiness=readiness))

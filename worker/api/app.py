@@ -23,6 +23,7 @@ from worker.config.settings import Settings, SettingsError
 from worker.ops.dlq import DeadLetters, DlqBusy, DlqError, FilterError
 from worker.ops.health import ReadinessCheck
 from worker.ops.integration_log import IntegrationLog
+from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterCounts
 from worker.setup.service import ConfigService
 from worker.setup.verify import BcUnreachable
@@ -54,6 +55,7 @@ class ApiContext:
     status_sections: dict[str, StatusSection] = field(default_factory=dict)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     integration_log: IntegrationLog | None = None
+    reconciler: Reconciler | None = None
 
     def __post_init__(self) -> None:
         if self.dead_letters is None:
@@ -70,6 +72,11 @@ class ApiContext:
         if self.integration_log is None:
             raise ServiceUnavailable("the integration log is not available in this process")
         return self.integration_log
+
+    def reconciliation(self) -> Reconciler:
+        if self.reconciler is None:
+            raise ServiceUnavailable("the reconciliation is not available in this process")
+        return self.reconciler
 
 
 CONTEXT = web.AppKey("context", ApiContext)

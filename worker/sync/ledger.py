@@ -117,6 +117,23 @@ sync_ledger = Table(
     Column("total_including_tax", String(40)),  # as BC answered at the export
 )
 
+# What the reconciliation reads of a ledger row.
+_DOCUMENT_READ = (
+    "object_type",
+    "moment_id",
+    "moment_number",
+    "state",
+    "bc_id",
+    "bc_number",
+    "last_error_code",
+    "last_error_message",
+    "document_date",
+    "customer_number",
+    "currency_code",
+    "total_excluding_tax",
+    "total_including_tax",
+)
+
 # The received columns of an invoice or credit note (``document_facts``), set at the claim.
 DOCUMENT_COLUMNS = ("document_date", "customer_number", "currency_code", "total_excluding_tax")
 
@@ -853,6 +870,60 @@ class LedgerRepository:
             last = entries[-1]
             next_cursor = Cursor(last.updated_at, last.object_type, last.moment_id).encode()
         return entries, next_cursor
+
+    # --- the reconciliation (worker/ops/reconcile.py) ---------------------------------------
+
+    async def documents(self, org_id: str, from_date: str, to_date: str) -> list[dict[str, Any]]:
+        """The organization's invoices and credit notes with a document date from ``from_date``
+        to ``to_date`` (ISO dates, both included): the columns the reconciliation compares."""
+        t = self.table
+        query = (
+            select(*(t.c[name] for name in _DOCUMENT_READ))
+            .where(
+                t.c.org_id == org_id[:100],
+                t.c.object_type.in_(("invoice", "credit_note")),
+                t.c.document_date >= from_date,
+                t.c.document_date <= to_date,
+            )
+            .order_by(t.c.document_date, t.c.moment_number)
+        )
+        async with self._store.read() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def documents_by_number(
+        self, org_id: str, numbers: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The organization's invoices and credit notes with these Moment numbers (any date)."""
+        t = self.table
+        found: list[dict[str, Any]] = []
+        wanted = sorted(set(numbers))
+        for start in range(0, len(wanted), 500):
+            query = select(*(t.c[name] for name in _DOCUMENT_READ)).where(
+                t.c.org_id == org_id[:100],
+                t.c.object_type.in_(("invoice", "credit_note")),
+                func.upper(t.c.moment_number).in_(wanted[start : start + 500]),
+            )
+            async with self._store.read() as conn:
+                found.extend(dict(r._mapping) for r in (await conn.execute(query)).all())
+        return found
+
+    async def document_numbers(self, org_id: str, *, limit: int = 100_000) -> list[str]:
+        """Moment numbers of the organization's invoices and credit notes (newest first), the
+        sample the reconciliation learns the organization's number pattern from."""
+        t = self.table
+        query = (
+            select(t.c.moment_number)
+            .where(
+                t.c.org_id == org_id[:100],
+                t.c.object_type.in_(("invoice", "credit_note")),
+                t.c.moment_number.is_not(None),
+            )
+            .order_by(t.c.updated_at.desc())
+            .limit(limit)
+        )
+        async with self._store.read() as conn:
+            numbers: list[Any] = list((await conn.execute(query)).scalars())
+        return [str(n) for n in numbers]
 
     async def get(self, org_id: str, object_type: str, moment_id: str) -> LedgerEntry | None:
         t = self.table
