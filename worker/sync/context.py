@@ -101,17 +101,8 @@ class SyncContext:
         return config
 
     def connection(self, config: IntegrationConfig) -> BcConnection:
-        secret = config.client_secret
-        assert secret is not None, "a stored config always has its secret"
-        creds = BcCredentials(
-            tenant_id=config.tenant_id,
-            client_id=config.effective_client_id(self.settings),
-            client_secret=secret,
-            environment=config.environment,
-            company_name=config.company_name,
-        )
         # Its write calls become steps in the sync ledger's history of the object.
-        return RecordedConnection(self.hub, creds)
+        return RecordedConnection(self.hub, credentials_of(config, self.settings))
 
     async def facts(self, bc: BcConnection) -> CompanyFacts:
         """Company facts, cached per company for FACTS_TTL_S (4 reads, run concurrently)."""
@@ -185,6 +176,19 @@ class SyncContext:
         if self.emit is not None:
             event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bc-sync:{event.id}:exported"))
             await self.emit(f"bc.{object_type}.exported", event.org, data, event_id)
+
+
+def credentials_of(config: IntegrationConfig, settings: Settings) -> BcCredentials:
+    """The BC credentials of a stored config (its client id, else the setting's)."""
+    secret = config.client_secret
+    assert secret is not None, "a stored config always has its secret"
+    return BcCredentials(
+        tenant_id=config.tenant_id,
+        client_id=config.effective_client_id(settings),
+        client_secret=secret,
+        environment=config.environment,
+        company_name=config.company_name,
+    )
 
 
 def bc_failure(exc: BcError, subject: str, config: IntegrationConfig) -> Exception:
