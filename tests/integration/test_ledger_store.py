@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.exc import StatementError
+
 from tests.bench.ledger_log import ORG, measure, seed
 from worker.config.store import Store
 from worker.sync.ledger import Applied, LedgerRepository, LogFilters, order_key
