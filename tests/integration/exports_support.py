@@ -64,6 +64,20 @@ def config_body(emulator: EmulatorHandle, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def account_invoice(number: str, account: str, customer: str = "10000") -> dict[str, Any]:
+    """``moment.invoice.created`` data: one line on ``account``, project 4005, department 100."""
+    c = f.customer(customer)
+    line = {
+        "description": "Consulting",
+        "quantity": 2,
+        "unit_price": 500.0,
+        "account_number": account,
+        "vat_code": "25",
+        "project": f.project("4005", department="100", cust=c),
+    }
+    return {"invoice": f.invoice(number, cust=c, lines=[line])}
+
+
 class Tracker(Observer):
     """Outcomes per event id, as the consumers saw them (shared by every worker)."""
 
@@ -259,6 +273,14 @@ class Exports:
             "customer_posting_group": groups[1],
         }
         company = {"name": self.emulator.company_name, "customers": [customer]}
+        environment = {"name": self.emulator.environment, "companies": [company]}
+        await self.emulator.control.seed(
+            {"tenants": [{"id": self.emulator.tenant_id, "environments": [environment]}]}
+        )
+
+    async def add_gl_account(self, number: str) -> None:
+        """A G/L account the BC admin adds (a posting account of the demo company)."""
+        company = {"name": self.emulator.company_name, "gl_accounts": [{"number": number}]}
         environment = {"name": self.emulator.environment, "companies": [company]}
         await self.emulator.control.seed(
             {"tenants": [{"id": self.emulator.tenant_id, "environments": [environment]}]}

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from tests import factories as f
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.exports_support import ORG, Exports, open_exports
+from tests.integration.exports_support import ORG, Exports, account_invoice, open_exports
 from tests.integration.test_notify_support import make_service
 from worker.messaging import headers as H
 from worker.notify import NotificationRecorder, NotificationRepository
@@ -66,27 +66,6 @@ def healer(exports: Exports, **kw: Any) -> Healer:
     )
 
 
-def _invoice(number: str, account: str) -> dict[str, Any]:
-    c = f.customer("10000")
-    line = {
-        "description": "Consulting",
-        "quantity": 1,
-        "unit_price": 500.0,
-        "account_number": account,
-        "vat_code": "25",
-        "project": f.project("4005", department="100", cust=c),
-    }
-    return {"invoice": f.invoice(number, cust=c, lines=[line])}
-
-
-async def add_account(exports: Exports, number: str) -> None:
-    company = {"name": exports.emulator.company_name, "gl_accounts": [{"number": number}]}
-    environment = {"name": exports.emulator.environment, "companies": [company]}
-    await exports.emulator.control.seed(
-        {"tenants": [{"id": exports.emulator.tenant_id, "environments": [environment]}]}
-    )
-
-
 def mails(exports: Exports) -> list[str]:
     out = []
     for path in sorted(exports.settings.outbox_dir.glob("*.eml")):
@@ -107,7 +86,7 @@ async def peek_dead(exports: Exports) -> list[dlq.DeadLetter]:
 
 async def test_adding_the_missing_account_heals_the_dead_letter_once(harness: Exports) -> None:
     exports = harness
-    event_id = await exports.send("moment.invoice.created", _invoice("1866", "9999"))
+    event_id = await exports.send("moment.invoice.created", account_invoice("1866", "9999"))
     assert await exports.done(event_id) == ["dead_lettered"]
     [letter] = await peek_dead(exports)
     assert letter.headers[H.MISSING] == [{"kind": "gl_account", "value": "9999"}]
@@ -124,7 +103,7 @@ async def test_adding_the_missing_account_heals_the_dead_letter_once(harness: Ex
         await asyncio.sleep(1.0)  # a few probe rounds: the account is still missing
         assert await exports.dead_count() == 1
         assert healed("probe") == before
-        await add_account(exports, "9999")  # the admin adds it in BC; nobody runs a replay
+        await exports.add_gl_account("9999")  # the admin adds it in BC; nobody runs a replay
         posted = await exports.posted("1866", timeout=15)
         assert await exports.done(event_id, 2) == ["dead_lettered", "succeeded"]
         await asyncio.sleep(1.0)  # more rounds: nothing left to heal, nothing sent twice
@@ -183,7 +162,7 @@ async def test_a_heal_that_fails_again_waits_until_the_cause_looked_fixed_again(
     harness: Exports,
 ) -> None:
     exports = harness
-    event_id = await exports.send("moment.invoice.created", _invoice("1867", "9998"))
+    event_id = await exports.send("moment.invoice.created", account_invoice("1867", "9998"))
     assert await exports.done(event_id) == ["dead_lettered"]
     service = healer(exports)
     [missing] = await service.probe_once()
@@ -203,7 +182,7 @@ async def test_a_heal_that_fails_again_waits_until_the_cause_looked_fixed_again(
 
     # The account exists now, but a heal already failed with it present: no replay, round
     # after round (no loop).
-    await add_account(exports, "9998")
+    await exports.add_gl_account("9998")
     for _ in range(2):
         [present] = await service.probe_once()
         assert present.checked == {"gl_account::9998": True}
@@ -215,7 +194,7 @@ async def test_a_heal_that_fails_again_waits_until_the_cause_looked_fixed_again(
     await asyncio.sleep(1.1)  # past the heal mark
     [gone] = await service.probe_once()
     assert (gone.checked, gone.replayed) == ({"gl_account::9998": False}, 0)
-    await add_account(exports, "9998")
+    await exports.add_gl_account("9998")
     [back] = await service.probe_once()
     assert back.replayed == 1
     assert await exports.done(event_id, 3) == ["dead_lettered", "dead_lettered", "succeeded"]

@@ -12,8 +12,12 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from tests import factories as f
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.integration.exports_support import (  # noqa: F401
+    ORG,
+    Exports,
+    account_invoice,
+    exports_fixture,
+)
 from worker.api import config_routes, objects_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.cli import build_parser
@@ -24,24 +28,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BASE = "/v1/organizations/{org}/integrations/business-central/objects"
 
 
-def _invoice(number: str, account: str) -> dict[str, Any]:
-    c = f.customer("10000")
-    line = {
-        "description": "Consulting",
-        "quantity": 2,
-        "unit_price": 1000.0,
-        "account_number": account,
-        "vat_code": "25",
-        "project": f.project("4005", department="100", cust=c),
-    }
-    return {"invoice": f.invoice(number, cust=c, lines=[line])}
-
-
 @pytest.fixture
 async def exported(exports: Exports) -> Exports:
     """A posted invoice (1864) and one dead-lettered for a missing G/L account (1866)."""
-    good = await exports.send("moment.invoice.created", _invoice("1864", "3010"))
-    bad = await exports.send("moment.invoice.created", _invoice("1866", "9999"))
+    good = await exports.send("moment.invoice.created", account_invoice("1864", "3010"))
+    bad = await exports.send("moment.invoice.created", account_invoice("1866", "9999"))
     assert await exports.done(good) == ["succeeded"]
     assert await exports.done(bad) == ["dead_lettered"]
     await exports.runtime.ledger.flush()

@@ -13,7 +13,12 @@ import pytest
 
 from tests import factories as f
 from tests.amqp_support import Got, drain
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.integration.exports_support import (  # noqa: F401
+    ORG,
+    Exports,
+    account_invoice,
+    exports_fixture,
+)
 from worker.events.envelope import parse
 from worker.events.handlers import Outcome
 from worker.events.models import OUTGOING, SyncStatusData
@@ -47,25 +52,12 @@ async def statuses(exports: Exports, queue: str, *, settle: float = 0.5) -> list
     return out
 
 
-def _invoice(number: str, account: str) -> dict[str, Any]:
-    c = f.customer("10000")
-    line = {
-        "description": "Consulting",
-        "quantity": 1,
-        "unit_price": 100.0,
-        "account_number": account,
-        "vat_code": "25",
-        "project": f.project("4005", department="100", cust=c),
-    }
-    return {"invoice": f.invoice(number, cust=c, lines=[line])}
-
-
 async def test_failed_then_synced_again_one_event_each(exports: Exports, status_queue: str) -> None:
     first = await exports.send("moment.customer.created", {"customer": f.customer("62001")})
     assert await exports.done(first) == ["succeeded"]
     assert await statuses(exports, status_queue) == []  # a first success is not a change
 
-    bad = await exports.send("moment.invoice.created", _invoice("7101", "9999"))
+    bad = await exports.send("moment.invoice.created", account_invoice("7101", "9999"))
     assert await exports.done(bad) == ["dead_lettered"]
     [failed] = await statuses(exports, status_queue)
     assert (failed["object_type"], failed["moment_id"], failed["moment_number"]) == (
@@ -86,26 +78,7 @@ async def test_failed_then_synced_again_one_event_each(exports: Exports, status_
     assert await statuses(exports, status_queue) == []
 
     # The account exists now: the replay posts it, and Moment hears "synced" once.
-    await exports.emulator.control.seed(
-        {
-            "tenants": [
-                {
-                    "id": exports.emulator.tenant_id,
-                    "environments": [
-                        {
-                            "name": exports.emulator.environment,
-                            "companies": [
-                                {
-                                    "name": exports.emulator.company_name,
-                                    "gl_accounts": [{"number": "9999", "name": "Ny intäkt"}],
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ]
-        }
-    )
+    await exports.add_gl_account("9999")
     await dlq.replay(exports.settings, dlq.Filters(ids=frozenset({bad})), actor="test")
     assert await exports.done(bad, 3) == ["dead_lettered", "dead_lettered", "succeeded"]
     posted = await exports.posted("7101")
@@ -127,7 +100,7 @@ async def test_waiting_is_announced_once(exports: Exports, status_queue: str) ->
         return waiting
 
     guarded = ledger.guard(handler, exports.runtime.configs)
-    body = f.body("moment.invoice.created", _invoice("7102", "3010"))
+    body = f.body("moment.invoice.created", account_invoice("7102", "3010"))
     event = parse(body)
     assert await guarded(event) is waiting
     assert await guarded(event) is waiting

@@ -4,7 +4,10 @@ fast on an organization with 100,000 objects."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import StatementError
 
 from tests.bench.ledger_log import ORG, measure, seed
 from worker.store import Store
@@ -118,3 +121,32 @@ async def test_the_log_is_fast_on_100000_objects(store: Store) -> None:
     assert [e.updated_at for e in page] == sorted((e.updated_at for e in page), reverse=True)
     [one] = (await repo.page(ORG, LogFilters(number="150000")))[0]
     assert (one.moment_id, one.org_id) == ("i-50000", ORG)
+
+
+async def test_concurrent_writes_share_transactions_and_one_bad_one_fails_alone(
+    store: Store,
+) -> None:
+    repo = LedgerRepository(store)
+    keys = [f"c-{i}" for i in range(20)]
+
+    async def one(moment_id: str) -> tuple[bool, bool, bool]:
+        result = await repo.claim(
+            "org-g",
+            "customer",
+            moment_id,
+            moment_number=moment_id,
+            key=order_key(T0, None, f"e-{moment_id}"),
+            event_id=f"e-{moment_id}",
+            attempt=1,
+            owner="w1",
+            ttl_s=60,
+            now=T0,
+        )
+        return result.acquired, result.superseded, result.newest
+
+    bad = repo._writes.run(repo._sql.claim, {"org_id": "org-g"}, returning=True)
+    results = await asyncio.gather(bad, *(one(k) for k in keys), return_exceptions=True)
+    assert isinstance(results[0], StatementError)
+    assert results[1:] == [(True, False, True)] * len(keys)
+    for k in keys:
+        assert (await repo.get("org-g", "customer", k)) is not None

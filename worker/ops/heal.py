@@ -66,6 +66,7 @@ from worker.store import Store, integration_configs
 from worker.store.config_cache import ConfigCache
 from worker.store.leases import Leases
 from worker.store.migrations import UtcDateTime, metadata
+from worker.sync.context import credentials_of
 
 log = structlog.get_logger(__name__)
 
@@ -225,10 +226,14 @@ class HealState:
             rows = await conn.execute(select(t.c.org_id, t.c.config_version))
             return {r.org_id: int(r.config_version) for r in rows}
 
-    async def first_seen(self, org_id: str, version: int, now: datetime) -> None:
-        stmt = self._insert(heal_orgs).values(org_id=org_id, config_version=version, seen_at=now)
+    async def first_seen(self, versions: Mapping[str, int], now: datetime) -> None:
+        """Organizations seen for the first time: remember their versions, replay nothing."""
+        if not versions:
+            return
+        stmt = self._insert(heal_orgs).on_conflict_do_nothing(index_elements=["org_id"])
+        rows = [{"org_id": o, "config_version": v, "seen_at": now} for o, v in versions.items()]
         async with self._store.write() as conn:
-            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["org_id"]))
+            await conn.execute(stmt, rows)
 
     async def advance(self, org_id: str, old: int, new: int, now: datetime) -> bool:
         """Compare-and-set: True for the one process that moves ``old`` to ``new``."""
@@ -415,12 +420,14 @@ class Healer:
         current = await self.state.config_versions()
         seen = await self.state.seen_versions()
         replayed = 0
+        await self.state.first_seen({o: v for o, v in current.items() if o not in seen}, now)
         for org, version in sorted(current.items()):
             before = seen.get(org)
-            if before is None:
-                await self.state.first_seen(org, version, now)
-                continue
-            if before == version or not await self.state.advance(org, before, version, now):
+            if (
+                before is None
+                or before == version
+                or not await self.state.advance(org, before, version, now)
+            ):
                 continue
             self.configs.invalidate(org)
             letters = [
@@ -517,16 +524,7 @@ class Healer:
             result.replayed = await self._replay(org, due, reason, "probe")
 
     def _connection(self, config: IntegrationConfig) -> BcConnection:
-        secret = config.client_secret
-        assert secret is not None, "a stored config always has its secret"
-        credentials = self.hub.credentials(
-            tenant_id=config.tenant_id,
-            client_id=config.effective_client_id(self.settings),
-            client_secret=secret,
-            environment=config.environment,
-            company_name=config.company_name,
-        )
-        return self.hub.connection(credentials)
+        return self.hub.connection(credentials_of(config, self.settings))
 
     # --- the dead-letter queue -----------------------------------------------------------------
 
