@@ -10,9 +10,13 @@ of number and a Moment invoice outside the period leave no row.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
+import os
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from worker.api import config_routes, reconcile_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.cli import build_parser
 from worker.ops.reconcile import CSV_COLUMNS, Reconciler
+from worker.sync.ledger import sync_ledger
 
 INVOICE_CREATED = "moment.invoice.created"
 CUSTOMER = f.customer("10000")
@@ -265,3 +270,99 @@ async def test_the_api_route_answers_the_same_report(api: str) -> None:
     assert classes["1866"] == "missing_in_bc" and classes["1899"] == "unknown_in_bc"
     assert classes["1868"] == "duplicated_in_bc" and classes["1864"] == "matched"
     assert report["summary"]["different"]["count"] == 1
+
+
+# --- a period of 5,000 invoices --------------------------------------------------------------
+
+BENCH_INVOICES = int(os.environ.get("BC_SYNC_RECONCILE_BENCH_INVOICES", "5000"))
+
+
+async def _seed_ledger(exports: Exports, numbers: list[str]) -> None:
+    """Ledger rows as the worker leaves them after exporting these invoices (one statement)."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "org_id": ORG,
+            "moment_id": f"i-{n}",
+            "object_type": "invoice",
+            "moment_number": n,
+            "state": "synced",
+            "attempts": 1,
+            "created_at": now,
+            "updated_at": now,
+            "document_date": f"2026-11-{1 + i % 28:02d}",
+            "customer_number": "10000",
+            "currency_code": "SEK",
+            "total_excluding_tax": "100.00",
+            "total_including_tax": "125.00",
+        }
+        for i, n in enumerate(numbers)
+    ]
+    async with exports.runtime.store.write() as conn:
+        await conn.execute(sync_ledger.insert(), rows)
+
+
+@pytest.mark.slow
+async def test_a_period_of_5000_invoices_finishes_in_minutes(exports: Exports) -> None:
+    """5,000 posted invoices (and their ledger rows): every one read in pages of 1,000, the few
+    that differ found. Prints the time and the BC requests (README, Reconciliation)."""
+    n = BENCH_INVOICES
+    numbers = [str(500000 + i) for i in range(n)]
+    missing = set(numbers[:3])  # in the ledger, never posted
+    unknown = [str(900000 + i) for i in range(2)]  # posted by hand, Moment-looking
+    emulator = exports.emulator
+    gate = asyncio.Semaphore(8)
+
+    async def post(number: str, i: int) -> None:
+        async with gate:
+            await emulator.control.add_sales_invoice(
+                {
+                    "customerNumber": "10000",
+                    "externalDocumentNumber": number,
+                    "invoiceDate": f"2026-11-{1 + i % 28:02d}",
+                    "postingDate": f"2026-11-{1 + i % 28:02d}",
+                    "salesInvoiceLines": [
+                        {
+                            "lineType": "Account",
+                            "lineObjectNumber": "3010",
+                            "quantity": 1,
+                            "unitPrice": 100,
+                        }
+                    ],
+                },
+                at=emulator.company_ref,
+            )
+
+    started = time.monotonic()
+    await asyncio.gather(
+        *(post(x, i) for i, x in enumerate(numbers) if x not in missing),
+        *(post(x, 0) for x in unknown),
+    )
+    await _seed_ledger(exports, numbers)
+    seeded_s = time.monotonic() - started
+
+    await emulator.control.clear_requests()
+    runtime = exports.runtime
+    reconciler = Reconciler.with_hub(exports.settings, runtime.store, runtime.configs, runtime.hub)
+    started = time.monotonic()
+    report = await reconciler.run(ORG, (date(2026, 11, 1), date(2026, 11, 30)))
+    took_s = time.monotonic() - started
+    seen = [r for r in await emulator.control.requests() if "/companies(" in str(r["path"])]
+
+    summary = report.summary()
+    assert summary["matched"]["count"] == n - len(missing)
+    assert summary["missing_in_bc"]["count"] == len(missing)
+    assert summary["unknown_in_bc"]["count"] == len(unknown)
+    assert summary["matched"]["currencies"]["SEK"]["total_excluding_tax"] == (
+        f"{(n - len(missing)) * 100}.00"
+    )
+    pages = -(-(n - len(missing) + len(unknown)) // 1000)
+    # Invoice pages, one credit memo page, one lookup by number, the LCY code.
+    assert report.bc_requests == len(seen) == pages + 3
+    assert {r["method"] for r in seen} == {"GET"}
+    assert took_s < 180
+    print(
+        f"\nreconcile bench: {n} invoices, seeded in {seeded_s:.1f} s; reconciled in "
+        f"{took_s:.2f} s with {report.bc_requests} BC requests ({report.bc_documents_read} "
+        "documents read)"
+    )
