@@ -130,6 +130,17 @@ def test_summary_counts_and_sums_per_class_and_currency() -> None:
     assert summary["unknown_in_bc"]["currencies"]["SEK"]["total_including_tax"] == "3.75"
 
 
+def test_summary_is_net_credit_notes_count_negative() -> None:
+    rows = classify(
+        [_moment("1", "10.00"), _moment("K-1", "4.00", type="credit_note")],
+        [_bc("1", "10.00"), _bc("K-1", "4.00", type_="credit_note")],
+        pattern=NumberPattern.learn([]),
+        period=PERIOD,
+    )
+    sek = summarize(rows)["matched"]["currencies"]["SEK"]
+    assert (sek["invoices"], sek["credit_notes"], sek["total_excluding_tax"]) == (1, 1, "6.00")
+
+
 @pytest.mark.parametrize(
     ("start", "end", "field"),
     [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from worker.app import bc_hub
@@ -48,9 +48,11 @@ ROW_COLUMNS: tuple[tuple[str, str, int], ...] = (
 SUMMARY_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("CLASS", "class", 16),
     ("COUNT", "count", 6),
+    ("INVOICES", "invoices", 8),
+    ("CREDIT NOTES", "credit_notes", 12),
     ("CUR", "currency", 4),
-    ("TOTAL EXCL TAX", "excl", 16),
-    ("TOTAL INCL TAX", "incl", 16),
+    ("NET EXCL TAX", "excl", 16),
+    ("NET INCL TAX", "incl", 16),
 )
 
 
@@ -76,14 +78,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def render_summary(report: Report) -> str:
-    """The ten-second view: one line per class and currency."""
-    summary = report.summary()
+def render_summary(report: Mapping[str, Any]) -> str:
+    """The ten-second view of a report (``Report.to_dict()``, or the API's answer): one line
+    per class and currency."""
+    summary = report["summary"]
     lines = [
-        f"Reconciliation of {report.org} ({report.company}) "
-        f"{report.period[0]} .. {report.period[1]}: "
-        f"{len(report.rows)} rows, {report.bc_documents_read} BC documents read in "
-        f"{report.bc_requests} BC requests"
+        f"Reconciliation of {report['organization']} ({report['company']}) "
+        f"{report['from']} .. {report['to']}: "
+        f"{len(report['rows'])} rows, {report['bc_documents_read']} BC documents read in "
+        f"{report['bc_requests']} BC requests"
     ]
     rows: list[dict[str, Any]] = []
     for cls in CLASSES:
@@ -95,6 +98,8 @@ def render_summary(report: Report) -> str:
                 {
                     "class": cls,
                     "count": c["count"],
+                    "invoices": c["invoices"],
+                    "credit_notes": c["credit_notes"],
                     "currency": code,
                     "excl": c["total_excluding_tax"],
                     "incl": c["total_including_tax"],
@@ -203,10 +208,10 @@ def _print(report: Report, args: argparse.Namespace) -> None:
             return
         with open(args.csv, "w", newline="", encoding="utf-8") as out:
             write_csv(report, out)
-        print(render_summary(report))
+        print(render_summary(report.to_dict()))
         print(f"{len(report.rows)} rows written to {args.csv}")
         return
-    print(render_summary(report))
+    print(render_summary(report.to_dict()))
     print()
     print(render_rows(report))
 

@@ -358,8 +358,9 @@ def classify(
 
 
 def summarize(rows: Sequence[Row]) -> dict[str, Any]:
-    """Counts and sums per class and currency: Moment's totals where Moment sent the document,
-    BC's for ``unknown_in_bc``; a total including tax only over the rows that have one."""
+    """Counts and sums per class and currency, net as in the books: a credit note counts
+    negative. Moment's totals where Moment sent the document, BC's for ``unknown_in_bc``; the
+    total including tax only over the rows that have one."""
     out: dict[str, Any] = {}
     for cls in CLASSES:
         mine = [r for r in rows if r.cls == cls]
@@ -367,23 +368,31 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
         for r in mine:
             if r.moment is not None:
                 excl, incl = r.moment.total_excluding_tax, r.moment.total_including_tax
-                if cls == "duplicated_in_bc" or excl is None:
-                    excl = excl if excl is not None else r.bc_total("excluding")
+                if excl is None:
+                    excl = r.bc_total("excluding")
             else:
                 excl, incl = r.bc_total("excluding"), r.bc_total("including")
+            sign = -1 if r.type == "credit_note" else 1
             c = currencies.setdefault(
                 r.currency or "?",
-                {"count": 0, "total_excluding_tax": Decimal(0), "total_including_tax": None},
+                {
+                    "count": 0,
+                    "invoices": 0,
+                    "credit_notes": 0,
+                    "total_excluding_tax": Decimal(0),
+                    "total_including_tax": None,
+                },
             )
             c["count"] += 1
-            c["total_excluding_tax"] += excl or Decimal(0)
+            c["credit_notes" if sign < 0 else "invoices"] += 1
+            c["total_excluding_tax"] += sign * (excl or Decimal(0))
             if incl is not None:
-                c["total_including_tax"] = (c["total_including_tax"] or Decimal(0)) + incl
+                c["total_including_tax"] = (c["total_including_tax"] or Decimal(0)) + sign * incl
         out[cls] = {
             "count": len(mine),
             "currencies": {
                 code: {
-                    "count": c["count"],
+                    **c,
                     "total_excluding_tax": _text(c["total_excluding_tax"]),
                     "total_including_tax": _text(c["total_including_tax"]),
                 }
