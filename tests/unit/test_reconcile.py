@@ -153,3 +153,12 @@ def test_bad_periods(start: str | None, end: str, field: str) -> None:
     with pytest.raises(ReconcileError) as caught:
         parse_period(start, end)
     assert caught.value.field == field
+
+
+def test_a_document_the_ledger_does_not_call_synced_is_different() -> None:
+    """A released, unposted BC invoice shows status Open like a posted one: the ledger's
+    state (waiting) and BC number (the draft's) tell it apart."""
+    moment = _moment("1864", state="waiting", bc_number="S-INV1")
+    [row] = classify([moment], [_bc("1864")], pattern=NumberPattern.learn([]), period=PERIOD)
+    assert row.cls == "different"
+    assert row.differences == ["bc_number", "ledger_state"]

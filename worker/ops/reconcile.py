@@ -12,7 +12,8 @@ row has a ``class``:
   state and last error say why);
 - ``duplicated_in_bc``: BC holds two or more posted documents for one Moment number;
 - ``different``: in both, but the totals (excluding or including tax), the customer or the
-  posting date differ (``differences`` names which);
+  posting date differ, or BC's document is not the one the ledger recorded, or the ledger does
+  not call the document synced (``differences`` names which);
 - ``unknown_in_bc``: a BC document whose external document number looks like the
   organization's Moment numbers (:class:`NumberPattern`) but that Moment never sent;
 - ``matched``: in both and equal.
@@ -292,6 +293,12 @@ def compare(moment: MomentDocument, bc: PostedDocument, period: tuple[date, date
         and moment.customer_number.upper() != bc.customer_number.strip().upper()
     ):
         differences.append("customer")
+    if moment.bc_number and moment.bc_number.upper() != bc.number.strip().upper():
+        differences.append("bc_number")  # BC holds another document than the one exported
+    if moment.state != "synced":
+        # BC shows a document the ledger does not call synced: e.g. a released, unposted
+        # invoice (status Open, like a posted one: bc-api.md Corrections 4) still waiting.
+        differences.append("ledger_state")
     if (bc.posting_date is not None and not (period[0] <= bc.posting_date <= period[1])) or (
         moment.document_date
         and bc.posting_date is not None
