@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from tests import factories as f
 from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.integration.test_payments_cli import bc_sync, printed_json
 from worker.api import config_routes, reconcile_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.cli import build_parser
@@ -369,3 +370,24 @@ async def test_a_period_of_5000_invoices_finishes_in_minutes(exports: Exports) -
         f"{took_s:.2f} s with {report.bc_requests} BC requests ({report.bc_documents_read} "
         "documents read)"
     )
+
+
+async def test_bc_sync_reconcile_as_an_operator_runs_it(period: Exports, tmp_path: Path) -> None:
+    """The real ``bc-sync`` entry point in its own process: the summary first, the rows, exit
+    code 1 (rows need a look); nothing on stderr but the log (stderr is not a terminal: no
+    progress line)."""
+    done = await bc_sync(period, tmp_path, "reconcile", ORG, *PERIOD)
+    assert done.returncode == 1, done.stderr
+    out = done.stdout
+    assert "reading Business Central" not in done.stderr
+    assert out.index("Reconciliation of ") < out.index("MOMENT NO")
+    assert "duplicated_in_bc  1" in out and "unknown_in_bc     1" in out
+    json_run = await bc_sync(period, tmp_path, "reconcile", ORG, *PERIOD, "--json")
+    report = printed_json(json_run.stdout)
+    assert {r["class"] for r in report["rows"]} == {
+        "matched",
+        "missing_in_bc",
+        "duplicated_in_bc",
+        "different",
+        "unknown_in_bc",
+    }
