@@ -44,8 +44,12 @@ from worker.notify import (
     NotificationRepository,
     digest_status,
 )
+from worker.notify.retention import Retention
 from worker.ops.dlq import DeadLetters
+from worker.ops.heal import Healer
 from worker.ops.health import readiness_checks
+from worker.ops.integration_log import IntegrationLog
+from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 from worker.setup.service import ConfigService
@@ -53,9 +57,11 @@ from worker.store import ConfigCache, Leases, Store, iso
 from worker.sync import registry
 from worker.sync.context import SyncContext
 from worker.sync.expenses import ExpenseState, PollState
+from worker.sync.ledger import LedgerRepository
 from worker.sync.payments import PaymentPoller, PaymentState
 from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver, SuccessBuffer
+from worker.sync.tracking import Ledger
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +114,7 @@ class Runtime:
     publisher: Publisher
     leases: Leases
     successes: SuccessBuffer
+    ledger: Ledger
     observers: list[Observer] = field(default_factory=list)
     name: str = "runtime"
 
@@ -128,7 +135,7 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
-        return cls(
+        runtime = cls(
             settings=settings,
             store=store,
             configs=ConfigCache(store),
@@ -137,7 +144,11 @@ class Runtime:
             publisher=Publisher(connection, settings.exchange),
             leases=Leases(store),
             successes=SuccessBuffer(store.sync_outcomes),
+            ledger=Ledger(LedgerRepository(store)),
         )
+        runtime.ledger.emit = runtime.emit  # bc.sync.status
+        runtime.observers.append(runtime.ledger.observer)
+        return runtime
 
     async def emit(self, type_: str, org: str, data: Model, event_id: str) -> None:
         """Publish an outgoing event for Moment, confirmed by the broker."""
@@ -154,13 +165,16 @@ class Runtime:
             outcomes=self.successes,
             emit=self.emit,
             exports=PaymentState(self.store),
+            ledger=self.ledger,
         )
 
     async def start(self) -> None:
         await self.successes.start()
+        await self.ledger.start()
 
     async def stop(self) -> None:
         await self.successes.stop()  # after the consumer drained (services stop in reverse)
+        await self.ledger.stop()
         await self.publisher.close()
         await self.connection.close()
         await self.hub.close()
@@ -218,6 +232,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
     if "poll" in roles:
         services.append(ExpensePoller.from_runtime(runtime))
         services.append(PaymentPoller.from_runtime(runtime))
+        services.append(_healer(runtime))  # dead letters that heal themselves
     if "notify" in roles:
         services.append(
             DigestService(
@@ -228,6 +243,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
                 publisher=runtime.publisher,
             )
         )
+        services.append(Retention(settings, runtime.store, runtime.leases))  # prune by age
     readiness = readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store))
     if "api" in roles:
         dead_letters = DeadLetters(settings, runtime.connection, lock_wait=DLQ_LOCK_WAIT_S)
@@ -241,6 +257,8 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
             dead_letter_counts=sampler.counts,
             status_sections=_status_sections(runtime.store, settings),
             readiness=readiness,
+            integration_log=IntegrationLog(runtime.store),
+            reconciler=Reconciler.with_hub(settings, runtime.store, runtime.configs, runtime.hub),
         )
         services.append(sampler)
         # New route modules go into ROUTES: the OpenAPI document is generated from that list.
@@ -249,6 +267,17 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
         app = create_app(ApiContext(settings, readiness=readiness))
     services.append(ApiServer(app, settings.http_host, settings.http_port))
     return services
+
+
+def _healer(runtime: Runtime) -> Healer:
+    return Healer(
+        runtime.settings,
+        runtime.store,
+        runtime.configs,
+        runtime.hub,
+        runtime.leases,
+        connection=runtime.connection,
+    )
 
 
 def _pinger(store: Store) -> Any:

@@ -7,6 +7,7 @@ then a hop on the retry ladder; anything else → treated as transient (never lo
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -220,6 +221,7 @@ class HandlerError(Exception):
         bc_status: int | None = None,
         bc_code: str | None = None,
         subject: str | None = None,
+        missing: Sequence[Mapping[str, str]] = (),
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -227,6 +229,9 @@ class HandlerError(Exception):
         self.bc_status = bc_status
         self.bc_code = bc_code
         self.subject = subject  # the object concerned, e.g. "invoice 1864"
+        # What BC lacks, for the healer to look for: {"kind": "gl_account", "value": "9999"}
+        # (kinds: see worker.ops.heal.FACT_KINDS; a dimension value also has "dimension").
+        self.missing = tuple(dict(m) for m in missing)
 
 
 class InvalidEvent(HandlerError):

@@ -36,7 +36,8 @@ EVENTS_CONSUMED = Counter(
 )
 EVENTS_HANDLED = Counter(
     "bcsync_events_handled_total",
-    "Outcome of one delivery: succeeded, skipped, waiting, retried, dead_lettered, requeued.",
+    "Outcome of one delivery: succeeded, skipped, waiting, superseded, retried, dead_lettered, "
+    "requeued.",
     ["type", "outcome"],
 )
 HANDLER_SECONDS = Histogram(
@@ -61,6 +62,22 @@ SKIPPED = Counter(
     "bcsync_events_skipped_total",
     "Events acked without work: no configuration, or the object type switched off.",
     ["type", "reason"],
+)
+SUPERSEDED = Counter(
+    "bcsync_events_superseded_total",
+    "Events acked without work because a newer change of the object is already in BC.",
+    ["type"],
+)
+STATUS_EVENTS = Counter(
+    "bcsync_status_events_total", "bc.sync.status events published, by new state.", ["state"]
+)
+HEALED = Counter(
+    "bcsync_dead_letters_healed_total",
+    "Dead letters replayed automatically because their cause looks fixed, by trigger.",
+    ["trigger"],
+)
+PRUNED = Counter(
+    "bcsync_retention_pruned_total", "Rows deleted by the retention job, by table.", ["table"]
 )
 
 BC_REQUESTS = Histogram(

@@ -46,7 +46,7 @@ def case(name: str, **spec: Any) -> None:
 
 
 def env(type_: str, payload: dict[str, Any], name: str, **over: Any) -> dict[str, Any]:
-    e = f.envelope(type_, payload, org=ORG, id_=name)
+    e = f.envelope(type_, payload, org=ORG, id_=name, time="2026-11-25T10:00:00Z")
     e.update(over)
     return e
 

@@ -105,10 +105,19 @@ async def main() -> int:
 async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
     # Imported here so that a missing broker is reported before the heavier imports.
     from tests.demo.summary import Observed, expected_expenses, print_summary, read_mail
-    from tests.demo.world import ORG, config_body, event_body, sample_events
+    from tests.demo.world import (
+        ORG,
+        PAID_AMOUNT,
+        PAID_INVOICE,
+        PERIOD,
+        config_body,
+        event_body,
+        sample_events,
+    )
     from tests.emulator.seed import DEMO, demo_seed
     from tests.emulator.server import CompanyRef, EmulatorServer
     from worker.app import build_services
+    from worker.cli.reconcile import render_summary
     from worker.events.envelope import CONTENT_TYPE
     from worker.ops.dlq import list_dead_letters
     from worker.runtime import Service
@@ -135,6 +144,7 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
             outbox_dir=work / "outbox",
             retry_delays="1,2",
             poll_interval_s=2,
+            payments_interval_s=1,
             digest_first_delay_s=2,
             shutdown_grace_s=5,
             demo=True,
@@ -226,8 +236,55 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
             dead = await list_dead_letters(settings, connection=connection)
             after = await emulator.control.company_state(ref)
             print_summary(before, after, observed, dead, read_mail(settings.outbox_dir))
+
+            # A payment arrives in BC: the payment import (poll role) tells Moment.
+            exported = next(
+                d
+                for d in observed.of("bc.invoice.exported")
+                if d.get("moment_number") == PAID_INVOICE
+            )
+            payment_events = ("bc.invoice.paid", "bc.invoice.payment_updated")
+
+            def payments_seen() -> int:
+                return sum(observed.counts()[t] for t in payment_events)
+
+            seen = payments_seen()
+            await emulator.control.pay_invoice(exported["bc_id"], PAID_AMOUNT, at=ref)
+            print(
+                f"\n== A payment of {PAID_AMOUNT} {exported.get('currency_code')} on invoice "
+                f"{exported['bc_number']} (Moment {PAID_INVOICE}) is posted in BC =="
+            )
+
+            async def paid_seen() -> bool:
+                if payments_seen() <= seen:
+                    return False
+                latest = observed.latest(payment_events)
+                return latest is not None and float(
+                    latest[1].get("paid_amount", latest[1].get("amount", 0))
+                ) >= float(PAID_AMOUNT)
+
+            paid = await _wait_for(paid_seen, 15)
+            latest = observed.latest(payment_events)
+            if paid and latest is not None:
+                print(f"  Moment receives: {latest[0]}")
+                for key, value in latest[1].items():
+                    print(f"    {key}: {value}")
+            else:
+                print("  demo: no payment event within 15 s")
+
+            reconcile_url = f"{url}/reconciliation"
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+                params = {"from": PERIOD[0], "to": PERIOD[1]}
+                async with http.get(reconcile_url, params=params) as resp:
+                    report = await resp.json()
+            print(f"\n== GET {reconcile_url.removeprefix(api)}?from={PERIOD[0]}&to={PERIOD[1]} ==")
+            print(render_summary(report))
+            for row in report["rows"]:
+                if row["class"] != "matched":
+                    error = row.get("ledger_error_code") or ", ".join(row["differences"])
+                    print(f"  {row['class']}: {row['type']} {row['moment_number']} ({error})")
             await channel.close()
-            return 0 if complete else 1
+            return 0 if complete and paid else 1
         finally:
             for service in reversed(running):
                 try:

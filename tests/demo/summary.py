@@ -36,6 +36,11 @@ class Observed:
     def of(self, type_: str) -> list[dict[str, Any]]:
         return [data for t, data in self.events if t == type_]
 
+    def latest(self, types: tuple[str, ...]) -> tuple[str, dict[str, Any]] | None:
+        """The last event received of one of these types: (type, data)."""
+        found = [(t, d) for t, d in self.events if t in types]
+        return found[-1] if found else None
+
     def counts(self) -> Counter[str]:
         return Counter(t for t, _ in self.events)
 

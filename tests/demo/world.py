@@ -9,12 +9,21 @@ from tests import factories as f
 ORG = "demo-org"
 MAIL_TO = "ekonomi@cronus.example"
 USER_ID = "moment-user-1001"
+# The month the demo's invoices are dated in (tests/factories.py: 2026-11-20): reconciled.
+PERIOD = ("2026-11-01", "2026-11-30")
+PAID_INVOICE = "1864"  # paid in part in BC during the demo
+PAID_AMOUNT = 5000
 
 
 def config_body(*, with_secret: bool = True) -> dict[str, Any]:
     """The dialog's fields as Moment sends them; without the secret a save keeps the stored one."""
     # The company name as users paste it from a BC URL: stored decoded, "CRONUS Sverige AB".
-    body = f.dialog(notification_recipients=[{"email": MAIL_TO}, {"user_id": USER_ID}], notes=None)
+    body = f.dialog(
+        notification_recipients=[{"email": MAIL_TO}, {"user_id": USER_ID}],
+        notes=None,
+        import_payments=True,
+        payments_from_date=PERIOD[0],
+    )
     if not with_secret:
         del body["client_secret"]
     return body

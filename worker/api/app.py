@@ -26,6 +26,8 @@ from worker.config.model import ConfigValidationError, FieldError
 from worker.config.settings import Settings, SettingsError
 from worker.ops.dlq import DeadLetters, DlqBusy, DlqError, FilterError
 from worker.ops.health import ReadinessCheck
+from worker.ops.integration_log import IntegrationLog
+from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterCounts
 from worker.setup.service import ConfigService
 from worker.setup.verify import BcUnreachable
@@ -56,6 +58,8 @@ class ApiContext:
     dead_letter_counts: DeadLetterCounts | None = None
     status_sections: dict[str, StatusSection] = field(default_factory=dict)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    integration_log: IntegrationLog | None = None
+    reconciler: Reconciler | None = None
 
     def __post_init__(self) -> None:
         if self.dead_letters is None:
@@ -67,6 +71,16 @@ class ApiContext:
         if self.config is None:
             raise ServiceUnavailable("the configuration store is not available in this process")
         return self.config
+
+    def log(self) -> IntegrationLog:
+        if self.integration_log is None:
+            raise ServiceUnavailable("the integration log is not available in this process")
+        return self.integration_log
+
+    def reconciliation(self) -> Reconciler:
+        if self.reconciler is None:
+            raise ServiceUnavailable("the reconciliation is not available in this process")
+        return self.reconciler
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.api import config_routes, openapi, ops_routes
+from worker.api import config_routes, objects_routes, openapi, ops_routes, reconcile_routes
 from worker.api.app import add_core_routes
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -25,6 +25,8 @@ FILE_NAME = "openapi.json"
 ROUTES: tuple[Callable[[web.Application], None], ...] = (
     ops_routes.add_routes,
     config_routes.add_routes,
+    objects_routes.add_routes,
+    reconcile_routes.add_routes,
 )
 
 

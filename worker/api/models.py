@@ -63,6 +63,8 @@ ErrorCode = Literal[
     "unavailable",
     "unreadable",
     "bc_unreachable",
+    "bc_error",
+    "not_configured",
     "internal error",
 ]
 

@@ -32,6 +32,8 @@ from worker.bc.errors import (
 )
 from worker.bc.http import ClientOptions, Principal, Transport
 from worker.bc.models import (
+    POSTED_CREDIT_MEMO_STATUSES,
+    POSTED_INVOICE_STATUSES,
     Company,
     CompanyInformation,
     Customer,
@@ -43,6 +45,7 @@ from worker.bc.models import (
     LineDimensionResult,
     PageDimensionValue,
     PaymentTerms,
+    PostedDocument,
     PostingGroup,
     PurchaseInvoice,
     PurchaseInvoicePage,
@@ -457,6 +460,13 @@ class BcConnection:
         """``GET ODATA/CustomerPostingGroups`` (ODataV4)."""
         return await self._page_call(self.pages.customer_posting_groups())
 
+    async def account_exists(self, number: str) -> bool:
+        """``GET COMPANY/accounts?$filter=number eq '{number}'&$select=number``: is the G/L
+        account there (the self-healing probe of a BC-ACCOUNT-MISSING dead letter)?"""
+        query = query_string({"$filter": eq_filter(number=number), "$select": "number"})
+        rows = await self._all(f"{await self._company_url()}/accounts{query}", resource="accounts")
+        return bool(rows)
+
     # -- customers -----------------------------------------------------------------------------
 
     async def find_customer(self, number: str) -> Customer | None:
@@ -805,6 +815,48 @@ class BcConnection:
             query = query_string({"$filter": flt, "$select": ",".join(SalesInvoiceBalance.FIELDS)})
             rows = await self._all(f"{company_url}/salesInvoices{query}", resource="salesInvoices")
             yield list(chunk), [SalesInvoiceBalance.from_row(r) for r in rows]
+
+    # -- posted sales documents (reconciliation, read-only) -----------------------------------
+
+    def _posted_set(self, credit_memos: bool) -> tuple[str, tuple[str, ...]]:
+        if credit_memos:
+            return "salesCreditMemos", POSTED_CREDIT_MEMO_STATUSES
+        return "salesInvoices", POSTED_INVOICE_STATUSES
+
+    async def posted_documents(
+        self,
+        from_date: date,
+        to_date: date,
+        *,
+        credit_memos: bool = False,
+        page_size: int | None = None,
+    ) -> AsyncIterator[list[PostedDocument]]:
+        """Posted sales invoices (or credit memos) with a ``postingDate`` from ``from_date`` to
+        ``to_date`` (both included), the few fields of :class:`PostedDocument`, one page at a
+        time (nextLink)."""
+        entity, statuses = self._posted_set(credit_memos)
+        flt = all_of(
+            cond("postingDate", "ge", from_date),
+            cond("postingDate", "le", to_date),
+            one_of("status", statuses),
+        )
+        query = query_string({"$filter": flt, "$select": ",".join(PostedDocument.FIELDS)})
+        url = f"{await self._company_url()}/{entity}{query}"
+        async for rows in self._pages(url, resource=entity, page_size=page_size):
+            yield [PostedDocument.from_row(r) for r in rows]
+
+    async def posted_documents_by_number(
+        self, external_numbers: Sequence[str], *, credit_memos: bool = False
+    ) -> AsyncIterator[list[PostedDocument]]:
+        """Posted sales invoices (or credit memos) with these external document numbers, any
+        posting date; :data:`MAX_OR_TERMS` numbers a request."""
+        entity, statuses = self._posted_set(credit_memos)
+        company_url = await self._company_url()
+        for chunk in chunks(list(external_numbers), MAX_OR_TERMS):
+            flt = all_of(one_of("externalDocumentNumber", chunk), one_of("status", statuses))
+            query = query_string({"$filter": flt, "$select": ",".join(PostedDocument.FIELDS)})
+            rows = await self._all(f"{company_url}/{entity}{query}", resource=entity)
+            yield [PostedDocument.from_row(r) for r in rows]
 
     async def probe_sales_invoices(self) -> None:
         """``GET COMPANY/salesInvoices?$top=1&$select=id``: the app may read sales invoices (the

@@ -588,6 +588,55 @@ class SalesInvoiceBalance:
         )
 
 
+# The statuses of posted sales documents (APIV2SalesInvoices / APIV2SalesCreditMemos: Draft
+# and In Review are unposted; a Canceled invoice or credit memo was posted, then canceled).
+POSTED_INVOICE_STATUSES = ("Open", "Paid", "Canceled", "Corrective")
+POSTED_CREDIT_MEMO_STATUSES = ("Open", "Paid", "Canceled")
+
+
+@dataclass(frozen=True, slots=True)
+class PostedDocument:
+    """What the reconciliation reads of a posted sales invoice or credit memo (a ``$select``):
+    both pages have these fields under the same names (APIV2SalesInvoices.Page.al,
+    APIV2SalesCreditMemos.Page.al). A credit memo's totals are positive."""
+
+    id: str
+    number: str
+    external_document_number: str
+    customer_number: str
+    status: str
+    posting_date: date | None
+    currency_code: str
+    total_amount_excluding_tax: Decimal
+    total_amount_including_tax: Decimal
+
+    FIELDS = (
+        "id",
+        "number",
+        "externalDocumentNumber",
+        "customerNumber",
+        "status",
+        "postingDate",
+        "currencyCode",
+        "totalAmountExcludingTax",
+        "totalAmountIncludingTax",
+    )
+
+    @classmethod
+    def from_row(cls, row: Row) -> PostedDocument:
+        return cls(
+            _s(row, "id").lower(),
+            _s(row, "number"),
+            _s(row, "externalDocumentNumber"),
+            _s(row, "customerNumber"),
+            _enum(row, "status"),
+            _date(row, "postingDate"),
+            _s(row, "currencyCode"),
+            _dec(row, "totalAmountExcludingTax"),
+            _dec(row, "totalAmountIncludingTax"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class LineDimension:
     """One dimension value to set on a sales invoice line."""

@@ -14,7 +14,9 @@ from worker.app import ROLES, build_services, check_roles
 from worker.cli.common import ExitCode
 from worker.cli.config import register as register_config
 from worker.cli.dlq import register as register_dlq
+from worker.cli.log import register as register_log
 from worker.cli.poll import register as register_poll
+from worker.cli.reconcile import register as register_reconcile
 from worker.config.crypto import SecretKeyError
 from worker.config.settings import Settings, SettingsError, exit_on_bad_settings
 from worker.log import configure
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_dlq(sub)
     register_config(sub)
     register_poll(sub)
+    register_log(sub)
+    register_reconcile(sub)
 
     return parser
 

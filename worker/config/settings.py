@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     # Notification digest window and the delay of the first mail after a quiet period.
     digest_window_s: float = Field(900, gt=0)
     digest_first_delay_s: float = Field(60, ge=0)
+    # Self-healing dead letters (worker/ops/heal.py, poll role): how often the probe looks in
+    # BC for what dead letters miss, and at most how many BC requests per organization a round.
+    heal_interval_s: float = Field(300, gt=0)
+    heal_max_requests: int = Field(20, ge=1, le=1000)
+    # Retention (worker/notify/retention.py, notify role), in days.
+    retention_states_days: float = Field(400, gt=0)  # ledger rows unchanged this long
+    retention_steps_days: float = Field(90, gt=0)  # ledger history steps
+    retention_steps_per_object: int = Field(50, ge=1)  # history steps kept per object
+    retention_expenses_days: float = Field(400, gt=0)  # published expense line ids
+    retention_notifications_days: float = Field(30, gt=0)  # sent digests and their items
+    retention_open_failures_days: float = Field(90, gt=0)  # a failure never resolved
 
     @field_validator("retry_delays", mode="before")
     @classmethod

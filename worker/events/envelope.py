@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -159,6 +159,14 @@ def envelope_json_schema() -> dict[str, Any]:
             maxLength=ORG_ID_MAX,
             description="Extension: the Moment organization the event belongs to.",
         ),
+        "sequence": {
+            "type": ["string", "integer"],
+            "pattern": "^[0-9]{1,30}$",
+            "minimum": 0,
+            "description": "Optional extension: order of this object's changes when their time "
+            "is equal (1-30 digits, compared as an integer; a JSON integer is accepted too). "
+            "Newest change wins: time, then sequence, then id (as a string).",
+        },
     }
     return {
         "properties": properties,
@@ -176,11 +184,21 @@ def envelope_json_schema() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """How this copy of the event reached the worker (set by the consumer from its headers)."""
+
+    attempt: int = 1  # 1-based delivery attempt through the retry ladder
+    replay_id: str | None = None  # set when ops (or the healer) replayed a dead letter
+    healed: str | None = None  # why the healer replayed it, e.g. "the configuration was saved"
+
+
+@dataclass(frozen=True)
 class Event(Generic[D]):
     """A validated event: the envelope plus its typed data."""
 
     envelope: Envelope
     data: D
+    delivery: Delivery = field(default_factory=Delivery)
 
     @property
     def id(self) -> str:

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from worker.events.envelope import Event
 
-OutcomeKind = Literal["succeeded", "skipped", "waiting"]
+# "superseded": a newer change of the object is already in BC (the sync ledger's rule).
+OutcomeKind = Literal["succeeded", "skipped", "waiting", "superseded"]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -360,6 +361,25 @@ class CreditNoteExportedData(Model):
     )
 
 
+class SyncStatusData(Model):
+    """An object's sync state changed: failed, waiting (e.g. for approval in BC), or synced
+    again after one of those. One event per change, for Moment to show a badge on the object."""
+
+    object_type: str
+    moment_id: str
+    moment_number: str | None = None
+    state: Literal["failed", "waiting", "synced"]
+    previous_state: Literal["failed", "waiting", "synced"] | None = Field(
+        None, description="The state the previous bc.sync.status of this object announced."
+    )
+    bc_id: str | None = None
+    bc_number: str | None = None
+    error_code: str | None = Field(None, description="Stable error code when state is failed.")
+    error_message: str | None = None
+    event_id: str = Field(description="The Moment event whose outcome changed the state.")
+    changed_at: datetime
+
+
 class FailureExample(Model):
     object_type: str
     moment_number: str | None
@@ -403,13 +423,31 @@ OUTGOING: dict[str, type[Model]] = {
     "bc.invoice.paid": InvoicePaidData,
     "bc.invoice.payment_updated": InvoicePaymentUpdatedData,
     "bc.credit_note.exported": CreditNoteExportedData,
+    "bc.sync.status": SyncStatusData,
     "bc.integration.failed": IntegrationFailedData,
 }
 ALL_TYPES: dict[str, type[Model]] = {**INCOMING, **OUTGOING}
 
 
+def _sequence_text(value: Any) -> Any:
+    # A JSON integer is a valid CloudEvents Integer attribute: take it as its digits.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return value
+
+
+# The CloudEvents ``sequence`` extension (lower-case, as the spec names attributes): the order
+# of an object's changes when ``time`` is equal; digits, compared as an integer.
+Sequence = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{1,30}$"),
+    BeforeValidator(_sequence_text),
+]
+
+
 class Envelope(BaseModel):
-    """CloudEvents 1.0, structured mode, with the ``organizationid`` extension."""
+    """CloudEvents 1.0, structured mode, with the ``organizationid`` extension and the optional
+    ``sequence`` extension."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -417,8 +455,19 @@ class Envelope(BaseModel):
     id: Key
     source: NonEmpty
     type: NonEmpty
-    time: datetime | None = None
+    time: datetime | None = Field(
+        None,
+        description="When the change happened in Moment: the first part of the order of an "
+        "object's changes (an older change than the one in BC is superseded, never applied). "
+        "An event without a time sorts before every event with one.",
+    )
     organizationid: OrgId
+    sequence: Sequence | None = Field(
+        None,
+        description="Optional CloudEvents extension: order of this object's changes when "
+        "their time is equal (1-30 digits, compared as an integer; a JSON integer is "
+        "accepted too). Newest change wins: time, then sequence, then id (as a string).",
+    )
     datacontenttype: str = "application/json"
     data: dict[str, Any]
     # CloudEvents distributed-tracing extension: the W3C Trace Context of the work that sent

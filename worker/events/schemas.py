@@ -88,7 +88,12 @@ def asyncapi() -> dict[str, Any]:
             "title": "bc-sync events",
             "version": "1.0.0",
             "description": "Events between Moment and the Business Central sync worker, on the "
-            "topic exchange `moment.events` (routing key = CloudEvents type).",
+            "topic exchange `moment.events` (routing key = CloudEvents type). Newest change "
+            "wins: an object's changes are ordered by `time`, then the optional CloudEvents "
+            "extension `sequence` (digits, compared as an integer), then `id` (as a string); "
+            "a change older than the one already applied to BC is acked as superseded and "
+            "never applied. `bc.sync.status` announces an object's change of state to failed "
+            "or waiting, or back to synced, once per change.",
         },
         "defaultContentType": CONTENT_TYPE,
         "channels": channels,

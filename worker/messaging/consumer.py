@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -33,7 +34,7 @@ from aio_pika.abc import (
 from worker import metrics, tracing
 from worker.config.settings import Settings
 from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
-from worker.events.envelope import Event, parse
+from worker.events.envelope import Delivery, Event, parse
 from worker.events.handlers import (
     FailureReport,
     Observer,
@@ -230,6 +231,7 @@ class Consumer:
             metrics.child(metrics.EVENTS_HANDLED, label, "dead_lettered").inc()
             return
         label = event.type
+        event = replace(event, delivery=_delivery(hdrs, attempt))
         # The consume span continues the sender's trace (the event's traceparent); BC requests
         # and publishes are its children, outgoing events carry it on.
         with (
@@ -319,6 +321,10 @@ class Consumer:
             metrics.SKIPPED.labels(type=event.type, reason=outcome.reason or "").inc()
             log.info("consumer.skipped", reason=outcome.reason)
             return "skipped"
+        if outcome.kind == "superseded":
+            metrics.child(metrics.SUPERSEDED, event.type).inc()
+            log.info("consumer.superseded", reason=outcome.reason)
+            return "superseded"
         log.info("consumer.succeeded", **(outcome.detail or {}))
         return "succeeded"
 
@@ -385,6 +391,7 @@ class Consumer:
             subject=exc.subject or (f"{object_type} {number}" if object_type else ""),
             bc_status=exc.bc_status,
             bc_code=exc.bc_code,
+            missing=exc.missing,
         )
         if not await self._route(message, self.topology.dead.name, new_headers):
             return
@@ -474,6 +481,17 @@ class Consumer:
                 await observer.on_success(event, outcome)
             except Exception:
                 log.exception("consumer.success_observer_failed", observer=type(observer).__name__)
+
+
+def _delivery(hdrs: dict[str, Any], attempt: int) -> Delivery:
+    """The delivery facts handlers and the ledger may use (replays, healing)."""
+    replay_id = hdrs.get(H.REPLAY_ID)
+    healed = hdrs.get(H.HEALED)
+    return Delivery(
+        attempt=attempt,
+        replay_id=H.label(replay_id) if replay_id else None,
+        healed=H.label(healed) if healed else None,
+    )
 
 
 def _int(value: Any, default: int) -> int:

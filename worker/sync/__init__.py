@@ -27,11 +27,15 @@ async def invoice_created(ctx: SyncContext, event: Event[Any]) -> Outcome:
 
 
 def registry(ctx: SyncContext) -> Registry:
-    """Event type → handler, bound to one shared context."""
-    return {
+    """Event type → handler, bound to one shared context (under the sync ledger's
+    newest-wins rule when the context has a ledger)."""
+    handlers: Registry = {
         "moment.customer.created": partial(customers.handle, ctx),
         "moment.customer.updated": partial(customers.handle, ctx),
         "moment.project.created": partial(projects.handle, ctx),
         "moment.project.updated": partial(projects.handle, ctx),
         "moment.invoice.created": partial(invoice_created, ctx),
     }
+    if ctx.ledger is not None:
+        handlers = {t: ctx.ledger.guard(h, ctx.configs) for t, h in handlers.items()}
+    return handlers

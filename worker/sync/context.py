@@ -22,6 +22,7 @@ from worker.events.envelope import Event
 from worker.events.handlers import Outcome
 from worker.events.models import Model
 from worker.sync.errors import classify
+from worker.sync.tracking import Ledger, RecordedConnection, note_exported
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +81,7 @@ class SyncContext:
         outcomes: OutcomeRecorder | None = None,
         emit: Emit | None = None,
         exports: ExportRecorder | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self.configs = configs
@@ -88,6 +90,7 @@ class SyncContext:
         self.outcomes = outcomes
         self.emit = emit
         self.exports = exports
+        self.ledger = ledger  # the sync ledger: newest change wins, per-object state
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
         self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -107,16 +110,8 @@ class SyncContext:
         return config
 
     def connection(self, config: IntegrationConfig) -> BcConnection:
-        secret = config.client_secret
-        assert secret is not None, "a stored config always has its secret"
-        creds = BcCredentials(
-            tenant_id=config.tenant_id,
-            client_id=config.effective_client_id(self.settings),
-            client_secret=secret,
-            environment=config.environment,
-            company_name=config.company_name,
-        )
-        return self.hub.connection(creds)
+        # Its write calls become steps in the sync ledger's history of the object.
+        return RecordedConnection(self.hub, credentials_of(config, self.settings))
 
     async def facts(self, bc: BcConnection) -> CompanyFacts:
         """Company facts, cached per company for FACTS_TTL_S (4 reads, run concurrently)."""
@@ -182,6 +177,7 @@ class SyncContext:
 
     async def succeeded(self, event: Event[Any], object_type: str, data: Model, ref: str) -> None:
         """Record the success and tell Moment (``bc.<object>.exported``, deterministic id)."""
+        note_exported(data)  # the ledger row's BC id and number
         if self.outcomes is not None:
             await self.outcomes.record_success(event.org, object_type, ref)
         if self.exports is not None:  # durable before the event is acked
@@ -189,6 +185,19 @@ class SyncContext:
         if self.emit is not None:
             event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bc-sync:{event.id}:exported"))
             await self.emit(f"bc.{object_type}.exported", event.org, data, event_id)
+
+
+def credentials_of(config: IntegrationConfig, settings: Settings) -> BcCredentials:
+    """The BC credentials of a stored config (its client id, else the setting's)."""
+    secret = config.client_secret
+    assert secret is not None, "a stored config always has its secret"
+    return BcCredentials(
+        tenant_id=config.tenant_id,
+        client_id=config.effective_client_id(settings),
+        client_secret=secret,
+        environment=config.environment,
+        company_name=config.company_name,
+    )
 
 
 def bc_failure(exc: BcError, subject: str, config: IntegrationConfig) -> Exception:

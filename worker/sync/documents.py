@@ -27,7 +27,7 @@ from worker.errors import Permanent
 from worker.events.envelope import Event
 from worker.events.handlers import DataWarning, Outcome
 from worker.events.models import Invoice, Model
-from worker.sync import bc_answers, customers, projects
+from worker.sync import bc_answers, projects, snapshots
 from worker.sync.context import CompanyFacts, SyncContext, bc_failure
 from worker.sync.transforms import NUMBER_MAX, LineDims, bc_code, line_dimensions, projects_of
 
@@ -249,7 +249,7 @@ async def _export(
             "correct it in Business Central.",
             subject=kind.subject(doc),
         )
-    await _set_dimensions(bc, config, facts, doc, wanted, kind)
+    await _set_dimensions(ctx, bc, config, facts, doc, wanted, kind)
     try:
         await kind.post(bc, draft.id)
     except BcError as exc:
@@ -294,7 +294,7 @@ async def _repair_customer(
             subject=kind.subject(doc),
         )
     log.info("documents.setting_missing_posting_groups", customer=number)
-    warnings.extend((await customers.upsert(ctx, bc, config, doc.customer)).warnings)
+    warnings.extend(await snapshots.customer(ctx, bc, config, doc.customer))
 
 
 async def _create_draft(
@@ -343,8 +343,9 @@ async def _create_draft(
                 f"'{config.company_name}'. Create it in Business Central or switch on customer "
                 "export.",
                 subject=kind.subject(doc),
+                missing=[{"kind": "customer", "value": payload["customerNumber"]}],
             )
-        warnings.extend((await customers.upsert(ctx, bc, config, doc.customer)).warnings)
+        warnings.extend(await snapshots.customer(ctx, bc, config, doc.customer))
         customer_made = True
 
 
@@ -374,6 +375,7 @@ async def _create(
             bc_status=exc.status,
             bc_code=exc.code,
             subject=kind.subject(doc),
+            missing=[{"kind": "gl_account", "value": a} for a in accounts],
         ) from None
 
 
@@ -403,6 +405,7 @@ def _wanted_dimensions(
 
 
 async def _set_dimensions(
+    ctx: SyncContext,
     bc: BcConnection,
     config: IntegrationConfig,
     facts: CompanyFacts,
@@ -420,11 +423,12 @@ async def _set_dimensions(
             raise
         first = exc
     # A dimension value is missing: create the projects (when exported) or name what is missing.
-    await _ensure_values(bc, config, facts, doc, first, kind)
+    await _ensure_values(ctx, bc, config, facts, doc, first, kind)
     await bc.set_line_dimensions(wanted, lines_set=kind.lines_set)
 
 
 async def _ensure_values(
+    ctx: SyncContext,
     bc: BcConnection,
     config: IntegrationConfig,
     facts: CompanyFacts,
@@ -433,13 +437,15 @@ async def _ensure_values(
     kind: DocumentKind[D, C],
 ) -> None:
     missing: list[str] = []
+    facts_missing: list[dict[str, str]] = []
     if config.project_dimension:
         dim_id = projects.dimension_id(config, facts, config.project_dimension)
         for project in projects_of(doc):
             if config.export_projects:
-                await projects.upsert(bc, config, facts, project)
+                await snapshots.project(ctx, bc, config, facts, project)
             elif await bc.find_dimension_value(dim_id, project.number.upper()) is None:
                 missing.append(f"{config.project_dimension} '{project.number.upper()}'")
+                facts_missing.append(_value_fact(config.project_dimension, project.number.upper()))
     if config.department_dimension:
         dim_id = projects.dimension_id(config, facts, config.department_dimension)
         codes = {
@@ -456,6 +462,7 @@ async def _ensure_values(
         for code in sorted(codes):
             if await bc.find_dimension_value(dim_id, code) is None:
                 missing.append(f"{config.department_dimension} '{code}'")
+                facts_missing.append(_value_fact(config.department_dimension, code))
     if missing:
         raise Permanent(
             "BC-DIMENSION-VALUE-MISSING",
@@ -465,6 +472,11 @@ async def _ensure_values(
             bc_status=cause.status,
             bc_code=cause.code,
             subject=kind.subject(doc),
+            missing=facts_missing,
         )
     if not config.export_projects:
         raise cause  # nothing missing that we know of: BC's own reason stands
+
+
+def _value_fact(dimension: str, code: str) -> dict[str, str]:
+    return {"kind": "dimension_value", "dimension": dimension, "value": code}

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -110,6 +110,7 @@ async def replay(
     connection: AbstractConnection | None = None,
     lock_wait: float = LOCK_WAIT_S,
     exclusive: bool = True,
+    extra_headers: Callable[[DeadLetter], Mapping[str, Any]] | None = None,
 ) -> ReplayResult:
     """Move the matching dead letters back to the exports queue (or, dry run, just say which).
 
@@ -117,7 +118,9 @@ async def replay(
     confirm, then ack the dead letter. ``rate`` caps messages per second (spares BC when a
     large backlog goes back). ``exclusive=False`` skips the lock: a concurrent operation then
     still never replays the same message, but may miss the ones this one holds.
-    On a publish failure the run stops; the rest stay dead-lettered and ``error`` says why.
+    ``extra_headers`` adds headers to each copy (the healer keeps the failure history and
+    marks its replays). On a publish failure the run stops; the rest stay dead-lettered and
+    ``error`` says why.
     """
     filters = filters or Filters()
     replay_id = str(uuid.uuid4())
@@ -133,7 +136,7 @@ async def replay(
             result = replace(result, matched=len(matched), letters=[h.letter for h in matched])
             if not dry_run and matched:
                 replayed, error = await _publish_all(
-                    conn, scan, matched, exports, replay_id, progress, rate
+                    conn, scan, matched, exports, replay_id, progress, rate, extra_headers
                 )
                 result = replace(result, replayed=replayed, error=error)
         outcome = "ok" if result.error is None else "partial"
@@ -160,6 +163,7 @@ async def _publish_all(
     replay_id: str,
     progress: Progress | None,
     rate: float | None,
+    extra_headers: Callable[[DeadLetter], Mapping[str, Any]] | None = None,
 ) -> tuple[int, str | None]:
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     loop = asyncio.get_running_loop()
@@ -172,10 +176,13 @@ async def _publish_all(
     async def one(held: Held) -> None:
         nonlocal done, error
         letter = held.letter
+        headers = letter.replay_headers(replay_id, at)
+        if extra_headers is not None:
+            headers.update(extra_headers(letter))
         copy = make_message(
             letter.body,
             message_id=letter.message_id,
-            headers=letter.replay_headers(replay_id, at),
+            headers=headers,
             content_type=letter.content_type or CONTENT_TYPE,
         )
         try:
