@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,56 @@ def _patch_producers() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     _collect_test_secrets()
     _patch_producers()
+    # Inherited by every process a test starts (and what those start, e.g. a RabbitMQ node's
+    # beam and epmd, or a worker or emulator subprocess): how the leftover check finds them.
+    os.environ[SESSION_MARKER] = str(os.getpid())
+
+
+# --- every process a test starts is gone at the end (issue 21) ----------------------------------
+SESSION_MARKER = "BCSYNC_TEST_SESSION"
+LEFTOVER_GRACE_S = 10.0  # processes still shutting down when the last test ends
+
+
+def _leftover_processes() -> dict[int, str]:
+    """Processes other than this one that carry this session's marker: pid -> command line."""
+    me = str(os.getpid())
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile, or another user's process
+            continue
+        if f"{SESSION_MARKER}={me}".encode() in environ.split(b"\0"):
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:160]
+    return found
+
+
+def check_leftover_processes(session: pytest.Session) -> None:
+    """Fail the run when a process a test started outlives the tests (a RabbitMQ node that
+    escaped its test's cleanup, an emulator, a worker), then end it by pid."""
+    import signal
+    import time
+
+    if not Path("/proc/self/environ").exists():
+        return
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    left = _leftover_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _leftover_processes()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"leftover processes: {len(left)}")
+        for pid, command in left.items():
+            reporter.write_line(f"  left running by the tests: pid {pid}: {command}")
+    for pid in left:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    if left and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -198,3 +249,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(f"  secret found in {hit}")
     if SECRET_SCAN.hits and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    check_leftover_processes(session)

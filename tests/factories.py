@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.emulator.seed import DEMO
@@ -144,15 +145,26 @@ def invoice(
     return inv
 
 
+def now_iso() -> str:
+    """CloudEvents ``time`` of an event made now (microseconds: events made one after the
+    other are ordered, as Moment's are, for the sync ledger's newest-wins rule)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def envelope(
-    type_: str, data: dict[str, Any], *, org: str = ORG, id_: str | None = None
+    type_: str,
+    data: dict[str, Any],
+    *,
+    org: str = ORG,
+    id_: str | None = None,
+    time: str | None = None,
 ) -> dict[str, Any]:
     return {
         "specversion": "1.0",
         "id": id_ or str(uuid.uuid4()),
         "source": "/moment/test",
         "type": type_,
-        "time": "2026-11-25T10:00:00Z",
+        "time": time or now_iso(),
         "organizationid": org,
         "datacontenttype": "application/json",
         "data": copy.deepcopy(data),

@@ -18,7 +18,6 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ProbableAuthenticationError
 
-from worker.api import config_routes, ops_routes
 from worker.api.app import (
     DLQ_LOCK_WAIT_S,
     ApiContext,
@@ -27,6 +26,7 @@ from worker.api.app import (
     api_tokens,
     create_app,
 )
+from worker.api.contract import ROUTES
 from worker.bc import BcEndpoints, BcHub, ClientOptions
 from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
@@ -35,10 +35,11 @@ from worker.console.overview import Overview
 from worker.console.sessions import Sessions, SignInLimiter
 from worker.events.envelope import build
 from worker.events.handlers import Observer
-from worker.events.models import ExportedData
+from worker.events.models import Model
 from worker.log import register_secret
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
+from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import Topology
 from worker.notify import (
     DigestService,
@@ -46,10 +47,14 @@ from worker.notify import (
     NotificationRepository,
     digest_status,
 )
+from worker.notify.retention import Retention
 from worker.ops.dlq import DeadLetters
 from worker.ops.dlq.index import DeadLetterIndex, DeadLetterIndexer
 from worker.ops.dlq.runs import IndexReconciler, Operations
+from worker.ops.heal import Healer
 from worker.ops.health import readiness_checks
+from worker.ops.integration_log import IntegrationLog
+from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterSampler
 from worker.ops.signals import SignalObserver, SignalRepository
 from worker.runtime import Service
@@ -57,9 +62,12 @@ from worker.setup.service import ConfigService
 from worker.store import ConfigCache, Leases, Store, iso
 from worker.sync import registry
 from worker.sync.context import SyncContext
-from worker.sync.expenses import ExpenseState
+from worker.sync.expenses import ExpenseState, PollState
+from worker.sync.ledger import LedgerRepository
+from worker.sync.payments import PaymentPoller, PaymentState
 from worker.sync.poller import ExpensePoller
 from worker.sync.status import StatusObserver, SuccessBuffer
+from worker.sync.tracking import Ledger
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +120,7 @@ class Runtime:
     publisher: Publisher
     leases: Leases
     successes: SuccessBuffer
+    ledger: Ledger
     observers: list[Observer] = field(default_factory=list)
     name: str = "runtime"
 
@@ -132,7 +141,7 @@ class Runtime:
         except BaseException:
             await store.close()
             raise
-        return cls(
+        runtime = cls(
             settings=settings,
             store=store,
             configs=ConfigCache(store),
@@ -141,9 +150,13 @@ class Runtime:
             publisher=Publisher(connection, settings.exchange),
             leases=Leases(store),
             successes=SuccessBuffer(store.sync_outcomes),
+            ledger=Ledger(LedgerRepository(store)),
         )
+        runtime.ledger.emit = runtime.emit  # bc.sync.status
+        runtime.observers.append(runtime.ledger.observer)
+        return runtime
 
-    async def emit(self, type_: str, org: str, data: ExportedData, event_id: str) -> None:
+    async def emit(self, type_: str, org: str, data: Model, event_id: str) -> None:
         """Publish an outgoing event for Moment, confirmed by the broker."""
         await self.publisher.event(
             type_, build(type_, org, data, id_=event_id), message_id=event_id
@@ -157,13 +170,17 @@ class Runtime:
             claims=self.leases,
             outcomes=self.successes,
             emit=self.emit,
+            exports=PaymentState(self.store),
+            ledger=self.ledger,
         )
 
     async def start(self) -> None:
         await self.successes.start()
+        await self.ledger.start()
 
     async def stop(self) -> None:
         await self.successes.stop()  # after the consumer drained (services stop in reverse)
+        await self.ledger.stop()
         await self.publisher.close()
         await self.connection.close()
         await self.hub.close()
@@ -180,6 +197,7 @@ async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnectio
         try:
             connection = await aio_pika.connect_robust(
                 settings.amqp_url.get_secret_value(),
+                **amqp_tls(settings),
                 client_properties={"connection_name": "bc-sync"},
                 reconnect_interval=2.0,
             )
@@ -227,6 +245,8 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
         services.append(consumer)
     if "poll" in roles:
         services.append(ExpensePoller.from_runtime(runtime))
+        services.append(PaymentPoller.from_runtime(runtime))
+        services.append(_healer(runtime))  # dead letters that heal themselves
     if "notify" in roles:
         services.append(
             DigestService(
@@ -237,6 +257,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
                 publisher=runtime.publisher,
             )
         )
+        services.append(Retention(settings, runtime.store, runtime.leases))  # prune by age
     readiness = readiness_checks(consumers=consumers, store_ping=_pinger(runtime.store))
     if "api" in roles:
         dead_letters = DeadLetters(settings, runtime.connection, lock_wait=DLQ_LOCK_WAIT_S)
@@ -250,12 +271,15 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
             dead_letter_counts=sampler.counts,
             status_sections=_status_sections(runtime.store, settings),
             readiness=readiness,
+            integration_log=IntegrationLog(runtime.store),
+            reconciler=Reconciler.with_hub(settings, runtime.store, runtime.configs, runtime.hub),
         )
         services.append(sampler)
         operations = Operations(runtime.store, dead_letters, index)
         services.append(operations)
         services.append(IndexReconciler(runtime.store, dead_letters, index, runtime.leases))
-        app = create_app(ctx, [ops_routes.add_routes, config_routes.add_routes])
+        # New route modules go into ROUTES: the OpenAPI document is generated from that list.
+        app = create_app(ctx, ROUTES)
         add_console(
             app,
             ConsoleContext(
@@ -277,6 +301,17 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
     return services
 
 
+def _healer(runtime: Runtime) -> Healer:
+    return Healer(
+        runtime.settings,
+        runtime.store,
+        runtime.configs,
+        runtime.hub,
+        runtime.leases,
+        connection=runtime.connection,
+    )
+
+
 def _pinger(store: Store) -> Any:
     async def ping() -> None:
         if not await store.ping():
@@ -286,23 +321,34 @@ def _pinger(store: Store) -> Any:
 
 
 def _status_sections(store: Store, settings: Settings) -> dict[str, StatusSection]:
-    """Expense import and notifications in ``GET …/status`` (after the config routes' own)."""
+    """Expense and payment import and notifications in ``GET …/status`` (after the config
+    routes' own)."""
 
     async def expenses(org: str) -> Any:
-        state = await ExpenseState(store).get(org)
-        if state is None:
-            return {"polled": False}
-        return {
-            "polled": True,
-            "watermark": iso(state.watermark),
-            "last_poll_at": iso(state.last_poll_at),
-            "last_success_at": iso(state.last_success_at),
-            "last_error_code": state.last_error_code,
-            "last_error_message": state.last_error_message,
-            "paused": state.paused_at is not None,
-        }
+        return _poll_status(await ExpenseState(store).get(org))
+
+    async def payments(org: str) -> Any:
+        state = PaymentState(store)
+        counts = await state.counts(org)
+        invoices = {"open": counts.get("Open", 0), "paid": counts.get("Paid", 0)}
+        return {**_poll_status(await state.get(org)), "invoices": invoices}
 
     async def notifications(org: str) -> Any:
         return await digest_status(store, org, settings)
 
-    return {"expenses": expenses, "notifications": notifications}
+    return {"expenses": expenses, "payments": payments, "notifications": notifications}
+
+
+def _poll_status(state: PollState | None) -> dict[str, Any]:
+    """One import's poll state for the status answer."""
+    if state is None:
+        return {"polled": False}
+    return {
+        "polled": True,
+        "watermark": iso(state.watermark),
+        "last_poll_at": iso(state.last_poll_at),
+        "last_success_at": iso(state.last_success_at),
+        "last_error_code": state.last_error_code,
+        "last_error_message": state.last_error_message,
+        "paused": state.paused_at is not None,
+    }

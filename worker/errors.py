@@ -7,6 +7,7 @@ then a hop on the retry ladder; anything else → treated as transient (never lo
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -137,6 +138,34 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "or city in Moment, or the entry on Business Central's Post Codes page, then change the "
         "customer in Moment to send it again.",
     ),
+    "BC-CREDITED-INVOICE-MISSING": ErrorInfo(
+        "A credit note is waiting for the invoice it credits, which is not posted in Business "
+        "Central yet.",
+        "Usually nothing: the credit note is posted, applied to the invoice, as soon as the "
+        "invoice is posted. If it lasts, check that the invoice reached Business Central (it may "
+        "have failed itself, or wait as a draft or for approval there), post it, then ask "
+        "support to replay the credit note. It is never posted without its invoice.",
+        transient=True,
+    ),
+    "BC-CREDITED-INVOICE-OTHER-CUSTOMER": ErrorInfo(
+        "A credit note credits an invoice of another customer.",
+        "Correct the credit note in Moment (its customer, or the invoice it credits), then ask "
+        "support to replay it.",
+    ),
+    "BC-CREDITED-INVOICE-CLOSED": ErrorInfo(
+        "A credit note credits an invoice that is already paid, fully credited or canceled in "
+        "Business Central, so it cannot be applied to it.",
+        "Decide in Business Central how the customer gets the amount back: for example post a "
+        "credit memo there by hand and apply it to a refund or to another invoice.",
+    ),
+    # Not a failure, like BC-INVOICE-AWAITING-APPROVAL: acked as "waiting".
+    "BC-CREDIT-NOTE-AWAITING-APPROVAL": ErrorInfo(
+        "A credit note is waiting for approval in Business Central and is not posted yet.",
+        "If nobody has yet, send the credit memo for approval in Business Central (Send Approval "
+        "Request on the sales credit memo) and have it approved. Once it is approved, ask "
+        "support to export the credit note again: the integration then posts it and reports it "
+        "to Moment.",
+    ),
     "BC-VALIDATION": ErrorInfo(
         "Business Central rejected the data.",
         "Read Business Central's message below, correct the data in Moment or in Business "
@@ -146,6 +175,11 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "Expense import is switched on, but its settings are incomplete.",
         "Fill in the project dimension and the from date of the expense import in the "
         "integration settings and save; expense import resumes then.",
+    ),
+    "CONFIG-PAYMENTS-INCOMPLETE": ErrorInfo(
+        "Payment import is switched on, but its from date is missing.",
+        "Fill in the from date of the payment import in the integration settings and save; "
+        "payment import resumes then.",
     ),
     "DELIVERY-LIMIT": ErrorInfo(
         "The event was delivered many times without an outcome (workers crashed or lost their "
@@ -187,6 +221,7 @@ class HandlerError(Exception):
         bc_status: int | None = None,
         bc_code: str | None = None,
         subject: str | None = None,
+        missing: Sequence[Mapping[str, str]] = (),
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -194,6 +229,9 @@ class HandlerError(Exception):
         self.bc_status = bc_status
         self.bc_code = bc_code
         self.subject = subject  # the object concerned, e.g. "invoice 1864"
+        # What BC lacks, for the healer to look for: {"kind": "gl_account", "value": "9999"}
+        # (kinds: see worker.ops.heal.FACT_KINDS; a dimension value also has "dimension").
+        self.missing = tuple(dict(m) for m in missing)
 
 
 class InvalidEvent(HandlerError):

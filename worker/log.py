@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 # Keys whose values are secrets wherever they appear in an event dict.
 _SECRET_KEYS = re.compile(
@@ -101,11 +102,25 @@ def redact(
     return event_dict
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``trace_id`` / ``span_id`` of the current span, when there is one
+    (also an incoming event's own trace while tracing is off here), so a log line leads to
+    its trace."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict["trace_id"] = format(ctx.trace_id, "032x")
+        event_dict["span_id"] = format(ctx.span_id, "016x")
+    return event_dict
+
+
 def configure(fmt: str | None = None, level: str = "INFO") -> None:
     """Set up structlog and route stdlib logging (aio-pika, aiohttp) through the same output."""
     use_json = (fmt or ("console" if sys.stderr.isatty() else "json")) == "json"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),

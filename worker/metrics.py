@@ -1,7 +1,7 @@
 """Every Prometheus metric of the worker, in one place (DESIGN §9).
 
 Labels stay bounded: event types, outcomes, error codes, BC resources and statuses. Moment ids are
-never labels; organizations appear only on the poller lag, where one series per connected
+never labels; organizations appear only on the poller lags, where one series per connected
 organization is what ops asks for.
 """
 
@@ -36,7 +36,8 @@ EVENTS_CONSUMED = Counter(
 )
 EVENTS_HANDLED = Counter(
     "bcsync_events_handled_total",
-    "Outcome of one delivery: succeeded, skipped, waiting, retried, dead_lettered, requeued.",
+    "Outcome of one delivery: succeeded, skipped, waiting, superseded, retried, dead_lettered, "
+    "requeued.",
     ["type", "outcome"],
 )
 HANDLER_SECONDS = Histogram(
@@ -62,6 +63,22 @@ SKIPPED = Counter(
     "Events acked without work: no configuration, or the object type switched off.",
     ["type", "reason"],
 )
+SUPERSEDED = Counter(
+    "bcsync_events_superseded_total",
+    "Events acked without work because a newer change of the object is already in BC.",
+    ["type"],
+)
+STATUS_EVENTS = Counter(
+    "bcsync_status_events_total", "bc.sync.status events published, by new state.", ["state"]
+)
+HEALED = Counter(
+    "bcsync_dead_letters_healed_total",
+    "Dead letters replayed automatically because their cause looks fixed, by trigger.",
+    ["trigger"],
+)
+PRUNED = Counter(
+    "bcsync_retention_pruned_total", "Rows deleted by the retention job, by table.", ["table"]
+)
 
 BC_REQUESTS = Histogram(
     "bcsync_bc_request_seconds",
@@ -86,6 +103,16 @@ EXPENSES_PUBLISHED = Counter(
 POLLER_LAG = Gauge(
     "bcsync_poller_lag_seconds",
     "Seconds since the last successful expense poll, per organization.",
+    ["org"],
+)
+PAYMENT_EVENTS = Counter(
+    "bcsync_payment_events_published_total",
+    "bc.invoice.paid and bc.invoice.payment_updated events published, by type.",
+    ["type"],
+)
+PAYMENTS_POLLER_LAG = Gauge(
+    "bcsync_payments_poller_lag_seconds",
+    "Seconds since the last successful payment poll, per organization.",
     ["org"],
 )
 NOTIFICATIONS_SENT = Counter(

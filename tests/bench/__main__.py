@@ -40,6 +40,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"--worker-tree {args.worker_tree}: no worker/ package there")
             return 2
     bench.log_level = args.worker_log_level
+    bench.tracing = args.tracing
     tables: list[Table] = []
     started = time.monotonic()
     try:
@@ -88,6 +89,11 @@ async def run(args: argparse.Namespace) -> int:
         "process(es) and the bench share these cores. Figures are ratios or counts; absolute "
         "numbers are context for this machine only."
         + (f" Load average at the end: {' / '.join(load)} (1/5/15 min)." if load else "")
+        + (
+            " Workers traced every event (in-memory exporter behind the batching processor)."
+            if args.tracing != "off"
+            else ""
+        )
     )
     out = Path("bench-report.md")
     png = report.chart(tables, Path("bench-report.png"))
@@ -131,6 +137,12 @@ def main() -> int:
         "--memory-events", type=int, help="events of scenario 6 (default 60,000; QUICK 2,000)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--tracing",
+        choices=["off", "memory"],
+        default="off",
+        help="workers trace every event into an in-memory exporter (the cost of tracing)",
+    )
     return asyncio.run(run(parser.parse_args()))
 
 

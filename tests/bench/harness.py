@@ -200,6 +200,7 @@ class Bench:
         # the worker processes from: measures a change before and after in the same way.
         self.worker_tree: Path | None = None
         self.log_level = "INFO"
+        self.tracing = "off"  # "memory": workers trace into an in-memory exporter
 
     @property
     def ctl(self) -> ControlClient:
@@ -320,8 +321,9 @@ class Bench:
     ) -> WorkerProc:
         """``bc-sync run --roles consume`` (under a CPU-time profiler with ``profile``)."""
         args = [PY, "-m"]
-        if profile is not None:
-            args += ["tests.bench.worker_entry", "--profile", str(profile), "--"]
+        if profile is not None or self.tracing != "off":
+            args += ["tests.bench.worker_entry", "--tracing", self.tracing]
+            args += ["--profile", str(profile), "--"] if profile is not None else ["--"]
         else:
             args += ["worker.cli"]
         args += ["run", "--roles", "consume"]

@@ -56,6 +56,8 @@ REPO = Path(__file__).resolve().parents[2]
 CUST = "moment.customer.created"
 PROJ = "moment.project.created"
 INV = "moment.invoice.created"
+CUST_UPD = "moment.customer.updated"
+PROJ_UPD = "moment.project.updated"
 
 
 @dataclass
@@ -78,6 +80,10 @@ class SoakConfig:
     bc_outage_s: float = 0.0  # > 0: every BC request answers 503 for this long, mid-run
     duplicates: float = 0.05
     out_of_order: float = 0.05
+    # Updates of existing customers and projects (this share of the events), ``versions`` per
+    # object, published in a shuffled order: BC must end with the newest version of each.
+    updates: float = 0.1
+    versions: int = 4
     bad: float = 0.01
     clean_orgs: int = 1  # the last organizations get no bad events (and must get no mail)
     fault_5xx: float = 0.10
@@ -110,6 +116,9 @@ class SoakReport:
     bad: int = 0
     duplicates: int = 0
     out_of_order: int = 0
+    updates: int = 0  # update events of customers and projects, in a shuffled order
+    updated_objects: int = 0
+    stale: int = 0  # objects BC holds in an older version than the newest published
     kills: int = 0
     cuts: int = 0
     broker_outages: int = 0
@@ -146,6 +155,8 @@ class SoakReport:
             [
                 f"events published   {self.events} ({self.distinct} distinct: {self.good} good, "
                 f"{self.bad} bad; {self.duplicates} duplicates, {self.out_of_order} out of order)",
+                f"updates            {self.updates} of {self.updated_objects} customers and "
+                f"projects, shuffled; stale {self.stale}",
                 f"kills              {self.kills} (SIGKILL, worker restarted)",
                 f"broker cuts        {self.cuts}; broker outages {self.broker_outages}; "
                 f"broker restarts {self.broker_restarts}",
@@ -238,6 +249,8 @@ class Expected:
     invoices: dict[str, float] = field(default_factory=dict)  # number → total excl. tax
     bad_invoices: set[str] = field(default_factory=set)
     bad_customers: set[str] = field(default_factory=set)
+    # Names of the older versions of updated objects: BC holding one of them is stale.
+    older_names: set[str] = field(default_factory=set)
     # Customers only a bad invoice refers to: it may create them before it fails (allowed once).
     optional_customers: set[str] = field(default_factory=set)
 
@@ -323,6 +336,7 @@ def plan(
                 number = f"BAD{org.index}X{b}" + "9" * 20
                 exp.bad_customers.add(number)
                 stream[i] = _event(org, CUST, {"customer": f.customer(number)}, bad="BC-VALIDATION")
+        _add_updates(cfg, rng, org, exp, stream, customers, projects)
         streams.append(stream)
     _drop_replaced(streams, per_org)
     # Interleave the organizations' streams, keeping each one's order.
@@ -333,6 +347,45 @@ def plan(
         out.append(streams[i][cursors[i]])
         cursors[i] += 1
     return out, per_org, moved
+
+
+def _add_updates(
+    cfg: SoakConfig,
+    rng: random.Random,
+    org: Org,
+    exp: Expected,
+    stream: list[Planned],
+    customers: list[dict[str, Any]],
+    projects: list[dict[str, Any]],
+) -> None:
+    """Versions 1..N of some customers and projects (times in that order, after every other
+    event of the organization), each put somewhere after its object's first event, shuffled."""
+    if cfg.updates <= 0 or cfg.versions < 1:
+        return
+    wanted = round(len(stream) * cfg.updates / cfg.versions)
+    pool = [("customer", c) for c in customers] + [("project", p) for p in projects]
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    for n, (kind, obj) in enumerate(rng.sample(pool, min(wanted, len(pool)))):
+        versions: list[Planned] = []
+        for v in range(1, cfg.versions + 1):
+            name = f"{obj['name']} v{v}"
+            when = (start + timedelta(milliseconds=n * cfg.versions + v)).isoformat()
+            if kind == "customer":
+                data = {"customer": {**obj, "name": name}}
+                versions.append(_event(org, CUST_UPD, data, time=when.replace("+00:00", "Z")))
+            else:
+                data = {"project": {**obj, "name": name}}
+                versions.append(_event(org, PROJ_UPD, data, time=when.replace("+00:00", "Z")))
+            if v < cfg.versions:
+                exp.older_names.add(name)
+        target = exp.customers if kind == "customer" else exp.projects
+        target[obj["number"]] = f"{obj['name']} v{cfg.versions}"
+        rng.shuffle(versions)
+        first = next(
+            (i for i, e in enumerate(stream) if _number_of(e) == obj["number"]), len(stream) - 1
+        )
+        for e in versions:
+            stream.insert(rng.randint(first + 1, len(stream)), e)
 
 
 def _drop_replaced(streams: list[list[Planned]], per_org: dict[str, Expected]) -> None:
@@ -350,9 +403,9 @@ def _drop_replaced(streams: list[list[Planned]], per_org: dict[str, Expected]) -
             if e.bad_code:
                 continue
             data = json.loads(e.body)["data"]
-            if e.type == CUST:
+            if e.type in (CUST, CUST_UPD):
                 present_c.add(data["customer"]["number"])
-            elif e.type == PROJ:
+            elif e.type in (PROJ, PROJ_UPD):
                 present_p.add(data["project"]["number"])
             else:
                 inv = data["invoice"]
@@ -369,9 +422,16 @@ def _drop_replaced(streams: list[list[Planned]], per_org: dict[str, Expected]) -
         } - present_c
 
 
-def _event(org: Org, type_: str, data: dict[str, Any], *, bad: str | None = None) -> Planned:
+def _event(
+    org: Org,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    bad: str | None = None,
+    time: str | None = None,
+) -> Planned:
     event_id = str(uuid.uuid4())
-    body = f.body(type_, data, org=org.org_id, id_=event_id)
+    body = f.body(type_, data, org=org.org_id, id_=event_id, time=time)
     return Planned(org, event_id, type_, body, bad)
 
 
@@ -551,6 +611,11 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
             at = order.index(d)
             order.insert(rng.randint(at + 1, len(order)), d)
         report.distinct, report.duplicates, report.out_of_order = len(events), len(dups), moved
+        report.updates = sum(1 for e in events if e.type in (CUST_UPD, PROJ_UPD))
+        report.updated_objects = sum(
+            len({_number_of(e) for e in events if e.type in (CUST_UPD, PROJ_UPD) and e.org is o})
+            for o in orgs
+        )
         report.bad = sum(1 for e in events if e.bad_code)
         report.good = report.distinct - report.bad
         report.events = len(order)
@@ -726,6 +791,9 @@ async def _bc_outage(
     cfg: SoakConfig, workers: Workers, control: ControlClient, report: SoakReport
 ) -> None:
     """Every BC and Entra request answers 503 for ``bc_outage_s``; workers must stay ready."""
+    # Workers that were ready when it began must stay ready (one restarted just before, after
+    # a SIGKILL, may still be starting: that is not readiness lost to the outage).
+    ready = {i for i, port in enumerate(workers.ports) if await _ready(port)}
     rule = await control.add_fault("status", status=503, probability=1.0)
     began = datetime.now(UTC)
     cfg.log(f"chaos: BC answers 503 for {cfg.bc_outage_s:.0f} s")
@@ -734,7 +802,8 @@ async def _bc_outage(
         await asyncio.sleep(1.0)
         for i, port in enumerate(workers.ports):
             proc = workers.procs[i]
-            if proc is not None and proc.poll() is None and not await _ready(port):
+            alive = proc is not None and proc.poll() is None
+            if i in ready and alive and not await _ready(port):
                 report.unready_during_outage += 1
     await control.remove_fault(int(rule["id"]))
     report.bc_outage_s += cfg.bc_outage_s
@@ -908,6 +977,7 @@ async def _verify(
             _count(report, f"customer {number} of {org.org_id}", len(found))
             if found and found[0]["displayName"] != name:
                 report.wrong_content += 1
+                report.stale += found[0]["displayName"] in exp.older_names
                 problems.append(f"customer {number}: name {found[0]['displayName']!r}")
         for number in exp.bad_customers:
             if by_number.pop(number.upper(), None):
@@ -925,6 +995,7 @@ async def _verify(
             _count(report, f"project {code} of {org.org_id}", len(found))
             if found and found[0]["displayName"] != name:
                 report.wrong_content += 1
+                report.stale += found[0]["displayName"] in exp.older_names
                 problems.append(f"project {code}: name {found[0]['displayName']!r}")
         invoices: dict[str, list[dict[str, Any]]] = {}
         for inv in state.get("salesInvoices", []):

@@ -46,7 +46,7 @@ def case(name: str, **spec: Any) -> None:
 
 
 def env(type_: str, payload: dict[str, Any], name: str, **over: Any) -> dict[str, Any]:
-    e = f.envelope(type_, payload, org=ORG, id_=name)
+    e = f.envelope(type_, payload, org=ORG, id_=name, time="2026-11-25T10:00:00Z")
     e.update(over)
     return e
 
@@ -414,7 +414,7 @@ def build() -> None:
             CUST,
             {"customer": cust("CEXTRA", shoe_size=44, nested={"a": [1, 2]}), "extra": True},
             "customer-extra-fields",
-            extension_x="y",
+            extensionx="y",  # CloudEvents names: a-z0-9 only (see the cases at the end)
         ),
         expect=customer_record("CEXTRA", displayName="Kund CEXTRA AB"),
     )
@@ -690,6 +690,22 @@ def build() -> None:
         to_queue=True,
         body=env(CUST, {"customer": cust("CH09")}, "direct-to-queue-no-routing-header"),
         expect=customer_record("CH09"),
+    )
+
+    # --- CloudEvents 1.0 envelope rules (issue 21) -------------------------------------------
+    case(
+        "extension-name-not-cloudevents",
+        description="an extension attribute name with `_` (CloudEvents allows only a-z0-9)",
+        body=env(CUST, {"customer": cust("CEXTN")}, "extension-name-not-cloudevents", trace_id="x"),
+        expect=dead(INVALID, "trace_id"),
+    )
+    e = env(CUST, {"customer": cust("CTNULL")}, "time-null")
+    e["time"] = None
+    case(
+        "time-null",
+        description="`time` present but null (CloudEvents: leave it out instead)",
+        body=e,
+        expect=dead(INVALID, "time"),
     )
 
 

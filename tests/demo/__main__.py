@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet
 
 from worker.config.settings import Settings, SettingsError, load_settings
 from worker.log import configure
+from worker.messaging.tls import amqp_tls
 
 PREFIX = "bc-sync-demo"
 EXCHANGE = "bc-sync-demo.events"
@@ -47,14 +48,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _connect(url: str) -> AbstractConnection | None:
+async def _connect(settings: Settings) -> AbstractConnection | None:
     # The one-line hint below says it all; aiormq would log the refused connection too.
     quiet = logging.getLogger("aiormq.connection")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
         return await asyncio.wait_for(
-            aio_pika.connect(url, client_properties={"connection_name": "bc-sync demo"}), 5
+            aio_pika.connect(
+                settings.amqp_url.get_secret_value(),
+                **amqp_tls(settings),
+                client_properties={"connection_name": "bc-sync demo"},
+            ),
+            5,
         )
     except Exception:
         return None
@@ -80,7 +86,7 @@ async def main(keep: bool = False) -> int:
         print(f"demo: invalid setting: {exc}")
         return 2
     amqp = base.amqp_url.get_secret_value()
-    connection = await _connect(amqp)
+    connection = await _connect(base)
     if connection is None:
         print(NO_BROKER)
         return 1
@@ -102,10 +108,19 @@ async def main(keep: bool = False) -> int:
 async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: bool = False) -> int:
     # Imported here so that a missing broker is reported before the heavier imports.
     from tests.demo.summary import Observed, expected_expenses, print_summary, read_mail
-    from tests.demo.world import ORG, config_body, event_body, sample_events
+    from tests.demo.world import (
+        ORG,
+        PAID_AMOUNT,
+        PAID_INVOICE,
+        PERIOD,
+        config_body,
+        event_body,
+        sample_events,
+    )
     from tests.emulator.seed import DEMO, demo_seed
     from tests.emulator.server import CompanyRef, EmulatorServer
     from worker.app import build_services
+    from worker.cli.reconcile import render_summary
     from worker.events.envelope import CONTENT_TYPE
     from worker.ops.dlq import list_dead_letters
     from worker.runtime import Service
@@ -134,6 +149,7 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: b
             outbox_dir=work / "outbox",
             retry_delays="1,2",
             poll_interval_s=2,
+            payments_interval_s=1,
             digest_first_delay_s=2,
             shutdown_grace_s=5,
             demo=True,
@@ -194,7 +210,14 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: b
             wanted = {
                 "bc.customer.exported": sum(t == "moment.customer.created" for t, _ in events),
                 "bc.project.exported": sum(t == "moment.project.created" for t, _ in events),
-                "bc.invoice.exported": sum(t == "moment.invoice.created" for t, _ in events) - 1,
+                "bc.invoice.exported": sum(
+                    t == "moment.invoice.created" and d["invoice"].get("kind") != "credit_note"
+                    for t, d in events
+                )
+                - 1,
+                "bc.credit_note.exported": sum(
+                    d.get("invoice", {}).get("kind") == "credit_note" for _, d in events
+                ),
                 "bc.expense.imported": expected_expenses(
                     before, str(config_body()["expenses_from_date"]), "PROJEKT"
                 ),
@@ -219,10 +242,57 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: b
             dead = await list_dead_letters(settings, connection=connection)
             after = await emulator.control.company_state(ref)
             print_summary(before, after, observed, dead, read_mail(settings.outbox_dir))
+
+            # A payment arrives in BC: the payment import (poll role) tells Moment.
+            exported = next(
+                d
+                for d in observed.of("bc.invoice.exported")
+                if d.get("moment_number") == PAID_INVOICE
+            )
+            payment_events = ("bc.invoice.paid", "bc.invoice.payment_updated")
+
+            def payments_seen() -> int:
+                return sum(observed.counts()[t] for t in payment_events)
+
+            seen = payments_seen()
+            await emulator.control.pay_invoice(exported["bc_id"], PAID_AMOUNT, at=ref)
+            print(
+                f"\n== A payment of {PAID_AMOUNT} {exported.get('currency_code')} on invoice "
+                f"{exported['bc_number']} (Moment {PAID_INVOICE}) is posted in BC =="
+            )
+
+            async def paid_seen() -> bool:
+                if payments_seen() <= seen:
+                    return False
+                latest = observed.latest(payment_events)
+                return latest is not None and float(
+                    latest[1].get("paid_amount", latest[1].get("amount", 0))
+                ) >= float(PAID_AMOUNT)
+
+            paid = await _wait_for(paid_seen, 15)
+            latest = observed.latest(payment_events)
+            if paid and latest is not None:
+                print(f"  Moment receives: {latest[0]}")
+                for key, value in latest[1].items():
+                    print(f"    {key}: {value}")
+            else:
+                print("  demo: no payment event within 15 s")
+
+            reconcile_url = f"{url}/reconciliation"
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+                params = {"from": PERIOD[0], "to": PERIOD[1]}
+                async with http.get(reconcile_url, params=params) as resp:
+                    report = await resp.json()
+            print(f"\n== GET {reconcile_url.removeprefix(api)}?from={PERIOD[0]}&to={PERIOD[1]} ==")
+            print(render_summary(report))
+            for row in report["rows"]:
+                if row["class"] != "matched":
+                    error = row.get("ledger_error_code") or ", ".join(row["differences"])
+                    print(f"  {row['class']}: {row['type']} {row['moment_number']} ({error})")
             await channel.close()
             if keep:
                 await _keep_running(api, token, support)
-            return 0 if complete else 1
+            return 0 if complete and paid else 1
         finally:
             for service in reversed(running):
                 try:

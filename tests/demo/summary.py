@@ -36,6 +36,11 @@ class Observed:
     def of(self, type_: str) -> list[dict[str, Any]]:
         return [data for t, data in self.events if t == type_]
 
+    def latest(self, types: tuple[str, ...]) -> tuple[str, dict[str, Any]] | None:
+        """The last event received of one of these types: (type, data)."""
+        found = [(t, d) for t, d in self.events if t in types]
+        return found[-1] if found else None
+
     def counts(self) -> Counter[str]:
         return Counter(t for t, _ in self.events)
 
@@ -55,6 +60,11 @@ def posted_invoices(state: dict[str, Any]) -> list[dict[str, Any]]:
     """In Moment's order (BC numbers them in the order the worker happened to post them)."""
     posted = [i for i in state.get("salesInvoices", []) if i.get("status") != "Draft"]
     return sorted(posted, key=lambda i: str(i.get("externalDocumentNumber")))
+
+
+def posted_credit_memos(state: dict[str, Any]) -> list[dict[str, Any]]:
+    posted = [m for m in state.get("salesCreditMemos", []) if m.get("status") != "Draft"]
+    return sorted(posted, key=lambda m: str(m.get("externalDocumentNumber")))
 
 
 def read_mail(outbox: Path) -> EmailMessage | None:
@@ -112,8 +122,26 @@ def print_summary(
             f"  {inv['number']} (Moment {inv['externalDocumentNumber']}) customer "
             f"{inv['customerNumber']} {inv['customerName']}: {inv['status']}, "
             f"{_money(inv['totalAmountIncludingTax'])} {inv['currencyCode']} incl. VAT"
+            + (f", credited {_money(inv['creditedAmount'])}" if inv.get("creditedAmount") else "")
         )
         for line in inv.get("salesInvoiceLines", []):
+            dims = ", ".join(
+                f"{d['code']}={d['valueCode']}" for d in line.get("dimensionSetLines", [])
+            )
+            print(
+                f"    {line['lineObjectNumber']}  {line['description']:<24} "
+                f"{line['quantity']:>4g} x {_money(line['unitPrice']):>9}  {dims}"
+            )
+
+    _h("Business Central: posted sales credit memos")
+    for memo in posted_credit_memos(after):
+        print(
+            f"  {memo['number']} (Moment {memo['externalDocumentNumber']}) customer "
+            f"{memo['customerNumber']} {memo['customerName']}: {memo['status']}, "
+            f"{_money(memo['totalAmountIncludingTax'])} {memo['currencyCode']} incl. VAT, "
+            f"applied to invoice {memo['invoiceNumber'] or '(none)'}"
+        )
+        for line in memo.get("salesCreditMemoLines", []):
             dims = ", ".join(
                 f"{d['code']}={d['valueCode']}" for d in line.get("dimensionSetLines", [])
             )
@@ -134,7 +162,12 @@ def print_summary(
     counts = observed.counts()
     exported = ", ".join(
         f"{t} {counts[t]}"
-        for t in ("bc.customer.exported", "bc.project.exported", "bc.invoice.exported")
+        for t in (
+            "bc.customer.exported",
+            "bc.project.exported",
+            "bc.invoice.exported",
+            "bc.credit_note.exported",
+        )
     )
     print(f"  and {exported}")
 

@@ -9,12 +9,21 @@ from tests import factories as f
 ORG = "demo-org"
 MAIL_TO = "ekonomi@cronus.example"
 USER_ID = "moment-user-1001"
+# The month the demo's invoices are dated in (tests/factories.py: 2026-11-20): reconciled.
+PERIOD = ("2026-11-01", "2026-11-30")
+PAID_INVOICE = "1864"  # paid in part in BC during the demo
+PAID_AMOUNT = 5000
 
 
 def config_body(*, with_secret: bool = True) -> dict[str, Any]:
     """The dialog's fields as Moment sends them; without the secret a save keeps the stored one."""
     # The company name as users paste it from a BC URL: stored decoded, "CRONUS Sverige AB".
-    body = f.dialog(notification_recipients=[{"email": MAIL_TO}, {"user_id": USER_ID}], notes=None)
+    body = f.dialog(
+        notification_recipients=[{"email": MAIL_TO}, {"user_id": USER_ID}],
+        notes=None,
+        import_payments=True,
+        payments_from_date=PERIOD[0],
+    )
     if not with_secret:
         del body["client_secret"]
     return body
@@ -26,7 +35,8 @@ def event_body(type_: str, data: dict[str, Any]) -> bytes:
 
 
 def sample_events() -> list[tuple[str, dict[str, Any]]]:
-    """(type, data) in publish order; invoice 1866 fails on purpose (account 9999 is not in BC)."""
+    """(type, data) in publish order; invoice 1866 fails on purpose (account 9999 is not in BC);
+    credit note 1867 credits part of invoice 1864."""
     domestic = f.customer("10001", name="Nordisk Design AB", country="SE")
     abroad = f.customer(
         "20001",
@@ -71,6 +81,26 @@ def sample_events() -> list[tuple[str, dict[str, Any]]]:
                             "quantity": 4,
                             "project": data,
                         },
+                    ],
+                )
+            },
+        ),
+        # A credit note for one workshop hour of invoice 1864: a credit memo applied to it.
+        (
+            "moment.invoice.created",
+            {
+                "invoice": f.invoice(
+                    "1867",
+                    cust=domestic,
+                    kind="credit_note",
+                    credited_invoice={"id": "i-1864", "number": "1864"},
+                    lines=[
+                        {
+                            **line,
+                            "description": "Kreditering workshop",
+                            "quantity": -1,
+                            "project": portal,
+                        }
                     ],
                 )
             },

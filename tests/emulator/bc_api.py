@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from . import customer_rules as rules
 from . import documents as docs
+from . import payments
 from .entities import (
     ACCOUNT,
     COMPANY,
@@ -30,6 +31,8 @@ from .entities import (
     PAYMENT_TERM,
     PURCHASE_INVOICE,
     PURCHASE_INVOICE_LINE,
+    SALES_CREDIT_MEMO,
+    SALES_CREDIT_MEMO_LINE,
     SALES_INVOICE,
     SALES_INVOICE_LINE,
     EntitySpec,
@@ -289,8 +292,9 @@ class CustomersColl(TableColl):
         rules.apply(self.company, rec, row.data, values, rules.API_ORDER)
         self.table.update(row, {k: v for k, v in rec.items() if row.data.get(k) != v})
         if new_no is not None and new_no != old_no:  # rename cascades to documents
-            for inv in self.company.sales_invoices.find_all("customerNumber", old_no):
-                self.company.sales_invoices.update(inv, {"customerNumber": new_no}, touch=False)
+            for table in (self.company.sales_invoices, self.company.sales_credit_memos):
+                for inv in table.find_all("customerNumber", old_no):
+                    table.update(inv, {"customerNumber": new_no}, touch=False)
 
     def remove(self, row: Row) -> None:
         self.table.delete(row)
@@ -406,6 +410,8 @@ class SalesInvoicesColl(TableColl):
     def render(self, row: Row) -> dict[str, Any]:
         out = super().render(row)
         out["currencyCode"] = out["currencyCode"] or self.company.currency
+        # Computed when read, like APIV2SalesInvoices.Page.al GetRemainingAmount().
+        out["remainingAmount"] = payments.remaining_amount(self.company, row)
         return out
 
     def create(self, body: Any) -> Row:
@@ -439,6 +445,59 @@ class SalesInvoicesColl(TableColl):
             docs.post_sales_invoice(self.company, row)
             return
         if action in ("postAndSend", "send", "cancel", "cancelAndSend", "makeCorrectiveCreditMemo"):
+            raise not_implemented(f"Microsoft.NAV.{action}")
+        raise resource_not_found(f"Microsoft.NAV.{action}")
+
+
+class SalesCreditMemosColl(TableColl):
+    """salesCreditMemos ([BCApps] APIV2SalesCreditMemos.Page.al): drafts and posted credit memos
+    in one set, like salesInvoices."""
+
+    def __init__(self, company: Company) -> None:
+        super().__init__(
+            company, company.sales_credit_memos, SALES_CREDIT_MEMO, "Sales Cr. Memo Entity Buffer"
+        )
+
+    def render(self, row: Row) -> dict[str, Any]:
+        out = super().render(row)
+        out["currencyCode"] = out["currencyCode"] or self.company.currency
+        # SetCalculatedFields → SetInvoiceId: the id of the posted invoice the Applies-to Doc.
+        # No. names, else the empty GUID (a number of no posted invoice shows without an id).
+        invoice = docs.applied_invoice(self.company, out["invoiceNumber"])
+        out["invoiceId"] = invoice.id if invoice is not None else EMPTY_GUID
+        return out
+
+    def create(self, body: Any) -> Row:
+        values, navs = parse_body(self.spec, body)
+        return docs.create_sales_credit_memo(self.company, values, navs.get("salesCreditMemoLines"))
+
+    def modify(self, row: Row, body: Any) -> None:
+        values, navs = parse_body(self.spec, body)
+        if navs:
+            raise bad_request("Deep update is not supported.")
+        docs.update_sales_credit_memo(self.company, row, values)
+
+    def remove(self, row: Row) -> None:
+        if row.data["_posted"]:
+            raise dialog(docs.POSTED_CREDIT_MEMO)
+        for line in docs.lines_of(self.company, row.id, sales=True):
+            docs.delete_line(self.company, row, line, sales=True)
+        for entry in self.company.dim_set.find_all("parentId", row.id):
+            self.company.dim_set.delete(entry)
+        self.table.delete(row)
+
+    def navigate(self, row: Row, name: str) -> Coll:
+        if name == "salesCreditMemoLines":
+            return LinesColl(self.company, row, sales=True, credit=True)
+        if name == "dimensionSetLines":
+            return DimSetColl(self.company, row, "Sales_x0020_Credit_x0020_Memo", row)
+        raise resource_not_found(name)
+
+    def act(self, row: Row, action: str) -> None:
+        if action == "post":
+            docs.post_sales_credit_memo(self.company, row)
+            return
+        if action in ("postAndSend", "send", "cancel", "cancelAndSend"):
             raise not_implemented(f"Microsoft.NAV.{action}")
         raise resource_not_found(f"Microsoft.NAV.{action}")
 
@@ -480,52 +539,68 @@ class PurchaseInvoicesColl(TableColl):
 
 
 class LinesColl(TableColl):
-    """salesInvoiceLines / purchaseInvoiceLines, under a document or at company level."""
+    """salesInvoiceLines / salesCreditMemoLines / purchaseInvoiceLines, under a document or at
+    company level. Invoice and credit memo lines share the Sales Line table; each set shows only
+    the lines of its own documents."""
 
-    def __init__(self, company: Company, doc: Row | None, *, sales: bool) -> None:
+    def __init__(
+        self, company: Company, doc: Row | None, *, sales: bool, credit: bool = False
+    ) -> None:
         table = company.sales_lines if sales else company.purchase_lines
-        spec = SALES_INVOICE_LINE if sales else PURCHASE_INVOICE_LINE
-        super().__init__(
-            company,
-            table,
-            spec,
-            "Sales Invoice Line Aggregate" if sales else "Purch. Inv. Line Aggregate",
-        )
+        if credit:
+            spec, label = SALES_CREDIT_MEMO_LINE, "Sales Invoice Line Aggregate"
+        elif sales:
+            spec, label = SALES_INVOICE_LINE, "Sales Invoice Line Aggregate"
+        else:
+            spec, label = PURCHASE_INVOICE_LINE, "Purch. Inv. Line Aggregate"
+        super().__init__(company, table, spec, label)
         self.doc = doc
         self.sales = sales
+        self.credit = credit
+        if credit:
+            self.headers = company.sales_credit_memos
+        else:
+            self.headers = company.sales_invoices if sales else company.purchase_invoices
+
+    def _mine(self, rows: list[Row]) -> list[Row]:
+        return [r for r in rows if self.headers.get(r.data["documentId"]) is not None]
 
     def rows(self) -> list[Row]:
         if self.doc is None:
-            return super().rows()
+            return self._mine(super().rows())
         return docs.lines_of(self.company, self.doc.id, sales=self.sales)
 
     def rows_eq(self, name: str, value: Any) -> list[Row] | None:
         if name == "documentId":
             if self.doc is not None and value != self.doc.id:
                 return []
-            return (
-                docs.lines_of(self.company, value, sales=self.sales)
-                if isinstance(value, str)
-                else []
-            )
+            if not isinstance(value, str) or self.headers.get(value) is None:
+                return []
+            return docs.lines_of(self.company, value, sales=self.sales)
         found = super().rows_eq(name, value)
-        if found is None or self.doc is None:
+        if found is None:
             return found
+        if self.doc is None:
+            return self._mine(found)
         return [r for r in found if r.data["documentId"] == self.doc.id]
 
     def check_list(self, flt: Filter | None) -> None:
         if self.doc is None and not (flt and any(k in ("id", "documentId") for k, _ in flt.eqs)):
-            raise dialog("You must specify an Id or a Document Id to get the lines.")
+            # The credit memo lines page words it with a lower-case "id"
+            # (APIV2SalesCreditMemLines.Page.al IDOrDocumentIdShouldBeSpecifiedForLinesErr).
+            which = "an id" if self.credit else "an Id"
+            raise dialog(f"You must specify {which} or a Document Id to get the lines.")
 
     def lookup(self, key: str) -> Row | None:
         row = super().lookup(key)
-        if row is not None and self.doc is not None and row.data["documentId"] != self.doc.id:
+        if row is None or self.headers.get(row.data["documentId"]) is None:
+            return None
+        if self.doc is not None and row.data["documentId"] != self.doc.id:
             return None
         return row
 
     def _doc_of(self, row: Row) -> Row:
-        headers = self.company.sales_invoices if self.sales else self.company.purchase_invoices
-        doc = headers.get(row.data["documentId"])
+        doc = self.headers.get(row.data["documentId"])
         assert doc is not None
         return doc
 
@@ -537,7 +612,7 @@ class LinesColl(TableColl):
             doc_id = body.get("documentId") if isinstance(body, dict) else None
             if not doc_id:
                 raise dialog(docs.NO_DOCUMENT_ID)
-            doc = self.company.sales_invoices.get(str(doc_id).lower())
+            doc = self.headers.get(str(doc_id).lower())
             if doc is None:
                 raise dialog(docs.NO_DOCUMENT)
         return docs.add_line(self.company, doc, body, sales=True)
@@ -557,12 +632,9 @@ class LinesColl(TableColl):
 
     def navigate(self, row: Row, name: str) -> Coll:
         if name == "dimensionSetLines":
-            parent_type = (
-                "Sales_x0020_Invoice_x0020_Line"
-                if self.sales
-                else "Purchase_x0020_Invoice_x0020_Line"
-            )
-            return DimSetColl(self.company, row, parent_type, self._doc_of(row))
+            doc = self._doc_of(row)
+            parent_type = docs.line_parent_type(doc, self.sales)
+            return DimSetColl(self.company, row, parent_type, doc)
         raise resource_not_found(name)
 
 
@@ -645,6 +717,8 @@ COMPANY_SETS: dict[str, Callable[[Company], Coll]] = {
     ),
     "salesInvoices": SalesInvoicesColl,
     "salesInvoiceLines": lambda c: LinesColl(c, None, sales=True),
+    "salesCreditMemos": SalesCreditMemosColl,
+    "salesCreditMemoLines": lambda c: LinesColl(c, None, sales=True, credit=True),
     "purchaseInvoices": PurchaseInvoicesColl,
     "purchaseInvoiceLines": lambda c: LinesColl(c, None, sales=False),
 }

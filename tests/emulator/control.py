@@ -20,11 +20,13 @@ from .bc_api import (
     LinesColl,
     PaymentTermsColl,
     PurchaseInvoicesColl,
+    SalesCreditMemosColl,
     SalesInvoicesColl,
     TableColl,
 )
 from .entities import ACCOUNT, COMPANY_INFORMATION, GL_SETUP, parse_datetime
 from .errors import BCError
+from .payments import add_payment_routes
 from .seeding import SeedError, add_purchase_invoice, apply_seed, set_service
 from .store import Company, Row
 
@@ -75,12 +77,20 @@ def _rendered(coll: Any, row: Row) -> dict[str, Any]:
 def dump_company(c: Company) -> dict[str, Any]:
     customers = CustomersColl(c)
     invoices = SalesInvoicesColl(c)
+    credit_memos = SalesCreditMemosColl(c)
     purchases = PurchaseInvoicesColl(c)
 
     def document(coll: Any, row: Row, sales: bool) -> dict[str, Any]:
         out = _rendered(coll, row)
-        lines_key = "salesInvoiceLines" if sales else "purchaseInvoiceLines"
-        lines_coll = LinesColl(c, row, sales=sales)
+        credit = docs.is_credit_memo(row)
+        lines_key = (
+            "salesCreditMemoLines"
+            if credit
+            else "salesInvoiceLines"
+            if sales
+            else "purchaseInvoiceLines"
+        )
+        lines_coll = LinesColl(c, row, sales=sales, credit=credit)
         out[lines_key] = [
             {
                 **_rendered(lines_coll, line),
@@ -97,6 +107,11 @@ def dump_company(c: Company) -> dict[str, Any]:
             out["draftNumber"] = row.data["_draftNumber"]
         if sales and not row.data.get("_posted"):
             out["documentStatus"] = row.data.get("_docStatus", docs.DOC_OPEN)
+        if row.data.get("_creditedAmount"):
+            # What posted credit memos applied to this invoice (GenJnlPostLine application):
+            # its customer ledger entry's remaining amount is the total less this (and less
+            # payments, where those are modelled).
+            out["creditedAmount"] = row.data["_creditedAmount"]
         return out
 
     return {
@@ -110,6 +125,7 @@ def dump_company(c: Company) -> dict[str, Any]:
         "number_series_next": dict(c.series),
         "posting_requires_posting_groups": c.posting_requires_posting_groups,
         "sales_invoice_approval": c.sales_invoice_approval,
+        "sales_credit_memo_approval": c.sales_credit_memo_approval,
         "generalLedgerSetup": [
             _rendered(TableColl(c, c.gl_setup, GL_SETUP, ""), r) for r in c.gl_setup
         ],
@@ -158,6 +174,7 @@ def dump_company(c: Company) -> dict[str, Any]:
             for r in c.customers
         ],
         "salesInvoices": [document(invoices, r, True) for r in c.sales_invoices],
+        "salesCreditMemos": [document(credit_memos, r, True) for r in c.sales_credit_memos],
         "purchaseInvoices": [document(purchases, r, False) for r in c.purchase_invoices],
         "purchaseCreditMemos": [{"id": r.id, **r.data} for r in c.purchase_credit_memos],
     }
@@ -258,18 +275,16 @@ def delete_item(company: Company, kind: str, code: str, dimension: str | None) -
     table.delete(row)
 
 
-def find_sales_invoice(company: Company, body: dict[str, Any]) -> Row:
+def find_sales_invoice(company: Company, body: dict[str, Any], *, credit: bool = False) -> Row:
     """By ``id`` or by ``external_document_number`` (as stored: upper case)."""
+    table = company.sales_credit_memos if credit else company.sales_invoices
     if body.get("id"):
-        row = company.sales_invoices.get(str(body["id"]).lower())
+        row = table.get(str(body["id"]).lower())
     else:
         wanted = str(body.get("external_document_number", ""))
-        row = next(
-            (r for r in company.sales_invoices if r.data["externalDocumentNumber"] == wanted),
-            None,
-        )
+        row = next((r for r in table if r.data["externalDocumentNumber"] == wanted), None)
     if row is None:
-        raise ControlError(404, "no such sales invoice")
+        raise ControlError(404, f"no such sales {'credit memo' if credit else 'invoice'}")
     return row
 
 
@@ -432,15 +447,32 @@ def add_control_routes(app: web.Application, emu: Emulator) -> None:
         docs.set_document_status(company, row, str(body.get("status", "")))
         return _ok(_rendered(SalesInvoicesColl(company), row))
 
+    @routes.post("/_emulator/sales_credit_memos/status")
+    @handler
+    async def sales_credit_memo_status(request: web.Request) -> web.StreamResponse:
+        """The same for an unposted credit memo."""
+        body = await _body(request)
+        company = find_company(emu, body)
+        row = find_sales_invoice(company, body, credit=True)
+        docs.set_document_status(company, row, str(body.get("status", "")))
+        return _ok(_rendered(SalesCreditMemosColl(company), row))
+
     @routes.post("/_emulator/approvals")
     @handler
     async def approvals(request: web.Request) -> web.StreamResponse:
-        """Enable or disable the sales invoice approval workflow of a company."""
+        """Enable or disable the sales invoice / credit memo approval workflows of a company."""
         body = await _body(request)
         company = find_company(emu, body)
         if "sales_invoices" in body:
             company.sales_invoice_approval = bool(body["sales_invoices"])
-        return _ok({"sales_invoices": company.sales_invoice_approval})
+        if "sales_credit_memos" in body:
+            company.sales_credit_memo_approval = bool(body["sales_credit_memos"])
+        return _ok(
+            {
+                "sales_invoices": company.sales_invoice_approval,
+                "sales_credit_memos": company.sales_credit_memo_approval,
+            }
+        )
 
     @routes.post("/_emulator/purchase_invoices/cancel")
     @handler
@@ -498,3 +530,4 @@ def add_control_routes(app: web.Application, emu: Emulator) -> None:
         return _ok({"expired": entra.expire_tokens(emu.world, tid)})
 
     app.router.add_routes(routes)
+    add_payment_routes(app, emu)

@@ -17,12 +17,20 @@ from .entities import (
     EMPTY_GUID,
     PURCHASE_INVOICE,
     PURCHASE_INVOICE_LINE,
+    SALES_CREDIT_MEMO,
+    SALES_CREDIT_MEMO_LINE,
     SALES_INVOICE,
     SALES_INVOICE_LINE,
     EntitySpec,
     norm_number,
 )
-from .errors import BCError, dialog, invalid_table_relation, record_not_found
+from .errors import (
+    BCError,
+    data_not_found_filter,
+    dialog,
+    invalid_table_relation,
+    record_not_found,
+)
 from .store import Company, Row, Table
 
 DRAFT = "Draft"
@@ -38,6 +46,16 @@ DOC_STATUSES = (DOC_OPEN, DOC_RELEASED, DOC_PENDING_APPROVAL, DOC_PENDING_PREPAY
 DRAFT_ONLY = "The action can be applied to a draft invoice only."
 # [BCApps] codeunit 5477 "Sales Invoice Aggregator" / page 30043 "APIV2 - Sales Invoice Lines"
 POSTED = "The invoice has been posted and can no longer be modified."
+# [BCApps] Sales-Post (SalesPost.Codeunit.al), CheckTotalInvoiceAmount: for an invoice or order
+# whose total line amount and total incl. VAT are both below 0.
+NEGATIVE_INVOICE = "The total amount for the invoice must be 0 or greater."
+# ---- sales credit memos ([BCApps] APIV2SalesCreditMemos.Page.al, GraphMgtSalCrMemoBuf.Codeunit.al)
+CREDIT_MEMO = "Credit Memo"  # Sales Header "Document Type"
+DRAFT_CREDIT_MEMO_ONLY = "The action can be applied to a draft credit memo only."
+POSTED_CREDIT_MEMO = "The credit memo has been posted and can no longer be modified."
+NO_CREDIT_MEMO_LINE = "Please add at least one line item to the credit memo."
+INVOICE_ID_NO_MATCH = 'The "invoiceId" does not match to an Invoice.'
+INVOICE_VALUES_NO_MATCH = 'The "invoiceId" and "invoiceNumber" do not match to a specific Invoice.'
 LINE_EXISTS = "You cannot insert a line because a line already exists."
 NO_DOCUMENT = "No document with the specified ID exists."
 NO_DOCUMENT_ID = "You must specify a document id to get the lines."
@@ -182,14 +200,15 @@ def unposted_status(doc_status: str) -> str:
 
 
 def set_document_status(company: Company, row: Row, doc_status: str) -> None:
-    """Release / reopen / send for approval an unposted invoice, as a person does in BC."""
+    """Release / reopen / send for approval an unposted invoice or credit memo, as a person does
+    in BC (credit memos map the Sales Header status the same way: GraphMgtSalCrMemoBuf.Codeunit.al
+    SetStatusOptionFromSalesHeader)."""
     if row.data["_posted"]:
-        raise ValueError("a posted invoice has no document status")
+        raise ValueError("a posted document has no document status")
     if doc_status not in DOC_STATUSES:
         raise ValueError(f"status must be one of {DOC_STATUSES}")
-    company.sales_invoices.update(
-        row, {"_docStatus": doc_status, "status": unposted_status(doc_status)}
-    )
+    table = company.sales_credit_memos if is_credit_memo(row) else company.sales_invoices
+    table.update(row, {"_docStatus": doc_status, "status": unposted_status(doc_status)})
 
 
 def _test_posting_group(customer: dict[str, Any], key: str, caption: str) -> None:
@@ -203,7 +222,11 @@ def _test_posting_group(customer: dict[str, Any], key: str, caption: str) -> Non
         )
 
 
-def create_sales_invoice(company: Company, values: dict[str, Any], lines: Any) -> Row:
+def _new_sales_header(
+    company: Company, values: dict[str, Any], spec: EntitySpec, series: str, date_field: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A new Sales Header (invoice or credit memo) from the customer, as the API pages insert it:
+    ``(data, sell-to customer, bill-to customer)``; ``values`` loses the customer keys."""
     cust = _customer(company, values, "customerId", "customerNumber", "sell-to")
     if cust is None:
         raise dialog('A "customerNumber" or a "customerId" must be provided.')
@@ -220,31 +243,36 @@ def create_sales_invoice(company: Company, values: dict[str, Any], lines: Any) -
         # [BCApps] SalesHeader.Table.al: validating "Sell-to Customer No." runs
         # Customer.TestField("Gen. Bus. Posting Group") (unless sales tax is on), then it sets
         # "Bill-to Customer No.", whose validation runs Customer.TestField("Customer Posting
-        # Group"). Both run on POST salesInvoices (bc-api Corrections 5): a customer without
-        # posting groups fails the draft create, not the post. The header keeps its own copies.
+        # Group"). Both run on POST salesInvoices (bc-api Corrections 5) and on POST
+        # salesCreditMemos (the same Sales Header validation, GraphMgtSalCrMemoBuf
+        # PropagateOnInsert): a customer without posting groups fails the draft create, not the
+        # post. The header keeps its own copies.
         _test_posting_group(c, "_genBusPostingGroup", "Gen. Bus. Posting Group")
         _test_posting_group(b, "_customerPostingGroup", "Customer Posting Group")
-    data = SALES_INVOICE.defaults()
+    data = spec.defaults()
     data.update(
-        number=company.next_number("sales_invoice"),
+        number=company.next_number(series),
         customerId=cust.id,
         customerNumber=c["number"],
         customerName=c["displayName"],
         billToCustomerId=bill.id,
         billToCustomerNumber=b["number"],
         billToName=b["displayName"],
-        shipToName=c["displayName"],
         phoneNumber=c["phoneNumber"],
         email=c["email"],
         currencyCode=c["currencyCode"],
         paymentTermsId=c["paymentTermsId"],
         currencyId=c["currencyId"],
-        invoiceDate=today(),
         postingDate=today(),
         status=DRAFT,
         discountAppliedBeforeTax=True,
     )
-    for prefix, src in (("sellTo", c), ("billTo", b), ("shipTo", c)):
+    data[date_field] = today()
+    prefixes = [("sellTo", c), ("billTo", b)]
+    if "shipToName" in spec.by_name:
+        data["shipToName"] = c["displayName"]
+        prefixes.append(("shipTo", c))
+    for prefix, src in prefixes:
         data[prefix + "AddressLine1"] = src["addressLine1"]
         data[prefix + "AddressLine2"] = src["addressLine2"]
         data[prefix + "City"] = src["city"]
@@ -255,29 +283,44 @@ def create_sales_invoice(company: Company, values: dict[str, Any], lines: Any) -
         values.pop(k, None)
     data.update(values)
     payment_terms_by_id(company, data["paymentTermsId"])
-    if "dueDate" not in values:
-        data["dueDate"] = _due_date(company, data["invoiceDate"], data["paymentTermsId"])
     data["_posted"] = False
     data["_docStatus"] = DOC_OPEN
     data["_genBusPostingGroup"] = c.get("_genBusPostingGroup", "")
     data["_customerPostingGroup"] = b.get("_customerPostingGroup", "")
-    row = company.sales_invoices.insert(data)
-    for dim_no in (1, 2):
-        code = values.get(f"shortcutDimension{dim_no}Code")
-        if code:
-            set_shortcut_dimension(company, row, dim_no, code, "Sales_x0020_Invoice")
+    return data, c, b
+
+
+def _insert_lines(company: Company, row: Row, lines: Any) -> None:
     if lines is not None:
         if not isinstance(lines, list):
             raise BCError(400, "BadRequest", "Invalid Request Body")
         for line in lines:
             add_line(company, row, line, sales=True)
     recompute_totals(company, row, sales=True)
+
+
+def create_sales_invoice(company: Company, values: dict[str, Any], lines: Any) -> Row:
+    data, _, _ = _new_sales_header(company, values, SALES_INVOICE, "sales_invoice", "invoiceDate")
+    if "dueDate" not in values:
+        data["dueDate"] = _due_date(company, data["invoiceDate"], data["paymentTermsId"])
+    row = company.sales_invoices.insert(data)
+    for dim_no in (1, 2):
+        code = values.get(f"shortcutDimension{dim_no}Code")
+        if code:
+            set_shortcut_dimension(company, row, dim_no, code, "Sales_x0020_Invoice")
+    _insert_lines(company, row, lines)
     return row
 
 
 def update_sales_invoice(company: Company, row: Row, values: dict[str, Any]) -> None:
+    _update_sales_header(company, row, values, company.sales_invoices, "Sales_x0020_Invoice")
+
+
+def _update_sales_header(
+    company: Company, row: Row, values: dict[str, Any], table: Table, parent_type: str
+) -> None:
     if row.data["_posted"]:
-        raise dialog(POSTED)
+        raise dialog(posted_text(row))
     changes = dict(values)
     if "customerId" in values or "customerNumber" in values:
         cust = _customer(company, values, "customerId", "customerNumber", "sell-to")
@@ -290,12 +333,183 @@ def update_sales_invoice(company: Company, row: Row, values: dict[str, Any]) -> 
     check_currency(company, changes)
     if "paymentTermsId" in changes:
         payment_terms_by_id(company, changes["paymentTermsId"])
-    company.sales_invoices.update(row, changes)
+    table.update(row, changes)
     for dim_no in (1, 2):
         key = f"shortcutDimension{dim_no}Code"
         if key in values:
-            set_shortcut_dimension(company, row, dim_no, values[key], "Sales_x0020_Invoice")
+            set_shortcut_dimension(company, row, dim_no, values[key], parent_type)
     recompute_totals(company, row, sales=True)
+
+
+# ---- sales credit memos -------------------------------------------------------------------------
+
+
+def applied_invoice(company: Company, number: str) -> Row | None:
+    """The posted invoice a credit memo's Applies-to Doc. No. names, if there is one
+    ([BCApps] APIV2SalesCreditMemos.Page.al SetInvoiceId: ``SalesInvoiceHeader.Get``)."""
+    if not number:
+        return None
+    row = company.sales_invoices.find("number", number)
+    return row if row is not None and row.data["_posted"] else None
+
+
+def _applies_to(company: Company, values: dict[str, Any]) -> None:
+    """``invoiceId`` / ``invoiceNumber`` → the Applies-to Doc. No. (stored as ``invoiceNumber``),
+    validated as [BCApps] APIV2SalesCreditMemos.Page.al does, in control order:
+
+    - ``invoiceId``: ``SalesInvoiceAggregator.GetSalesInvoiceHeaderFromId`` must find a *posted*
+      invoice (Sales Invoice Header, by its draft id or its own id; the emulator keeps one id
+      for both): a draft's id, or an unknown one, fails with InvoiceIdDoesNotMatchAnInvoiceErr.
+      The empty GUID clears the application.
+    - ``invoiceNumber`` after an ``invoiceId``: must be that invoice's number
+      (InvoiceValuesDontMatchErr). Alone it is taken as it is: the page checks nothing, and
+      SalesHeader.Table.al "Applies-to Doc. No." OnValidate only marks an open customer ledger
+      entry when there is one (CustLedgerEntry.SetAmountToApply); a wrong number fails at the
+      post (see :func:`_apply_to_invoice`).
+    """
+    if "invoiceId" not in values and "invoiceNumber" not in values:
+        return
+    given = values.pop("invoiceNumber", None)
+    found = ""
+    invoice_id = values.pop("invoiceId", EMPTY_GUID)
+    if invoice_id != EMPTY_GUID:
+        row = company.sales_invoices.get(invoice_id)
+        if row is None or not row.data["_posted"]:
+            raise dialog(INVOICE_ID_NO_MATCH)
+        found = row.data["number"]
+    if found and given is not None and given != found:
+        raise dialog(INVOICE_VALUES_NO_MATCH)
+    values["invoiceNumber"] = found or given or ""
+
+
+def _credit_memo_due_date(company: Company, document_date: str, pt_id: str) -> str:
+    """[BCApps] SalesHeader.Table.al "Payment Terms Code" OnValidate: for a credit document the
+    due date is the document date unless the terms have "Calc. Pmt. Disc. on Cr. Memos"."""
+    pt = company.payment_terms.get(pt_id) if pt_id != EMPTY_GUID else None
+    if pt is None or not pt.data.get("calculateDiscountOnCreditMemos"):
+        return document_date
+    return _due_date(company, document_date, pt_id)
+
+
+def create_sales_credit_memo(company: Company, values: dict[str, Any], lines: Any) -> Row:
+    """``POST salesCreditMemos`` (deep insert of ``salesCreditMemoLines``): a Sales Header of
+    type Credit Memo, validated like an invoice's (GraphMgtSalCrMemoBuf PropagateOnInsert →
+    TransferFieldsWithValidate into the Sales Header), numbered from the credit memo series."""
+    _applies_to(company, values)
+    data, _, _ = _new_sales_header(
+        company, values, SALES_CREDIT_MEMO, "sales_credit_memo", "creditMemoDate"
+    )
+    data["_docType"] = CREDIT_MEMO
+    if "dueDate" not in values:
+        data["dueDate"] = _credit_memo_due_date(
+            company, data["creditMemoDate"], data["paymentTermsId"]
+        )
+    row = company.sales_credit_memos.insert(data)
+    for dim_no in (1, 2):
+        code = values.get(f"shortcutDimension{dim_no}Code")
+        if code:
+            set_shortcut_dimension(company, row, dim_no, code, "Sales_x0020_Credit_x0020_Memo")
+    _insert_lines(company, row, lines)
+    return row
+
+
+def update_sales_credit_memo(company: Company, row: Row, values: dict[str, Any]) -> None:
+    if row.data["_posted"]:
+        raise dialog(POSTED_CREDIT_MEMO)
+    _applies_to(company, values)
+    _update_sales_header(
+        company, row, values, company.sales_credit_memos, "Sales_x0020_Credit_x0020_Memo"
+    )
+
+
+def post_sales_credit_memo(company: Company, row: Row) -> None:
+    """``Microsoft.NAV.post`` of a credit memo ([BCApps] APIV2SalesCreditMemos.Page.al Post):
+    GetDraftCreditMemo refuses a posted one (DraftCreditMemoActionErr); PostCreditMemo refuses a
+    credit memo without lines (NoLineErr) before SendToPosting; then the approval check and
+    Sales-Post, which applies it to the invoice it names (Applies-to Doc. No.)."""
+    d = row.data
+    if d["_posted"]:
+        raise dialog(DRAFT_CREDIT_MEMO_ONLY)
+    if not lines_of(company, row.id, sales=True):
+        raise dialog(NO_CREDIT_MEMO_LINE)
+    _check_approval(company, d, company.sales_credit_memo_approval, "Sales Credit Memo")
+    _check_postable(company, row, "Credit Memo", blocked=("All",))
+    applied = _apply_to_invoice(company, row)
+    total = d["totalAmountIncludingTax"]
+    # [BCApps] GraphMgtSalCrMemoBuf.Codeunit.al SetStatusOptionFromSalesCreditMemoHeader: Paid
+    # when the credit memo's customer ledger entry is closed (SalesCrMemoHeader.Table.al, Paid
+    # = no open entry), i.e. it was applied in full; else Open.
+    status = "Paid" if total > 0 and applied >= total else OPEN
+    company.sales_credit_memos.update(
+        row,
+        {
+            "number": company.next_number("posted_sales_credit_memo"),
+            "status": status,
+            "_posted": True,
+            "_draftNumber": d["number"],
+        },
+    )
+
+
+def open_amount(company: Company, invoice: Row) -> float:
+    """What is still open on a posted invoice's customer ledger entry: its total less what
+    payments and credit memos applied to it (payments.py keeps the applications, so a posted
+    credit memo lowers the invoice's ``remainingAmount`` like a payment does). Paid and
+    canceled invoices have no open entry."""
+    from .payments import remaining  # payments.py builds on this module
+
+    if invoice.data["status"] in ("Paid", "Canceled"):
+        return 0.0
+    return float(remaining(company, invoice))
+
+
+def _apply_to_invoice(company: Company, memo: Row) -> float:
+    """Sales-Post's application of a credit memo to the invoice named by its Applies-to Doc. No.
+    ([BCApps] GenJnlPostLine.Codeunit.al PrepareTempCustLedgEntry): ``FindFirst`` of the open
+    customer ledger entry with that Document No., Document Type Invoice and the credit memo's
+    (bill-to) customer, so an invoice that is not posted, belongs to another customer or is
+    closed (paid, canceled, fully credited) fails the post; then TestField(Positive) and
+    GenJnlApply.CheckAgainstApplnCurrency (same currency). Returns the amount applied, which is
+    recorded on the invoice (``_creditedAmount``, shown as ``creditedAmount`` by the control
+    API); an invoice credited in full is closed and turns Paid (SalesInvoiceAggregator.Codeunit.al:
+    Paid when its entry is closed; the status change updates lastModifiedDateTime)."""
+    d = memo.data
+    number = d.get("invoiceNumber") or ""
+    if not number:
+        return 0.0
+    customer = d["billToCustomerNumber"]
+    invoice = applied_invoice(company, number)
+    if (
+        invoice is None
+        or invoice.data["billToCustomerNumber"] != customer
+        or open_amount(company, invoice) <= 0
+    ):
+        raise data_not_found_filter(
+            "Cust. Ledger Entry",
+            f"Document No.: {number}, Document Type: Invoice, Customer No.: {customer}, Open: Yes",
+        )
+    total = float(d["totalAmountIncludingTax"])
+    if total < 0:
+        # The credit memo's own entry would be positive, like the invoice's (approximated text:
+        # the invoice number stands for the entry number).
+        raise BCError(
+            400,
+            "Application_FieldValidationException",
+            f"Positive must be equal to 'No'  in Cust. Ledger Entry: Document No.={number}. "
+            "Current value is 'Yes'.",
+        )
+    if d["currencyCode"] != invoice.data["currencyCode"]:
+        raise dialog("All entries in one application must be in the same currency.")
+    from .payments import apply  # payments.py builds on this module
+
+    still_open = open_amount(company, invoice)
+    applied = min(total, still_open)
+    # The application is the invoice's entry's, like a payment's: it lowers remainingAmount and
+    # closes the entry (status Paid, lastModifiedDateTime moved) when nothing stays open.
+    apply(company, invoice, applied, kind="credit_memo", reference=str(d.get("number") or ""))
+    credited = norm_number(float(invoice.data.get("_creditedAmount", 0)) + applied)
+    company.sales_invoices.update(invoice, {"_creditedAmount": credited}, touch=False)
+    return applied
 
 
 def set_shortcut_dimension(
@@ -330,10 +544,32 @@ def set_shortcut_dimension(
         company.dim_set.update(existing, {"valueId": val.id})
 
 
-def _doc_table(company: Company, sales: bool) -> tuple[Table, Table, EntitySpec]:
+def is_credit_memo(doc: Row) -> bool:
+    """A sales credit memo header (BC's Sales Header "Document Type" = Credit Memo)."""
+    return doc.data.get("_docType") == CREDIT_MEMO
+
+
+def _doc_table(company: Company, doc: Row, sales: bool) -> tuple[Table, Table, EntitySpec]:
+    if sales and is_credit_memo(doc):
+        return company.sales_credit_memos, company.sales_lines, SALES_CREDIT_MEMO_LINE
     if sales:
         return company.sales_invoices, company.sales_lines, SALES_INVOICE_LINE
     return company.purchase_invoices, company.purchase_lines, PURCHASE_INVOICE_LINE
+
+
+def posted_text(doc: Row) -> str:
+    """The refusal to change a posted document: [BCApps] "Sales Invoice Aggregator" or
+    GraphMgtSalCrMemoBuf.Codeunit.al (CannotModifyPostedCrMemoErr)."""
+    return POSTED_CREDIT_MEMO if is_credit_memo(doc) else POSTED
+
+
+def line_parent_type(doc: Row, sales: bool) -> str:
+    """``parentType`` of a line's dimension set lines (APIV2 - Dimension Set Lines)."""
+    if not sales:
+        return "Purchase_x0020_Invoice_x0020_Line"
+    if is_credit_memo(doc):
+        return "Sales_x0020_Credit_x0020_Memo_x0020_Line"
+    return "Sales_x0020_Invoice_x0020_Line"
 
 
 def lines_of(company: Company, doc_id: str, *, sales: bool) -> list[Row]:
@@ -455,9 +691,9 @@ def add_line(company: Company, doc: Row, body: Any, *, sales: bool) -> Row:
     """Insert a line under ``doc`` (deep insert or ``…/salesInvoiceLines`` POST)."""
     from .entities import parse_body  # local: avoids a cycle at import time
 
-    _, lines, spec = _doc_table(company, sales)
+    _, lines, spec = _doc_table(company, doc, sales)
     if doc.data.get("_posted"):
-        raise dialog(POSTED)
+        raise dialog(posted_text(doc))
     values, navs = parse_body(spec, body)
     if values.get("documentId", doc.id) != doc.id:
         raise dialog('The value for "documentId" cannot be modified.')
@@ -490,9 +726,7 @@ def add_line(company: Company, doc: Row, body: Any, *, sales: bool) -> Row:
     if dims is not None:
         if not isinstance(dims, list):
             raise BCError(400, "BadRequest", "Invalid Request Body")
-        parent_type = (
-            "Sales_x0020_Invoice_x0020_Line" if sales else "Purchase_x0020_Invoice_x0020_Line"
-        )
+        parent_type = line_parent_type(doc, sales)
         for d in dims:
             dv, _ = parse_body(DIMENSION_SET_LINE, d)
             add_dimension(company, row, parent_type, dv)
@@ -504,12 +738,14 @@ def update_line(
     company: Company, doc: Row, row: Row, values: dict[str, Any], *, sales: bool
 ) -> None:
     if doc.data.get("_posted"):
-        raise dialog(POSTED)
+        raise dialog(posted_text(doc))
     if "documentId" in values and values["documentId"] != row.data["documentId"]:
         raise dialog('The value for "documentId" cannot be modified.')
     if "sequence" in values and values["sequence"] != row.data["sequence"]:
+        # The credit memo lines page words it without quotes (APIV2SalesCreditMemLines.Page.al).
+        quoted = "sequence" if is_credit_memo(doc) else '"sequence"'
         raise dialog(
-            'The value for "sequence" cannot be modified. Delete and insert the line again.'
+            f"The value for {quoted} cannot be modified. Delete and insert the line again."
         )
     old_number = row.data["lineObjectNumber"]
     if "lineObjectNumber" in values and old_number and values["lineObjectNumber"] != old_number:
@@ -521,24 +757,24 @@ def update_line(
             data["accountId"] = EMPTY_GUID
         _validate_line_object(company, data, values)
     _line_amounts(company, data, values, sales)
-    _, lines, _ = _doc_table(company, sales)
+    _, lines, _ = _doc_table(company, doc, sales)
     lines.update(row, {k: v for k, v in data.items() if row.data.get(k) != v})
     recompute_totals(company, doc, sales=sales)
 
 
 def delete_line(company: Company, doc: Row, row: Row, *, sales: bool) -> None:
     if doc.data.get("_posted"):
-        raise dialog(POSTED)
+        raise dialog(posted_text(doc))
     for entry in company.dim_set.find_all("parentId", row.id):
         company.dim_set.delete(entry)
-    _, lines, _ = _doc_table(company, sales)
+    _, lines, _ = _doc_table(company, doc, sales)
     lines.delete(row)
     recompute_totals(company, doc, sales=sales)
 
 
 def recompute_totals(company: Company, doc: Row, *, sales: bool) -> None:
     """Header totals from the lines; an invoice discount is spread over lines by amount."""
-    headers, lines, _ = _doc_table(company, sales)
+    headers, lines, _ = _doc_table(company, doc, sales)
     rows = [r for r in lines_of(company, doc.id, sales=sales) if r.data["lineType"] != "Comment"]
     base = sum(r.data["amountExcludingTax"] for r in rows)
     inv_disc = round(doc.data.get("discountAmount", 0) or 0, 2)
@@ -563,7 +799,7 @@ def recompute_totals(company: Company, doc: Row, *, sales: bool) -> None:
         "totalTaxAmount": norm_number(round(total_tax, 2)),
         "totalAmountIncludingTax": norm_number(round(total_excl + total_tax, 2)),
     }
-    if sales:
+    if sales and not is_credit_memo(doc):  # credit memos have no remainingAmount field
         totals["remainingAmount"] = totals["totalAmountIncludingTax"]
     if any(doc.data.get(k) != v for k, v in totals.items()):
         headers.update(doc, totals)
@@ -576,24 +812,51 @@ def post_sales_invoice(company: Company, row: Row) -> None:
     # Posted flag, not on its status; a released draft (status Open) is posted like any draft.
     if d["_posted"]:
         raise dialog(DRAFT_ONLY)
+    _check_approval(company, d, company.sales_invoice_approval, "Sales Invoice")
+    # [BCApps] SalesPost.Codeunit.al, OnRun → CheckTotalInvoiceAmount (before CheckAndUpdate):
+    # an invoice whose total line amount and total incl. VAT are both negative is refused with
+    # TotalInvoiceAmountNegativeErr. Credit memos are not checked (only Invoice and Order).
+    if d["totalAmountExcludingTax"] < 0 and d["totalAmountIncludingTax"] < 0:
+        raise dialog(NEGATIVE_INVOICE)
+    _check_postable(company, row, "Invoice", blocked=("All", "Invoice"))
+    company.sales_invoices.update(
+        row,
+        {
+            "number": company.next_number("posted_sales_invoice"),
+            "status": OPEN,
+            "_posted": True,
+            "_draftNumber": d["number"],
+        },
+    )
+
+
+def _check_approval(
+    company: Company, d: dict[str, Any], workflow_enabled: bool, caption: str
+) -> None:
     doc_status = d.get("_docStatus", DOC_OPEN)
     # [BCApps] SalesHeader.Table.al SendToPosting → IsApprovedForPosting →
     # ApprovalsMgmt.Codeunit.al PrePostApprovalCheckSales: with an enabled approval workflow an
-    # Open document fails with SalesPrePostCheckErr. A Pending Approval document passes that
-    # check and Sales-Post's ReleaseSalesDocument skips it; the AL does not say plainly that it
-    # is refused further on, so the emulator takes the stricter reading and refuses it too.
-    if doc_status == DOC_PENDING_APPROVAL or (
-        company.sales_invoice_approval and doc_status == DOC_OPEN
-    ):
+    # Open document fails with SalesPrePostCheckErr ("Sales %1 %2 must be approved …", %1 the
+    # document type). A Pending Approval document passes that check and Sales-Post's
+    # ReleaseSalesDocument skips it; the AL does not say plainly that it is refused further on,
+    # so the emulator takes the stricter reading and refuses it too.
+    if doc_status == DOC_PENDING_APPROVAL or (workflow_enabled and doc_status == DOC_OPEN):
         raise dialog(
-            f"Sales Invoice {d['number']} must be approved and released before you can "
+            f"{caption} {d['number']} must be approved and released before you can "
             "perform this action."
         )
+
+
+def _check_postable(company: Company, row: Row, doc_type: str, *, blocked: tuple[str, ...]) -> None:
+    """What Sales-Post checks on the customer, the lines and the dimensions."""
+    d = row.data
     cust = company.customers.find("number", d["customerNumber"])
     if cust is None:
         raise record_not_found("Customer", f"No.='{d['customerNumber']}'")
     c = cust.data
-    if c["blocked"] in ("All", "Invoice"):
+    # [BCApps] Customer.Table.al CheckBlockedCustOnDocs: "All" blocks every document, "Invoice"
+    # blocks quotes, orders and invoices (not credit memos).
+    if c["blocked"] in blocked:
         raise dialog(
             f"You cannot post this type of document when Customer {c['number']} is blocked with "
             f"type {c['blocked']}"
@@ -604,29 +867,20 @@ def post_sales_invoice(company: Company, row: Row) -> None:
         raise dialog("There is nothing to post.")
     # No posting-group check here: the draft copied the customer's groups when it was made, and
     # the create already refused a customer without them (SalesHeader.Table.al, see
-    # create_sales_invoice). Groups removed from the customer later do not reach the header.
+    # _new_sales_header). Groups removed from the customer later do not reach the header.
     for r in postable:
         number = r.data["lineObjectNumber"]
         if not number:
             raise BCError(
                 400,
                 "Application_FieldValidationException",
-                "No. must have a value in Sales Line: Document Type=Invoice, "
+                f"No. must have a value in Sales Line: Document Type={doc_type}, "
                 f"Document No.={d['number']}, "
                 f"Line No.={r.data['sequence']}. It cannot be zero or empty.",
             )
         if company.gl_accounts.find("number", number) is None:  # approximated (posting's Get)
             raise record_not_found("G/L Account", f"No.='{number}'")
     _check_dimensions(company, [row, *lines])
-    company.sales_invoices.update(
-        row,
-        {
-            "number": company.next_number("posted_sales_invoice"),
-            "status": OPEN,
-            "_posted": True,
-            "_draftNumber": d["number"],
-        },
-    )
 
 
 def post_purchase_invoice(company: Company, row: Row) -> None:
@@ -759,11 +1013,17 @@ def _after_dimension_change(company: Company, parent: Row, parent_type: str) -> 
     table: Table = {
         "Sales_x0020_Invoice": company.sales_invoices,
         "Sales_x0020_Invoice_x0020_Line": company.sales_lines,
+        "Sales_x0020_Credit_x0020_Memo": company.sales_credit_memos,
+        "Sales_x0020_Credit_x0020_Memo_x0020_Line": company.sales_lines,
         "Purchase_x0020_Invoice": company.purchase_invoices,
         "Purchase_x0020_Invoice_x0020_Line": company.purchase_lines,
     }[parent_type]
     changes: dict[str, Any] = {}
-    if parent_type in ("Sales_x0020_Invoice", "Purchase_x0020_Invoice"):
+    if parent_type in (
+        "Sales_x0020_Invoice",
+        "Sales_x0020_Credit_x0020_Memo",
+        "Purchase_x0020_Invoice",
+    ):
         setup = next(iter(company.gl_setup), None)
         for n in (1, 2):
             dim_code = setup.data[f"shortcutDimension{n}Code"] if setup else ""

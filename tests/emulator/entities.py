@@ -654,6 +654,75 @@ SALES_INVOICE_LINE = EntitySpec(
     deep_insert=("dimensionSetLines",),
 )
 
+# [BCApps] APIV2SalesCreditMemos.Page.al (page 30038, table "Sales Cr. Memo Entity Buffer"): the
+# fields in control order. Unlike salesInvoices: ``creditMemoDate`` (the Document Date) instead of
+# ``invoiceDate``; no ``customerPurchaseOrderReference``, ship-to, order, dispute or
+# ``remainingAmount`` fields; the bill-to address is editable; ``invoiceId``/``invoiceNumber``
+# (the Applies-to Doc. No.) apply it to a posted invoice; ``customerReturnReasonId``.
+SALES_CREDIT_MEMO = EntitySpec(
+    "salesCreditMemo",
+    "salesCreditMemos",
+    (
+        ID(),
+        S("number", 20, ro=True, code=True),
+        S("externalDocumentNumber", 35, code=True),
+        D("creditMemoDate"),
+        D("postingDate"),
+        D("dueDate"),
+        G("customerId"),
+        S("customerNumber", 20, code=True),
+        S("customerName", 100, ro=True),
+        S("billToName", 100, ro=True),
+        G("billToCustomerId"),
+        S("billToCustomerNumber", 20, code=True),
+        *_address("sellTo"),
+        *_address("billTo"),
+        S("shortcutDimension1Code", 20, code=True),
+        S("shortcutDimension2Code", 20, code=True),
+        G("currencyId"),
+        S("currencyCode", 10, code=True),
+        G("paymentTermsId"),
+        G("shipmentMethodId"),
+        S("salesperson", 20, code=True),
+        B("pricesIncludeTax", ro=True),
+        N("discountAmount"),
+        B("discountAppliedBeforeTax", ro=True),
+        N("totalAmountExcludingTax", ro=True),
+        N("totalTaxAmount", ro=True),
+        N("totalAmountIncludingTax", ro=True),
+        E("status", DOC_STATUS, ro=True),
+        LMDT(),
+        G("invoiceId"),
+        S("invoiceNumber", 20, code=True),
+        S("phoneNumber", 30),
+        S("email", 80),
+        G("customerReturnReasonId"),
+    ),
+    insert=True,
+    modify=True,
+    delete=True,
+    navigations=("salesCreditMemoLines", "dimensionSetLines"),
+    deep_insert=("salesCreditMemoLines",),
+)
+
+# [BCApps] APIV2SalesCreditMemLines.Page.al (page 30046, temp "Sales Invoice Line Aggregate"):
+# the fields of salesInvoiceLines (taxCode cut to 20 the same way), unitPrice before quantity.
+SALES_CREDIT_MEMO_LINE = EntitySpec(
+    "salesCreditMemoLine",
+    "salesCreditMemoLines",
+    (
+        *_LINE_COMMON_HEAD,
+        N("unitPrice"),
+        N("quantity"),
+        *SALES_INVOICE_LINE.fields[len(_LINE_COMMON_HEAD) + 2 :],
+    ),
+    insert=True,
+    modify=True,
+    delete=True,
+    navigations=("dimensionSetLines",),
+    deep_insert=("dimensionSetLines",),
+)
+
 PURCHASE_INVOICE = EntitySpec(
     "purchaseInvoice",
     "purchaseInvoices",
@@ -735,6 +804,8 @@ API_SPECS: dict[str, EntitySpec] = {
         COMPANY_INFORMATION,
         SALES_INVOICE,
         SALES_INVOICE_LINE,
+        SALES_CREDIT_MEMO,
+        SALES_CREDIT_MEMO_LINE,
         PURCHASE_INVOICE,
         PURCHASE_INVOICE_LINE,
     )

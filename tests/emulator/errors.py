@@ -106,6 +106,19 @@ def record_not_found(table: str, ident: str) -> BCError:
     )
 
 
+def data_not_found_filter(table: str, filters: str) -> BCError:
+    """A failed ``FindFirst`` on a filtered record inside AL code (e.g. the customer ledger entry
+    a credit memo is applied to). The code is bc-api §5.1's ``Internal_DataNotFoundFilter``;
+    status 400 as for :func:`record_not_found`; the text is the platform's "There is no … within
+    the filter." (approximated: the filter list is written in the AL's SetRange order).
+    """
+    return BCError(
+        400,
+        "Internal_DataNotFoundFilter",
+        f"There is no {table} within the filter.  Filters: {filters}",
+    )
+
+
 def key_not_found(table: str, key: str) -> BCError:
     """GET/PATCH/DELETE of an entity whose key does not exist.
 

@@ -367,10 +367,32 @@ def _eqs(node: Node, spec: EntitySpec) -> list[tuple[str, Any]]:
     return []
 
 
+# The OData stack's MaxNodeCount (default 100). Secondary source: a BC custom API page answered
+# "The node count limit of '100' has been exceeded…" to 31 ``startswith`` terms joined by ``or``
+# (community.dynamics.com thread f4bc1a3e-3956-ef11-a316-6045bdec6b18); 1 or 2 worked. How
+# ODataLib counts is approximated here: a comparison or function call is 3 nodes (operator,
+# property, literal), each and/or joining two terms 1, a not 1.
+MAX_NODE_COUNT = 100
+
+
+def node_count(node: Node) -> int:
+    if isinstance(node, Cmp | Func):
+        return 3
+    if isinstance(node, Not):
+        return 1 + node_count(node.item)
+    return len(node.items) - 1 + sum(node_count(item) for item in node.items)
+
+
 def compile_filter(text: str, spec: EntitySpec) -> Filter:
     """Parse and type-check ``text`` against ``spec``; BC-style 400 errors on any problem."""
     if not text.strip():
         raise query_error("The $filter expression is empty.")
     node = parse(text)
+    if node_count(node) > MAX_NODE_COUNT:
+        raise query_error(
+            f"The node count limit of '{MAX_NODE_COUNT}' has been exceeded. To increase the "
+            "limit, set the 'MaxNodeCount' property on EnableQueryAttribute or "
+            "ODataValidationSettings."
+        )
     predicate = _compile(node, spec)
     return Filter(predicate, _eqs(node, spec), _fields_of(node))

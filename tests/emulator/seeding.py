@@ -160,6 +160,7 @@ COMPANY_KEYS = {
     "customer_templates",
     "posting_requires_posting_groups",
     "sales_invoice_approval",
+    "sales_credit_memo_approval",
     "customers",
     "purchase_invoices",
     "language",
@@ -312,6 +313,8 @@ def _company(env: Environment, spec: Any, where: str) -> Company:
         company.posting_requires_posting_groups = bool(spec["posting_requires_posting_groups"])
     if "sales_invoice_approval" in spec:
         company.sales_invoice_approval = bool(spec["sales_invoice_approval"])
+    if "sales_credit_memo_approval" in spec:
+        company.sales_credit_memo_approval = bool(spec["sales_credit_memo_approval"])
     for j, c in enumerate(_list(spec.get("customers"), f"{where}.customers")):
         _customer(company, c, f"{where}.customers[{j}]")
     for j, p in enumerate(_list(spec.get("purchase_invoices"), f"{where}.purchase_invoices")):

@@ -273,6 +273,59 @@ class ControlClient:
             body["modified_at"] = modified_at
         return await self._call("POST", "purchase_invoices/cancel", body)  # type: ignore[no-any-return]
 
+    async def add_sales_invoice(
+        self, invoice: dict[str, Any], *, at: CompanyRef, last_modified: str | None = None
+    ) -> dict[str, Any]:
+        """Create and post a sales invoice as a person would in BC (``invoice`` is a
+        salesInvoices POST body with ``salesInvoiceLines``), optionally last modified at an
+        earlier time; returns its payment state."""
+        body = {**at.as_dict(), "invoice": invoice, "last_modified": last_modified}
+        return await self._call("POST", "sales_invoices", body)  # type: ignore[no-any-return]
+
+    async def pay_invoice(
+        self,
+        invoice: str,
+        amount: float | str,
+        *,
+        at: CompanyRef,
+        kind: str = "payment",
+        reference: str = "",
+    ) -> dict[str, Any]:
+        """Apply a payment (or, ``kind="credit_memo"``, a credit memo's amount) to a posted
+        invoice (id or number); returns ``{"application", "invoice"}``."""
+        body = {
+            **at.as_dict(),
+            "invoice": invoice,
+            "amount": str(amount),
+            "kind": kind,
+            "reference": reference,
+        }
+        return await self._call("POST", "payments", body)  # type: ignore[no-any-return]
+
+    async def reverse_payment(self, application_id: str, *, at: CompanyRef) -> dict[str, Any]:
+        """Unapply and reverse an applied amount; returns ``{"application", "invoice"}``."""
+        return await self._call("POST", "payments/reverse", {**at.as_dict(), "id": application_id})  # type: ignore[no-any-return]
+
+    async def set_sales_credit_memo_status(
+        self,
+        status: str,
+        *,
+        at: CompanyRef,
+        credit_memo_id: str | None = None,
+        external_document_number: str | None = None,
+    ) -> dict[str, Any]:
+        """The same as :meth:`set_sales_invoice_status` for an unposted credit memo."""
+        body: dict[str, Any] = {**at.as_dict(), "status": status}
+        if credit_memo_id is not None:
+            body["id"] = credit_memo_id
+        if external_document_number is not None:
+            body["external_document_number"] = external_document_number
+        return await self._call("POST", "sales_credit_memos/status", body)  # type: ignore[no-any-return]
+
+    async def set_sales_credit_memo_approval(self, enabled: bool, *, at: CompanyRef) -> None:
+        """Enable or disable the company's sales credit memo approval workflow."""
+        await self._call("POST", "approvals", {**at.as_dict(), "sales_credit_memos": enabled})
+
     async def set_app(
         self,
         tenant: str,

@@ -210,6 +210,8 @@ DEFAULT_SERIES = {
     "customer": "K10000",
     "sales_invoice": "S-INV100001",
     "posted_sales_invoice": "103001",
+    "sales_credit_memo": "S-CR100001",
+    "posted_sales_credit_memo": "104001",
     "purchase_invoice": "P-INV100001",
     "posted_purchase_invoice": "108001",
     "posted_purchase_credit_memo": "109001",
@@ -277,6 +279,9 @@ class Company:
         self.vat_formats: dict[str, list[str]] = {}
         # "Post Code" (table 225), in its key order (Code, City).
         self.post_codes: list[PostCodeEntry] = []
+        # The same for sales credit memos ("Sales Credit Memo Approval Workflow"): workflows are
+        # per document type (WorkflowManagement.CanExecuteWorkflow on the Sales Header).
+        self.sales_credit_memo_approval = False
         # "Config. Tmpl. Selection Rules" stand-in: country ("*" = any) → internal customer fields
         self.templates: list[tuple[str, dict[str, str]]] = []
         self.etag = world.versions.etag()
@@ -297,6 +302,14 @@ class Company:
         self.company_information = t("Company Information")
         self.sales_invoices = t(
             "Sales Header",
+            unique=["number"],
+            multi=["externalDocumentNumber", "customerNumber", "status"],
+        )
+        # Credit memos: drafts (Sales Header, Document Type Credit Memo) and posted ones (Sales
+        # Cr.Memo Header) in one set, like BC's "Sales Cr. Memo Entity Buffer". Their lines share
+        # the Sales Line table with the invoices' (BC's Sales Line holds every document type).
+        self.sales_credit_memos = t(
+            "Sales Cr. Memo Entity Buffer",
             unique=["number"],
             multi=["externalDocumentNumber", "customerNumber", "status"],
         )

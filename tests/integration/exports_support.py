@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,12 @@ ORG = f.ORG
 FAST_BC = ClientOptions(
     timeout_s=10, retry=RetryPolicy(max_attempts=5, max_wait_s=6, base_s=0.05, max_backoff_s=0.4)
 )
-EXPORTED_KEYS = ("bc.customer.exported", "bc.project.exported", "bc.invoice.exported")
+EXPORTED_KEYS = (
+    "bc.customer.exported",
+    "bc.project.exported",
+    "bc.invoice.exported",
+    "bc.credit_note.exported",
+)
 
 
 def config_body(emulator: EmulatorHandle, **overrides: Any) -> dict[str, Any]:
@@ -56,6 +62,20 @@ def config_body(emulator: EmulatorHandle, **overrides: Any) -> dict[str, Any]:
     )
     body.update(overrides)
     return body
+
+
+def account_invoice(number: str, account: str, customer: str = "10000") -> dict[str, Any]:
+    """``moment.invoice.created`` data: one line on ``account``, project 4005, department 100."""
+    c = f.customer(customer)
+    line = {
+        "description": "Consulting",
+        "quantity": 2,
+        "unit_price": 500.0,
+        "account_number": account,
+        "vat_code": "25",
+        "project": f.project("4005", department="100", cust=c),
+    }
+    return {"invoice": f.invoice(number, cust=c, lines=[line])}
 
 
 class Tracker(Observer):
@@ -112,10 +132,12 @@ class Exports:
         consumer = Consumer(
             self.settings,
             registry(runtime.sync_context()),
-            # As build_services wires them: the status, what needs a person, and the test's view.
+            # As build_services wires them: the status, what needs a person, the sync ledger's
+            # (runtime.observers), and the test's view last (tests wait on it).
             observers=[
                 StatusObserver(runtime.store),
                 NotificationRecorder(NotificationRepository(runtime.store)),
+                *runtime.observers,
                 self.tracker,
             ],
             connection=runtime.connection,
@@ -163,10 +185,17 @@ class Exports:
     # -- events -------------------------------------------------------------------------------
 
     async def send(
-        self, type_: str, data: dict[str, Any], *, id_: str | None = None, org: str = ORG
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        id_: str | None = None,
+        org: str = ORG,
+        time: str | None = None,
     ) -> str:
         event_id = id_ or str(uuid.uuid4())
-        await publish(self.settings, f.body(type_, data, org=org, id_=event_id), type_)
+        body = f.body(type_, data, org=org, id_=event_id, time=time)
+        await publish(self.settings, body, type_)
         return event_id
 
     async def done(self, event_id: str, n: int = 1, timeout: float = 15.0) -> list[str]:
@@ -212,6 +241,20 @@ class Exports:
         result: dict[str, Any] = await wait_for(find, timeout, interval=0.1)
         return result
 
+    async def credit_memos(self, external: str) -> list[dict[str, Any]]:
+        rows = (await self.company()).get("salesCreditMemos", [])
+        return [m for m in rows if m.get("externalDocumentNumber") == external]
+
+    async def posted_credit_memo(self, external: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until the credit memo with this external document number is posted in BC."""
+
+        async def find() -> dict[str, Any] | None:
+            done = [m for m in await self.credit_memos(external) if "documentStatus" not in m]
+            return done[0] if done else None
+
+        result: dict[str, Any] = await wait_for(find, timeout, interval=0.1)
+        return result
+
     async def dimension_value(self, dimension: str, code: str) -> dict[str, Any] | None:
         for dim in (await self.company()).get("dimensions", []):
             if dim["code"] == dimension:
@@ -230,6 +273,14 @@ class Exports:
             "customer_posting_group": groups[1],
         }
         company = {"name": self.emulator.company_name, "customers": [customer]}
+        environment = {"name": self.emulator.environment, "companies": [company]}
+        await self.emulator.control.seed(
+            {"tenants": [{"id": self.emulator.tenant_id, "environments": [environment]}]}
+        )
+
+    async def add_gl_account(self, number: str) -> None:
+        """A G/L account the BC admin adds (a posting account of the demo company)."""
+        company = {"name": self.emulator.company_name, "gl_accounts": [{"number": number}]}
         environment = {"name": self.emulator.environment, "companies": [company]}
         await self.emulator.control.seed(
             {"tenants": [{"id": self.emulator.tenant_id, "environments": [environment]}]}
@@ -272,21 +323,37 @@ async def exports_fixture(
     """One worker started, the demo config saved; more workers via ``start_worker()``.
 
     The store is SQLite; parametrize indirectly with ``"postgresql"`` for the shared server.
+    ``@pytest.mark.retry_delays(…)`` sets another retry ladder (default 0.2, 0.4, 0.8 s).
     """
+    async with open_exports(request, amqp_url, tmp_path, emulator) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def open_exports(
+    request: pytest.FixtureRequest,
+    amqp_url: str,
+    tmp_path: Path,
+    emulator: EmulatorHandle,
+    **overrides: Any,
+) -> AsyncIterator[Exports]:
+    """The ``exports`` fixture with other settings (e.g. a slower retry ladder)."""
     database: dict[str, Any] = {}
     if getattr(request, "param", "sqlite") == "postgresql":
         database["database_url"] = request.getfixturevalue("pg_database")
-    settings = make_settings(
-        tmp_path,
+    ladder = request.node.get_closest_marker("retry_delays")
+    values: dict[str, Any] = {
         **database,
-        amqp_url=amqp_url,
-        bc_api_url=emulator.url,
-        authority_url=emulator.url,
-        ca_file=emulator.ca_file,
-        client_id=emulator.client_id,
-        secret_key=KEY,
-        retry_delays=(0.2, 0.4, 0.8),
-    )
+        "amqp_url": amqp_url,
+        "bc_api_url": emulator.url,
+        "authority_url": emulator.url,
+        "ca_file": emulator.ca_file,
+        "client_id": emulator.client_id,
+        "secret_key": KEY,
+        "retry_delays": tuple(ladder.args) if ladder else (0.2, 0.4, 0.8),
+        **overrides,
+    }
+    settings = make_settings(tmp_path, **values)
     harness = Exports(settings, emulator)
     try:
         await harness.start_worker()

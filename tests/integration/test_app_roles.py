@@ -170,6 +170,13 @@ async def test_every_role_in_one_process(
     assert "notifications" in report and "error" not in report["notifications"]
     assert API_TOKEN not in json.dumps(report) and "client_secret" not in json.dumps(report)
 
+    # The integration log on the same API: the dead-lettered invoice with its error.
+    await asyncio.sleep(1.2)  # its history is written in 1 s batches
+    status, log = await call("GET", worker + PATH + "/objects/invoice/i-1866", headers=AUTH)
+    assert status == 200 and log["state"] == "failed"
+    assert log["error"]["code"] == "BC-ACCOUNT-MISSING"
+    assert "dead-lettered" in [s["step"] for s in log["history"]]
+
     # health answers on the same port, without a token
     status, _ = await call("GET", worker + "/readyz")
     assert status == 200

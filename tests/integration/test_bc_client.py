@@ -293,6 +293,45 @@ async def test_invoice_export_flow(conn: BcConnection, emulator: EmulatorHandle)
     assert dims == [{"PROJEKT": "4006", "AVDELNING": "200"}] * 2
 
 
+async def test_credit_memo_export_flow(conn: BcConnection, emulator: EmulatorHandle) -> None:
+    """salesCreditMemos calls: the credit memo and the credited invoices in one $batch (a
+    stray draft of the invoice's number sorts after the posted one), create applied to the
+    invoice, line dimensions through salesCreditMemoLines, post, read back."""
+    stray = await conn.create_sales_invoice(invoice_payload("1870", lines=1))
+    invoice = await conn.create_sales_invoice(invoice_payload("1870", lines=1))
+    await conn.post_sales_invoice(invoice.id)
+    await emulator.control.clear_requests()
+    memo, invoices = await conn.find_sales_credit_memo_and_invoices("K-1870", "10000", "1870")
+    assert memo is None
+    assert [(i.id, i.is_draft) for i in invoices] == [(invoice.id, False), (stray.id, True)]
+    requests = [r for r in await emulator.control.requests() if "/oauth2/" not in r["path"]]
+    assert [r["path"].rsplit("/", 1)[-1] for r in requests if r["batch_parent"] is None] == [
+        "$batch"
+    ]
+    invoice_body = invoice_payload("K-1870", lines=1)
+    payload = {
+        "customerNumber": "10000",
+        "externalDocumentNumber": "K-1870",
+        "creditMemoDate": "2026-11-30",
+        "invoiceId": invoice.id,
+        "salesCreditMemoLines": invoice_body["salesInvoiceLines"],
+    }
+    draft = await conn.create_sales_credit_memo(payload)
+    assert draft.is_draft and draft.applied and len(draft.lines) == 1
+    result = await conn.set_line_dimensions(
+        [(draft.lines[0].id, "PROJEKT", "4005")], lines_set="salesCreditMemoLines"
+    )
+    assert (result.created, result.updated) == (1, 0)
+    assert [ln.id for ln in await conn.sales_credit_memo_lines(draft.id)] == [draft.lines[0].id]
+    await conn.post_sales_credit_memo(draft.id)
+    posted = await conn.get_sales_credit_memo(draft.id)
+    assert posted.status == "Paid" and posted.number != draft.number
+    assert posted.invoice_number != "" and posted.invoice_id == invoice.id
+    found = await conn.find_sales_credit_memo("K-1870", "10000")
+    assert found is not None and found.surely_posted
+    assert found.lines[0].dimensions == (("PROJEKT", "4005"),)
+
+
 async def test_line_dimensions_are_batched_by_100(
     conn: BcConnection, emulator: EmulatorHandle
 ) -> None:

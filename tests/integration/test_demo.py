@@ -31,6 +31,8 @@ async def test_the_demo_shows_the_product_end_to_end(amqp_url: str) -> None:
         "posting groups EXPORT / KUNDER-EXP",  # the abroad customer
         "PROJEKT=4008, AVDELNING=100",  # line dimensions on a posted invoice
         "(Moment 1865) customer 30001",  # the invoice that came before its customer
+        "(Moment 1867) customer 10001 Nordisk Design AB: Paid",  # the credit note, applied
+        ", credited 1 500.00",  # on invoice 1864
         "bc.expense.imported (4)",
         "BC-ACCOUNT-MISSING",
         "Subject: Business Central integration: 1 problem needs your attention",

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests import factories as f
+from tests.amqp_support import wait_for
 from tests.integration.exports_support import Exports, exports_fixture  # noqa: F401
 
 INVOICE_CREATED = "moment.invoice.created"
@@ -186,3 +187,40 @@ async def test_customer_left_without_posting_groups_is_repaired_and_the_invoice_
     [posted] = await exports.invoices("8200")
     assert posted["status"] == "Open"
     assert len(await _writes(exports, "/Microsoft.NAV.post")) == 1
+
+
+async def test_a_customer_made_concurrently_without_posting_groups_is_repaired(
+    exports: Exports,
+) -> None:
+    # BC refuses the draft (no such customer); before the worker looks the customer up, another
+    # export creates it but has not set its posting groups yet. The next create is refused for
+    # the groups: they are set from the snapshot, and the invoice is posted (not dead-lettered
+    # as BC's validation text, as a chaos soak once saw).
+    await exports.emulator.control.add_fault(
+        "latency", method="GET", path="/customers$", latency_ms=1500, count=1
+    )
+    cust = f.customer("50095")
+    invoice = one_line_invoice("8210", cust, f.project("4005", department="100", cust=cust))
+    event_id = await exports.send(INVOICE_CREATED, {"invoice": invoice})
+
+    async def refused() -> bool:
+        return bool(
+            [r for r in await exports.bc_requests() if r["path"].endswith("/salesInvoices")]
+        )
+
+    await wait_for(refused, 10, interval=0.05)
+    await exports.seed_customer("50095", posting_groups=False)  # while the lookup is slow
+    assert await exports.done(event_id) == ["succeeded"]
+    creates = [
+        r["status"]
+        for r in await exports.bc_requests()
+        if r["method"] == "POST" and r["path"].endswith("/salesInvoices")
+    ]
+    assert creates == [400, 400, 201]
+    customer = await exports.customer("50095")
+    assert customer is not None
+    assert (customer["genBusPostingGroup"], customer["customerPostingGroup"]) == (
+        "INRIKES",
+        "KUNDER",
+    )
+    assert len(await exports.invoices("8210")) == 1

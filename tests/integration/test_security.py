@@ -24,7 +24,7 @@ from sqlalchemy import select
 from tests.conftest import SECRET_SCAN, make_settings
 from tests.db_support import MakeStore
 from tests.emulator.fixtures import EmulatorHandle
-from worker.api import ops_routes
+from worker.api import openapi, ops_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.app import bc_hub
 from worker.bc import BcError, BcHub
@@ -62,12 +62,15 @@ async def api(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
 
 
 def v1_routes(app: web.Application) -> list[tuple[str, str]]:
-    """(method, concrete path) of every /v1 route, path variables filled in."""
+    """(method, concrete path) of every /v1 route, path variables filled in, except the one
+    public route: the OpenAPI document (no data, no secret; see test_openapi_document_is_public)."""
     out = []
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         template = info.get("formatter") or info.get("path") or ""
         if not template.startswith("/v1") or route.method == "HEAD":
+            continue
+        if (route.method, template) == ("GET", openapi.DOCUMENT_PATH):
             continue
         out.append((route.method, re.sub(r"\{[^}]+\}", "org-1", template)))
     return out
@@ -110,6 +113,25 @@ async def test_every_v1_route_refuses_missing_and_wrong_tokens(api: TestClient[A
             method, path, headers={"Authorization": f"Bearer {TOKEN}"}, json={}
         )
         assert resp.status != 401, (method, path)
+
+
+async def test_openapi_document_is_public(api: TestClient[Any, Any]) -> None:
+    """The contract is served without a token, carries no secret, and names every other /v1
+    operation as needing the bearer token."""
+    resp = await api.get(openapi.DOCUMENT_PATH)
+    assert resp.status == 200
+    text = await resp.text()
+    assert TOKEN not in text
+    doc = await resp.json()
+    public = [
+        (method, path)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if path.startswith("/v1") and op.get("security") == []
+    ]
+    assert public == [("get", openapi.DOCUMENT_PATH)]
+    # Other methods on the document's path are not opened by the exemption.
+    assert (await api.post(openapi.DOCUMENT_PATH)).status == 401
 
 
 async def test_api_without_token_setting_refuses_to_start(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from pydantic import SecretStr
 from tests.unit.test_deploy_names import (
     DEPLOY,
     K8S,
+    K8S_EXAMPLE,
+    K8S_MONITORING,
     OBS,
     REPO,
     compose,
@@ -40,6 +42,7 @@ from tests.unit.test_deploy_names import (
     k8s_objects,
     load_yaml,
     read_env_file,
+    secret,
 )
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.bc.http import ssl_context
@@ -364,6 +367,12 @@ def test_kustomization_lists_every_manifest() -> None:
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
     assert [i["name"] for i in kustomization["images"]] == ["bc-sync"]
+    # The base applies no Secret: `kubectl apply -k` never overwrites the real ones.
+    assert not [o for o in k8s_objects(K8S) if o["kind"] == "Secret"]
+    for directory in (K8S_MONITORING, K8S_EXAMPLE):
+        listed = set(load_yaml(directory / "kustomization.yaml")["resources"])
+        on_disk = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        assert on_disk <= listed, directory
     for dep in deployments().values():
         assert container(dep)["image"] == "bc-sync"
 
@@ -453,17 +462,38 @@ def test_keda_authenticates_with_the_worker_secret() -> None:
     auth_name = scaled["spec"]["triggers"][0]["authenticationRef"]["name"]
     auth = next(o for o in objs if o["kind"] == "TriggerAuthentication")
     assert auth["metadata"]["name"] == auth_name
-    secret = next(o for o in objs if o["kind"] == "Secret")
-    (ref,) = auth["spec"]["secretTargetRef"]
-    assert ref["parameter"] == "host"
-    assert ref["name"] == secret["metadata"]["name"]
-    assert ref["key"] in secret["stringData"]
+    refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"host", "tls", "ca"}
+    for ref in refs.values():
+        assert ref["key"] in secret(ref["name"])["stringData"], ref
+    assert refs["host"] == {
+        "parameter": "host",
+        "name": "bc-sync-secrets",
+        "key": "BC_SYNC_AMQP_URL",
+    }
+    # KEDA and the workers trust the same CA: the one the pods mount as BC_SYNC_AMQP_CA_FILE.
+    assert secret("bc-sync-amqp-ca")["stringData"]["tls"] == "enable"
+    ca_file = Path(configmap()["BC_SYNC_AMQP_CA_FILE"])
+    for name, dep in deployments().items():
+        mount = next(m for m in container(dep)["volumeMounts"] if m["name"] == "amqp-ca")
+        volume = next(
+            v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "amqp-ca"
+        )
+        (item,) = volume["secret"]["items"]
+        assert volume["secret"]["secretName"] == refs["ca"]["name"], name
+        assert item["key"] == refs["ca"]["key"], name
+        assert Path(mount["mountPath"]) / item["path"] == ca_file, name
+    # When KEDA cannot read the queue, it holds a known consumer count.
+    scaled_spec = scaled["spec"]
+    fallback = scaled_spec["fallback"]
+    assert fallback["failureThreshold"] >= 1
+    assert scaled_spec["minReplicaCount"] <= fallback["replicas"] <= scaled_spec["maxReplicaCount"]
 
 
 def test_secret_example_holds_placeholders_only() -> None:
-    secret = next(o for o in k8s_objects() if o["kind"] == "Secret")
-    data = secret["stringData"]
-    assert "data" not in secret
+    example = secret()
+    data = example["stringData"]
+    assert "data" not in example
     assert {
         "BC_SYNC_SECRET_KEY",
         "BC_SYNC_API_TOKEN",
@@ -539,8 +569,12 @@ def test_cluster_config_forms_three_nodes_with_three_replicas() -> None:
     assert len(set(nodes)) == 3
     assert conf["cluster_formation.target_cluster_size_hint"] == "3"
     assert conf["queue_leader_locator"] == "balanced"
-    assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
     assert conf["cluster_partition_handling"] == "pause_minority"
+    # 3.13+ only (3.10 refuses to boot with it): in its own file, added on those versions.
+    assert not [k for k in conf if "continuous_membership_reconciliation" in k]
+    newer = _rabbit_conf(DEPLOY / "rabbitmq" / "cluster-3.13.conf")
+    assert newer["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
+    assert newer["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
     assert "load_definitions" in conf
     advanced = (DEPLOY / "rabbitmq" / "cluster-advanced.config").read_text()
     assert re.search(r"\{quorum_cluster_size,\s*3\}", advanced)
@@ -568,9 +602,10 @@ def test_alerts_cover_what_ops_asked_for() -> None:
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
-    scrape = load_yaml(OBS / "prometheus.yml")
-    assert [j["job_name"] for j in scrape["scrape_configs"]] == ["bc-sync"]
-    assert all('job="bc-sync"' in r["expr"] for r in rules if "up{" in r["expr"])
+    # No rule depends on the scrape job's name (`bc-sync` here, `<ns>/bc-sync` with a
+    # PodMonitor): targets are matched on app_kubernetes_io_name, set by both.
+    assert not [r["alert"] for r in rules if "job=" in r["expr"]]
+    assert all('app_kubernetes_io_name="bc-sync"' in r["expr"] for r in rules if "up{" in r["expr"])
 
 
 def test_dashboard_shows_what_ops_asked_for() -> None:

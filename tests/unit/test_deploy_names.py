@@ -26,11 +26,14 @@ from worker.messaging.topology import Topology
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
+K8S_MONITORING = K8S / "monitoring"  # kustomize Component: PodMonitor, PrometheusRule
+K8S_EXAMPLE = DEPLOY / "kubernetes-example"  # overlay: the base + placeholder Secrets
 OBS = DEPLOY / "observability"
 
 SETTING = re.compile(r"\bBC_SYNC_[A-Z0-9_]+\b")
-# Labels Prometheus adds at scrape time (deploy/observability/prometheus.yml), not the code.
-TARGET_LABELS = {"job", "instance", "pod", "namespace", "component"}
+# Labels Prometheus adds at scrape time (deploy/observability/prometheus.yml, the PodMonitor),
+# not the code.
+TARGET_LABELS = {"job", "instance", "pod", "namespace", "component", "app_kubernetes_io_name"}
 # Series Prometheus itself produces.
 PROMETHEUS_SERIES = {"up"}
 SUFFIXES = {
@@ -85,12 +88,20 @@ def defaults() -> Settings:
     return Settings(_env_file=None)
 
 
-def k8s_objects() -> list[dict[str, Any]]:
+def k8s_objects(*dirs: Path) -> list[dict[str, Any]]:
+    """The objects of the base, the monitoring component and the example overlay (or of the
+    directories given)."""
     objs: list[dict[str, Any]] = []
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name != "kustomization.yaml":
-            objs.extend(load_yaml_docs(path))
+    for directory in dirs or (K8S, K8S_MONITORING, K8S_EXAMPLE):
+        for path in sorted(directory.glob("*.yaml")):
+            if path.name != "kustomization.yaml":
+                objs.extend(load_yaml_docs(path))
     return objs
+
+
+def secret(name: str = "bc-sync-secrets") -> dict[str, Any]:
+    """One of the example overlay's placeholder Secrets."""
+    return next(o for o in k8s_objects() if o["kind"] == "Secret" and o["metadata"]["name"] == name)
 
 
 def deployments() -> dict[str, dict[str, Any]]:
@@ -239,9 +250,12 @@ def _apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], ca: Path) -
 def test_kubernetes_configuration_is_valid_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    secret = next(o for o in k8s_objects() if o["kind"] == "Secret")
-    env = {**configmap(), **secret["stringData"]}
+    # The ConfigMap names the CA file the pods mount from the Secret bc-sync-amqp-ca.
+    ca = tmp_path / "ca.crt"
+    ca.write_text(secret("bc-sync-amqp-ca")["stringData"]["ca.crt"])
+    env = {**configmap(), **secret()["stringData"], "BC_SYNC_AMQP_CA_FILE": str(ca)}
     settings = _apply_env(monkeypatch, env, tmp_path)
+    assert settings.amqp_ca_file == ca
     assert settings.http_host == "0.0.0.0"
     assert settings.database_url.get_secret_value().startswith("postgresql+asyncpg://")
 

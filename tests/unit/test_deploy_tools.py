@@ -1,6 +1,7 @@
 """The deploy files pass the tools that will consume them: promtool (rules, rule unit tests,
-scrape config, the dashboard's queries) and kustomize. Each test skips when its tool is not
-installed (Debian: `apt-get install prometheus`; kubectl ships kustomize)."""
+scrape config, the dashboard's queries, the PrometheusRule's groups) and kustomize (the base
+and the example overlay). Each test skips when its tool is not installed (Debian:
+`apt-get install prometheus`, which .ci/run and make validate do; kubectl ships kustomize)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 
 from tests.unit.test_deploy_names import (
     K8S,
+    K8S_EXAMPLE,
+    K8S_MONITORING,
     OBS,
     dashboard_exprs,
     load_yaml,
@@ -107,14 +110,30 @@ def test_the_scrape_config_reads_the_annotations_the_pods_carry() -> None:
         assert meta in relabel, key
 
 
-def test_kustomize_builds_the_manifests() -> None:
+def test_the_prometheusrule_groups_pass_promtool(tmp_path: Path) -> None:
+    """What the Prometheus Operator loads is a valid rule file for promtool too."""
     yaml = pytest.importorskip("yaml")
-    proc = run(tool("kubectl"), "kustomize", str(K8S))
+    (rule,) = load_yaml_docs(K8S_MONITORING / "prometheusrule.yaml")
+    path = tmp_path / "operator-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    proc = run(tool("promtool"), "check", "rules", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("root", [K8S, K8S_EXAMPLE], ids=["base", "example-overlay"])
+def test_kustomize_builds_the_manifests(root: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    proc = run(tool("kubectl"), "kustomize", str(root))
     assert proc.returncode == 0, proc.stderr
     objs = [o for o in yaml.safe_load_all(proc.stdout) if o]
     kinds = sorted(o["kind"] for o in objs)
     assert kinds.count("Deployment") == 4
     assert {"ScaledObject", "TriggerAuthentication", "PodDisruptionBudget", "Service"} <= set(kinds)
+    if root == K8S:  # the base never carries a Secret (it would overwrite the real one)
+        assert "Secret" not in kinds
+    else:
+        assert kinds.count("Secret") == 2
+        assert {"PodMonitor", "PrometheusRule"} <= set(kinds)
     for obj in objs:
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == "bc-sync", obj["metadata"]["name"]

@@ -1,16 +1,16 @@
-"""The BC answers the invoice export recognises to repair what is missing (pure, no I/O)."""
+"""The BC answers the invoice export recognises to repair what is missing (pure, no I/O).
+
+The recognisers moved to worker.sync.bc_answers, shared by invoices and credit notes."""
 
 from __future__ import annotations
 
 import pytest
 
 from worker.bc import BcValidationError
-from worker.sync.invoices import (
-    _approval_required,
-    _customer_missing,
-    _not_a_draft,
-    _posting_groups_missing,
-)
+from worker.sync.bc_answers import approval_required as _approval_required
+from worker.sync.bc_answers import customer_missing as _customer_missing
+from worker.sync.bc_answers import not_a_draft as _not_a_draft
+from worker.sync.bc_answers import posting_groups_missing as _posting_groups_missing
 
 
 @pytest.mark.parametrize(

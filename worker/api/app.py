@@ -17,12 +17,18 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
+from worker.api import openapi
+from worker.api.models import ErrorAnswer, FieldErrors, Health, Readiness, dump
+from worker.api.openapi import Answer, Operation, describe, only_reads
 from worker.config.model import ConfigValidationError, FieldError
 from worker.config.settings import Settings, SettingsError
 from worker.log import register_secret
 from worker.ops.dlq import DeadLetters, DlqBusy, DlqError, FilterError
 from worker.ops.health import ReadinessCheck
+from worker.ops.integration_log import IntegrationLog
+from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterCounts
 from worker.setup.service import ConfigService
 from worker.setup.verify import BcUnreachable
@@ -53,6 +59,8 @@ class ApiContext:
     dead_letter_counts: DeadLetterCounts | None = None
     status_sections: dict[str, StatusSection] = field(default_factory=dict)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    integration_log: IntegrationLog | None = None
+    reconciler: Reconciler | None = None
 
     def __post_init__(self) -> None:
         if self.dead_letters is None:
@@ -65,6 +73,16 @@ class ApiContext:
             raise ServiceUnavailable("the configuration store is not available in this process")
         return self.config
 
+    def log(self) -> IntegrationLog:
+        if self.integration_log is None:
+            raise ServiceUnavailable("the integration log is not available in this process")
+        return self.integration_log
+
+    def reconciliation(self) -> Reconciler:
+        if self.reconciler is None:
+            raise ServiceUnavailable("the reconciliation is not available in this process")
+        return self.reconciler
+
 
 CONTEXT = web.AppKey("context", ApiContext)
 CALLER = web.RequestKey("caller", str)  # name of the API token that authenticated
@@ -72,9 +90,8 @@ CALLER = web.RequestKey("caller", str)  # name of the API token that authenticat
 # A token followed by this suffix in BC_SYNC_API_TOKEN may read everything and change nothing.
 READ_ONLY_SUFFIX = ":read"
 # Methods that never change anything; any other method on /v1 is a write, unless its route is
-# marked with :func:`reads` (a POST that only reads, such as the options call).
+# marked with :func:`~worker.api.openapi.reads` (a POST that only reads: the options call).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_READING_HANDLERS: set[Handler] = set()
 
 
 @dataclass(frozen=True)
@@ -87,12 +104,6 @@ class ApiToken:
 
 
 ACCESS = web.RequestKey("access", ApiToken)  # the token that authenticated
-
-
-def reads(handler: Handler) -> Handler:
-    """Mark a non-GET route that changes nothing, so a read-only token may call it."""
-    _READING_HANDLERS.add(handler)
-    return handler
 
 
 def api_tokens(settings: Settings) -> dict[str, ApiToken]:
@@ -150,16 +161,12 @@ def is_write(request: web.Request) -> bool:
     if request.method in SAFE_METHODS:
         return False
     handler = getattr(request.match_info, "handler", None)
-    return handler not in _READING_HANDLERS
+    return handler is None or not only_reads(handler)
 
 
 def forbidden_read_only() -> web.Response:
-    return web.json_response(
-        {
-            "error": "forbidden",
-            "message": "this API token may only read (it is marked :read in BC_SYNC_API_TOKEN)",
-        },
-        status=403,
+    return _error(
+        "forbidden", 403, "this API token may only read (it is marked :read in BC_SYNC_API_TOKEN)"
     )
 
 
@@ -168,12 +175,14 @@ def _auth_middleware(tokens: dict[str, ApiToken]) -> Middleware:
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/") and request.path != "/v1":
             return await handler(request)
+        if request.path == openapi.DOCUMENT_PATH and request.method in ("GET", "HEAD"):
+            return await handler(request)  # the contract itself: no data, no secret
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         entry = authenticate(tokens, presented) if scheme.lower() == "bearer" else None
         if entry is None:
-            return web.json_response(
-                {"error": "unauthorized"},
+            return answer(
+                ErrorAnswer(error="unauthorized"),
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="bc-sync"'},
             )
@@ -189,14 +198,28 @@ def _auth_middleware(tokens: dict[str, ApiToken]) -> Middleware:
     return auth
 
 
+def answer(
+    model: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON answer built from its model (``worker.api.models``, as in the OpenAPI document)."""
+    return web.json_response(dump(model), status=status, headers=headers)
+
+
 def field_errors(errors: list[FieldError], status: int = 422) -> web.Response:
-    return web.json_response({"errors": errors}, status=status)
+    return answer(FieldErrors.of({"errors": errors}), status=status)
+
+
+def _error(error: str, status: int, message: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": error}
+    if message is not None:
+        body["message"] = message
+    return answer(ErrorAnswer.of(body), status=status)
 
 
 def _bc_unreachable(exc: BcUnreachable) -> web.Response:
     retry_after = max(1, round(exc.retry_after))
-    return web.json_response(
-        {"error": "bc_unreachable", "message": exc.message, "retry_after": retry_after},
+    return answer(
+        ErrorAnswer(error="bc_unreachable", message=exc.message, retry_after=retry_after),
         status=502,
         headers={"Retry-After": str(retry_after)},
     )
@@ -217,23 +240,58 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     except BcUnreachable as exc:
         return _bc_unreachable(exc)
     except ServiceUnavailable as exc:
-        return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
+        return _error("unavailable", 503, str(exc))
     except StoredConfigError as exc:
-        return web.json_response({"error": "unreadable", "message": str(exc)}, status=500)
+        return _error("unreadable", 500, str(exc))
     except DlqBusy as exc:
-        return web.json_response({"error": "busy", "message": str(exc)}, status=409)
+        return _error("busy", 409, str(exc))
     except DlqError as exc:
-        return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
+        return _error("unavailable", 503, str(exc))
     except Exception:
         log.exception("api.request_failed", path=request.path, method=request.method)
-        return web.json_response({"error": "internal error"}, status=500)
+        return _error("internal error", 500)
 
 
+# Answers that several routes share (OpenAPI).
+UNAVAILABLE = Answer(
+    ErrorAnswer, "What the route needs does not run in this process, or the broker is away."
+)
+BUSY = Answer(
+    ErrorAnswer,
+    f"Another dead-letter operation kept the queue for more than {DLQ_LOCK_WAIT_S:g} s.",
+)
+BC_UNREACHABLE = Answer(
+    ErrorAnswer,
+    "Business Central or Entra ID could not be reached; nothing was saved. Try again later.",
+    headers={"Retry-After": "Seconds to wait (also in `retry_after`)."},
+)
+
+
+@describe(
+    Operation(
+        summary="Liveness: the process and its event loop answer",
+        tag="operations",
+        public=True,
+        responses={200: Answer(Health, "Alive.")},
+    )
+)
 async def healthz(request: web.Request) -> web.Response:
     """The process and its event loop are alive (the loop answered this request)."""
-    return web.json_response({"status": "ok"})
+    return answer(Health(status="ok"))
 
 
+@describe(
+    Operation(
+        summary="Readiness: broker connected, consumers registered, store reachable",
+        tag="operations",
+        public=True,
+        description="Each check of this process with its detail; `bc` is informational.",
+        responses={
+            200: Answer(Readiness, "Every check passed."),
+            503: Answer(Readiness, "A check failed (see `checks`)."),
+        },
+    )
+)
 async def readyz(request: web.Request) -> web.Response:
     """Ready when every registered check passes: broker, consumers, store, ..."""
     ctx = request.app[CONTEXT]
@@ -246,12 +304,29 @@ async def readyz(request: web.Request) -> web.Response:
             ok, detail = False, type(exc).__name__
         results[name] = {"ok": ok, "detail": detail}
         ready = ready and ok
-    return web.json_response(
-        {"status": "ready" if ready else "unready", "checks": results, "time": time.time()},
+    return answer(
+        Readiness.of(
+            {"status": "ready" if ready else "unready", "checks": results, "time": time.time()}
+        ),
         status=200 if ready else 503,
     )
 
 
+@describe(
+    Operation(
+        summary="Prometheus metrics",
+        tag="operations",
+        public=True,
+        responses={
+            200: Answer(
+                None,
+                "The Prometheus text exposition format.",
+                media_type="text/plain",
+                schema={"type": "string"},
+            )
+        },
+    )
+)
 async def metrics(request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest())
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -266,12 +341,19 @@ def create_app(
         middlewares=[_errors_middleware, _auth_middleware(tokens)], client_max_size=1024**2
     )
     app[CONTEXT] = ctx
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    add_core_routes(app, api=bool(route_modules))
     for add_routes in route_modules:
         add_routes(app)
     return app
+
+
+def add_core_routes(app: web.Application, *, api: bool) -> None:
+    """Health, readiness and metrics (every process); the OpenAPI document (the api role)."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    if api:
+        openapi.add_route(app)
 
 
 class ApiServer:

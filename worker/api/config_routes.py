@@ -20,14 +20,25 @@ import structlog
 from aiohttp import web
 
 from worker.api.app import (
+    BC_UNREACHABLE,
     CALLER,
     CONTEXT,
+    UNAVAILABLE,
     ApiContext,
     ServiceUnavailable,
     StatusSection,
-    reads,
+    answer,
 )
-from worker.config.model import ConfigValidationError
+from worker.api.models import (
+    Deleted,
+    ErrorAnswer,
+    OptionsAnswer,
+    PublicConfig,
+    Saved,
+    StatusAnswer,
+)
+from worker.api.openapi import FIELD_ERRORS, Answer, Operation, describe, reads
+from worker.config.model import ConfigValidationError, ConnectionFields, IntegrationConfig
 from worker.ops import dlq
 from worker.setup.service import ConfigService
 from worker.store import check_org_id
@@ -70,35 +81,139 @@ def _actor(request: web.Request) -> str:
     return f"api:{request.get(CALLER, 'unknown')}"
 
 
+NOT_CONFIGURED = Answer(ErrorAnswer, "The organization has no integration (`error`: not_found).")
+# The dialog of DESIGN §11, as Moment sends it (the company name URL-encoded is accepted).
+DIALOG_EXAMPLE: dict[str, Any] = {
+    "tenant_id": "7c2d9a4e-1b3f-4c5d-8e6f-0a1b2c3d4e5f",
+    "client_id": None,
+    "client_secret": "the-client-secret",
+    "environment": "Production",
+    "company_name": "CRONUS%20Sverige%20AB",
+    "export_customers": True,
+    "customer_posting_groups": {
+        "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
+        "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
+    },
+    "export_projects": True,
+    "project_dimension": "PROJEKT",
+    "export_invoices": True,
+    "department_dimension": "AVDELNING",
+    "department_source": "department",
+    "department_tag_group": None,
+    "import_expenses": True,
+    "expenses_from_date": "2026-01-01",
+    "expense_activity": "Inköp",
+    "expenses_billable": True,
+    "notification_recipients": [{"user_id": "u-17"}, {"email": "ekonomi@example.se"}],
+    "notes": "free text",
+}
+
+
+@describe(
+    Operation(
+        summary="Save the integration (verified against Business Central first)",
+        tag="configuration",
+        description=(
+            "Checks every field, then gets a token from Entra ID and checks that the "
+            "environment, the company, the dimensions and the posting groups exist in BC. "
+            "Nothing is saved unless all of it holds. Without `client_secret` (or blank) the "
+            "stored one is used and kept."
+        ),
+        body=IntegrationConfig,
+        body_description="The integration dialog's fields.",
+        body_example=DIALOG_EXAMPLE,
+        responses={
+            201: Answer(Saved, "Created: the organization had no integration."),
+            200: Answer(Saved, "Updated."),
+            422: FIELD_ERRORS,
+            502: BC_UNREACHABLE,
+            503: UNAVAILABLE,
+        },
+    )
+)
 async def put_config(request: web.Request) -> web.Response:
     org = _org(request)
     body = await _body(request)
     status = await _service(request).put(org, body, actor=_actor(request))
-    return web.json_response({"status": status}, status=201 if status == "Created" else 200)
+    return answer(Saved(status=status), status=201 if status == "Created" else 200)
 
 
+@describe(
+    Operation(
+        summary="The saved integration (never its secret)",
+        tag="configuration",
+        responses={
+            200: Answer(
+                PublicConfig, "The saved fields; `client_secret_set` instead of the secret."
+            ),
+            404: NOT_CONFIGURED,
+            422: FIELD_ERRORS,
+            500: Answer(
+                ErrorAnswer,
+                "The stored row cannot be read (`error`: unreadable, e.g. the encryption key "
+                "changed), or an unexpected failure.",
+            ),
+            503: UNAVAILABLE,
+        },
+    )
+)
 async def get_config(request: web.Request) -> web.Response:
     org = _org(request)
     stored = await _service(request).get(org)
     if stored is None:
-        return web.json_response({"error": "not_found"}, status=404)
+        return answer(ErrorAnswer(error="not_found"), status=404)
     return web.json_response(stored.to_public_dict())
 
 
+@describe(
+    Operation(
+        summary="Switch the integration off and forget its settings",
+        tag="configuration",
+        responses={
+            200: Answer(Deleted, "Deleted."),
+            404: NOT_CONFIGURED,
+            422: FIELD_ERRORS,
+            503: UNAVAILABLE,
+        },
+    )
+)
 async def delete_config(request: web.Request) -> web.Response:
     org = _org(request)
     deleted = await _service(request).delete(org, actor=_actor(request))
     if not deleted:
-        return web.json_response({"error": "not_found"}, status=404)
-    return web.json_response({"status": "Deleted"})
+        return answer(ErrorAnswer(error="not_found"), status=404)
+    return answer(Deleted(status="Deleted"))
 
 
-@reads  # verifies credentials and lists BC's choices; stores nothing
+@reads  # verifies the credentials and lists BC's choices; stores nothing
+@describe(
+    Operation(
+        summary="The dialog's drop-downs: companies, dimensions, posting groups",
+        tag="configuration",
+        description=(
+            "With the credential fields (the rest of the form may come along and is ignored). "
+            "Without `client_secret` the stored one is used; without `company_name` only the "
+            "companies are listed."
+        ),
+        body=ConnectionFields,
+        body_description="The dialog's connection fields.",
+        body_example={
+            k: DIALOG_EXAMPLE[k]
+            for k in ("tenant_id", "client_secret", "environment", "company_name")
+        },
+        responses={
+            200: Answer(OptionsAnswer, "What BC has; `issues` names what could not be read."),
+            422: FIELD_ERRORS,
+            502: BC_UNREACHABLE,
+            503: UNAVAILABLE,
+        },
+    )
+)
 async def post_options(request: web.Request) -> web.Response:
     org = _org(request)
     body = await _body(request)
-    answer = await _service(request).options(org, body)
-    return web.json_response(answer.to_dict())
+    options = await _service(request).options(org, body)
+    return answer(OptionsAnswer.of(options.to_dict()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +252,14 @@ def _sections(ctx: ApiContext) -> dict[str, StatusSection]:
     }
 
 
+@describe(
+    Operation(
+        summary="Sync status: configuration, last outcomes per object type, dead letters",
+        tag="configuration",
+        description='A section that cannot be read answers `{"error": …}`; the rest still answer.',
+        responses={200: Answer(StatusAnswer, "One section per concern."), 422: FIELD_ERRORS},
+    )
+)
 async def get_status(request: web.Request) -> web.Response:
     org = _org(request)
     sections = _sections(_ctx(request))
@@ -144,18 +267,18 @@ async def get_status(request: web.Request) -> web.Response:
         *(asyncio.wait_for(section(org), SECTION_TIMEOUT_S) for section in sections.values()),
         return_exceptions=True,
     )
-    answer: dict[str, Any] = {"organization": org}
+    report: dict[str, Any] = {"organization": org}
     for name, result in zip(sections, results, strict=True):
         if isinstance(result, ServiceUnavailable):
-            answer[name] = {"error": str(result)}
+            report[name] = {"error": str(result)}
         elif isinstance(result, Exception):
             log.warning("api.status_section_failed", section=name, error=type(result).__name__)
-            answer[name] = {"error": "unavailable"}
+            report[name] = {"error": "unavailable"}
         elif isinstance(result, BaseException):
             raise result
         else:
-            answer[name] = result
-    return web.json_response(answer)
+            report[name] = result
+    return answer(StatusAnswer.of(report))
 
 
 def add_routes(app: web.Application) -> None:

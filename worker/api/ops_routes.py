@@ -15,7 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.api.app import CALLER, CONTEXT, field_errors
+from worker.api.app import BUSY, CALLER, CONTEXT, UNAVAILABLE, answer, field_errors
+from worker.api.models import (
+    DeadLetterDetail,
+    DeadLetterGroups,
+    DeadLetterList,
+    ErrorAnswer,
+    ReplayAnswer,
+    ReplayRequest,
+)
+from worker.api.openapi import FIELD_ERRORS, Answer, Operation, Param, describe
 from worker.ops import dlq
 
 DEFAULT_LIMIT = 100
@@ -37,6 +46,46 @@ def _limit(value: Any) -> int:
     return number
 
 
+_TIME = "ISO 8601 time (e.g. 2026-11-20T10:00:00Z) or a span back from now (`30m`, `2h`, `7d`)."
+FILTER_PARAMS = (
+    Param("org", "Organization id; `*` matches any characters.", example="org-acme"),
+    Param("type", "Event type, e.g. `moment.invoice.*`."),
+    Param("code", "Failure code, e.g. `BC-*`."),
+    Param("since", f"Last failure at or after this time: {_TIME}"),
+    Param("until", f"Last failure before this time: {_TIME}"),
+)
+
+
+@describe(
+    Operation(
+        summary="Dead letters, filtered: rows, or counts with group_by",
+        tag="dead letters",
+        description="Reads only. Without `group_by` the rows are paged by `limit`.",
+        query=(
+            *FILTER_PARAMS,
+            Param(
+                "limit",
+                f"Rows at most (default {DEFAULT_LIMIT}).",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            ),
+            Param("id", "Dead-letter or event id (repeat for several).", repeated=True),
+            Param(
+                "group_by",
+                "Count per code, organization or type instead of listing rows.",
+                {"type": "string", "enum": list(dlq.GROUP_BY)},
+            ),
+        ),
+        responses={
+            200: Answer(
+                (DeadLetterList, DeadLetterGroups),
+                "Rows (`items`), or counts (`groups`) with group_by.",
+            ),
+            409: BUSY,
+            422: FIELD_ERRORS,
+            503: UNAVAILABLE,
+        },
+    )
+)
 async def list_dead_letters(request: web.Request) -> web.Response:
     q = request.query
     unknown = set(q) - {"org", "type", "code", "since", "until", "limit", "id", "group_by"}
@@ -53,30 +102,54 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     letters = await _dead_letters(request).list_letters(filters)
     if group_by:
         groups = dlq.group_counts(letters, group_by)
-        return web.json_response(
+        return answer(
+            DeadLetterGroups.of(
+                {
+                    "group_by": group_by,
+                    "total": len(letters),
+                    "groups": [{"key": k, "count": n} for k, n in groups],
+                    "filters": filters.describe(),
+                }
+            )
+        )
+    return answer(
+        DeadLetterList.of(
             {
-                "group_by": group_by,
-                "total": len(letters),
-                "groups": [{"key": k, "count": n} for k, n in groups],
+                "count": len(letters),
+                "limit": filters.limit,
+                "items": [letter.row() for letter in letters],
                 "filters": filters.describe(),
             }
         )
-    return web.json_response(
-        {
-            "count": len(letters),
-            "limit": filters.limit,
-            "items": [letter.row() for letter in letters],
-            "filters": filters.describe(),
-        }
     )
 
 
+@describe(
+    Operation(
+        summary="One dead letter in full: envelope, headers, history, what the code means",
+        tag="dead letters",
+        path=(
+            Param(
+                "id",
+                "The dead letter's id or its event's id (as in the list).",
+                where="path",
+                example="3f0c8d52-5b2e-4d4a-9f65-0d6c2b8e4a11",
+            ),
+        ),
+        responses={
+            200: Answer(DeadLetterDetail, "The dead letter, redacted."),
+            404: Answer(ErrorAnswer, "No dead letter has this id (`error`: not_found, `id`)."),
+            409: BUSY,
+            503: UNAVAILABLE,
+        },
+    )
+)
 async def show_dead_letter(request: web.Request) -> web.Response:
     message_id = request.match_info["id"]
     detail = await _dead_letters(request).show(message_id)
     if detail is None:
-        return web.json_response({"error": "not_found", "id": message_id}, status=404)
-    return web.json_response(detail)
+        return answer(ErrorAnswer(error="not_found", id=message_id), status=404)
+    return answer(DeadLetterDetail.of(detail))
 
 
 def _replay_filters(body: Any) -> tuple[dlq.Filters, bool]:
@@ -104,6 +177,28 @@ def _replay_filters(body: Any) -> tuple[dlq.Filters, bool]:
     return filters, dry_run
 
 
+@describe(
+    Operation(
+        summary="Replay dead letters to the exports queue (or only list them: dry_run)",
+        tag="dead letters",
+        description=(
+            "Each one is published with a confirm, then removed from the dead-letter queue: "
+            "never lost. A body is optional (none = every dead letter)."
+        ),
+        body=ReplayRequest,
+        body_required=False,
+        body_description="Filters (all must match) and dry_run.",
+        responses={
+            200: Answer(ReplayAnswer, "Replayed (or, dry run, what would be)."),
+            409: BUSY,
+            422: FIELD_ERRORS,
+            502: Answer(
+                ReplayAnswer, "A publish failed: the run stopped there, the rest stay (`error`)."
+            ),
+            503: UNAVAILABLE,
+        },
+    )
+)
 async def replay_dead_letters(request: web.Request) -> web.Response:
     try:
         body = await request.json() if request.can_read_body else {}
@@ -112,12 +207,12 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
     filters, dry_run = _replay_filters(body)
     actor = f"api:{request.get(CALLER, 'unknown')}"
     result = await _dead_letters(request).replay(filters, actor=actor, dry_run=dry_run)
-    answer: dict[str, Any] = {**result.summary(), "filters": filters.describe()}
+    report: dict[str, Any] = {**result.summary(), "filters": filters.describe()}
     if dry_run:
-        answer["items"] = [letter.row() for letter in result.letters]
+        report["items"] = [letter.row() for letter in result.letters]
     else:
-        answer["ids"] = [letter.id for letter in result.letters]
-    return web.json_response(answer, status=200 if result.error is None else 502)
+        report["ids"] = [letter.id for letter in result.letters]
+    return answer(ReplayAnswer.of(report), status=200 if result.error is None else 502)
 
 
 def _dead_letters(request: web.Request) -> dlq.DeadLetters:

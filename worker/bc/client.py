@@ -32,6 +32,8 @@ from worker.bc.errors import (
 )
 from worker.bc.http import ClientOptions, Principal, Transport
 from worker.bc.models import (
+    POSTED_CREDIT_MEMO_STATUSES,
+    POSTED_INVOICE_STATUSES,
     Company,
     CompanyInformation,
     Customer,
@@ -43,13 +45,18 @@ from worker.bc.models import (
     LineDimensionResult,
     PageDimensionValue,
     PaymentTerms,
+    PostedDocument,
     PostingGroup,
     PurchaseInvoice,
     PurchaseInvoicePage,
+    SalesCreditMemo,
+    SalesDocument,
     SalesInvoice,
+    SalesInvoiceBalance,
     SalesInvoiceLine,
 )
 from worker.bc.odata import (
+    MAX_OR_TERMS,
     BatchOperation,
     BatchResult,
     Guid,
@@ -59,11 +66,11 @@ from worker.bc.odata import (
     chunks,
     cond,
     decode_company_name,
-    eq_any,
     eq_filter,
     guid,
     is_valid_environment,
     is_valid_tenant,
+    one_of,
     pages,
     query_string,
     segment,
@@ -78,6 +85,21 @@ V = TypeVar("V")
 
 # How long dimension ids (needed to PATCH a line's dimension) are reused.
 DIMENSION_CACHE_S = 300.0
+
+D = TypeVar("D", bound=SalesDocument)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentSet:
+    """Where one kind of sales document lives in API v2.0: its entity set and its lines' set
+    (the lines are also the deep-insert key and the ``$expand`` name)."""
+
+    entity_set: str
+    lines_set: str
+
+
+SALES_INVOICES = DocumentSet("salesInvoices", "salesInvoiceLines")
+SALES_CREDIT_MEMOS = DocumentSet("salesCreditMemos", "salesCreditMemoLines")
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +460,13 @@ class BcConnection:
         """``GET ODATA/CustomerPostingGroups`` (ODataV4)."""
         return await self._page_call(self.pages.customer_posting_groups())
 
+    async def account_exists(self, number: str) -> bool:
+        """``GET COMPANY/accounts?$filter=number eq '{number}'&$select=number``: is the G/L
+        account there (the self-healing probe of a BC-ACCOUNT-MISSING dead letter)?"""
+        query = query_string({"$filter": eq_filter(number=number), "$select": "number"})
+        rows = await self._all(f"{await self._company_url()}/accounts{query}", resource="accounts")
+        return bool(rows)
+
     # -- customers -----------------------------------------------------------------------------
 
     async def find_customer(self, number: str) -> Customer | None:
@@ -483,6 +512,54 @@ class BcConnection:
         rows = await self._all(f"{await self._company_url()}/paymentTerms", resource="paymentTerms")
         return [PaymentTerms.from_row(r) for r in rows]
 
+    # -- sales documents (invoices and credit memos) ------------------------------------------
+
+    def _find_query(self, docs: DocumentSet, external_document_number: str, customer: str) -> str:
+        flt = eq_filter(externalDocumentNumber=external_document_number, customerNumber=customer)
+        # The lines and their dimensions come along, so a draft is resumed without more reads.
+        return query_string(
+            {"$filter": flt, "$expand": f"{docs.lines_set}($expand=dimensionSetLines)"}
+        )
+
+    async def _find_documents(
+        self, docs: DocumentSet, external_document_number: str, customer_number: str
+    ) -> list[dict[str, Any]]:
+        query = self._find_query(docs, external_document_number, customer_number)
+        url = f"{await self._company_url()}/{docs.entity_set}{query}"
+        return await self._all(url, resource=docs.entity_set)
+
+    async def _create_document(
+        self, docs: DocumentSet, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        data = await self._request(
+            "POST",
+            f"{await self._company_url()}/{docs.entity_set}?$expand={docs.lines_set}",
+            resource=docs.entity_set,
+            body=payload,
+        )
+        return dict(data or {})
+
+    async def _get_document(self, docs: DocumentSet, document_id: str) -> dict[str, Any]:
+        data = await self._request(
+            "GET",
+            f"{await self._company_url()}/{docs.entity_set}({guid(document_id)})",
+            resource=docs.entity_set,
+        )
+        return dict(data or {})
+
+    async def _document_lines(self, docs: DocumentSet, document_id: str) -> list[SalesInvoiceLine]:
+        url = f"{await self._company_url()}/{docs.entity_set}({guid(document_id)})/{docs.lines_set}"
+        rows = await self._all(url, resource=docs.lines_set)
+        return [SalesInvoiceLine.from_row(r) for r in rows]
+
+    async def _post_document(self, docs: DocumentSet, document_id: str) -> None:
+        await self._request(
+            "POST",
+            f"{await self._company_url()}/{docs.entity_set}({guid(document_id)})"
+            "/Microsoft.NAV.post",
+            resource=f"{docs.entity_set}/Microsoft.NAV.post",
+        )
+
     # -- sales invoices ------------------------------------------------------------------------
 
     async def find_sales_invoice(
@@ -492,18 +569,8 @@ class BcConnection:
         '…'`` with the lines and their dimensions (the number must be upper case: Code fields
         are stored so, bc-api Corrections 8). Several matches: one that is surely posted wins,
         then an ``Open`` one (posted or released), then ``In Review``, then a draft."""
-        flt = eq_filter(
-            externalDocumentNumber=external_document_number, customerNumber=customer_number
-        )
-        # The lines and their dimensions come along, so a draft is resumed without more reads.
-        query = query_string(
-            {"$filter": flt, "$expand": "salesInvoiceLines($expand=dimensionSetLines)"}
-        )
-        url = f"{await self._company_url()}/salesInvoices{query}"
-        found = [SalesInvoice.from_row(r) for r in await self._all(url, resource="salesInvoices")]
-        if not found:
-            return None
-        return min(found, key=_posting_rank)
+        rows = await self._find_documents(SALES_INVOICES, external_document_number, customer_number)
+        return _furthest([SalesInvoice.from_row(r) for r in rows])
 
     async def create_sales_invoice(self, payload: Mapping[str, Any]) -> SalesInvoice:
         """``POST COMPANY/salesInvoices``: the draft with its ``salesInvoiceLines`` (deep insert).
@@ -512,22 +579,11 @@ class BcConnection:
         dimensions need. Not repeated in process after an ambiguous failure (timeout, 502/504):
         the caller finds the draft by external document number and resumes it.
         """
-        data = await self._request(
-            "POST",
-            f"{await self._company_url()}/salesInvoices?$expand=salesInvoiceLines",
-            resource="salesInvoices",
-            body=payload,
-        )
-        return SalesInvoice.from_row(data or {})
+        return SalesInvoice.from_row(await self._create_document(SALES_INVOICES, payload))
 
     async def get_sales_invoice(self, invoice_id: str) -> SalesInvoice:
         """``GET COMPANY/salesInvoices({id})``: status and (after posting) the posted number."""
-        data = await self._request(
-            "GET",
-            f"{await self._company_url()}/salesInvoices({guid(invoice_id)})",
-            resource="salesInvoices",
-        )
-        return SalesInvoice.from_row(data or {})
+        return SalesInvoice.from_row(await self._get_document(SALES_INVOICES, invoice_id))
 
     async def delete_sales_invoice(self, invoice_id: str) -> None:
         """``DELETE COMPANY/salesInvoices({id})`` (a draft, ``If-Match: *``); already gone is
@@ -546,28 +602,84 @@ class BcConnection:
 
     async def sales_invoice_lines(self, invoice_id: str) -> list[SalesInvoiceLine]:
         """``GET COMPANY/salesInvoices({id})/salesInvoiceLines``: the line ids of a draft."""
-        url = f"{await self._company_url()}/salesInvoices({guid(invoice_id)})/salesInvoiceLines"
-        rows = await self._all(url, resource="salesInvoiceLines")
-        return [SalesInvoiceLine.from_row(r) for r in rows]
+        return await self._document_lines(SALES_INVOICES, invoice_id)
 
     async def post_sales_invoice(self, invoice_id: str) -> None:
         """``POST COMPANY/salesInvoices({id})/Microsoft.NAV.post`` (then read it back with
         :meth:`get_sales_invoice` for the posted number)."""
-        await self._request(
-            "POST",
-            f"{await self._company_url()}/salesInvoices({guid(invoice_id)})/Microsoft.NAV.post",
-            resource="salesInvoices/Microsoft.NAV.post",
+        await self._post_document(SALES_INVOICES, invoice_id)
+
+    # -- sales credit memos --------------------------------------------------------------------
+
+    async def find_sales_credit_memo(
+        self, external_document_number: str, customer_number: str
+    ) -> SalesCreditMemo | None:
+        """``GET COMPANY/salesCreditMemos?$filter=externalDocumentNumber eq '…' and customerNumber
+        eq '…'`` with the lines and their dimensions; several matches as
+        :meth:`find_sales_invoice`."""
+        rows = await self._find_documents(
+            SALES_CREDIT_MEMOS, external_document_number, customer_number
+        )
+        return _furthest([SalesCreditMemo.from_row(r) for r in rows])
+
+    async def find_sales_credit_memo_and_invoices(
+        self, external_document_number: str, customer_number: str, invoice_external_number: str
+    ) -> tuple[SalesCreditMemo | None, list[SalesInvoice]]:
+        """The credit memo (as :meth:`find_sales_credit_memo`) and the sales invoices whose
+        external document number is ``invoice_external_number``, of any customer, furthest
+        towards posted first, in one ``$batch`` of two GETs (so a credit note applied to an
+        invoice stays within 5 requests)."""
+        company = f"companies({await self.company_id()})"
+        memo_query = self._find_query(SALES_CREDIT_MEMOS, external_document_number, customer_number)
+        invoice_query = query_string(
+            {"$filter": eq_filter(externalDocumentNumber=invoice_external_number)}
+        )
+        operations = [
+            BatchOperation("GET", f"{company}/{SALES_CREDIT_MEMOS.entity_set}{memo_query}"),
+            BatchOperation("GET", f"{company}/{SALES_INVOICES.entity_set}{invoice_query}"),
+        ]
+        results = await self._batch(operations)
+        for result in results:
+            if result.error is not None:
+                raise self._specific(result.error)
+        memo_rows, invoice_rows = (_rows(result.body) for result in results)
+        memos = [SalesCreditMemo.from_row(r) for r in memo_rows]
+        invoices = sorted((SalesInvoice.from_row(r) for r in invoice_rows), key=_posting_rank)
+        return _furthest(memos), invoices
+
+    async def create_sales_credit_memo(self, payload: Mapping[str, Any]) -> SalesCreditMemo:
+        """``POST COMPANY/salesCreditMemos`` with its ``salesCreditMemoLines`` (deep insert; the
+        answer carries the new lines). Not repeated in process after an ambiguous failure, as
+        :meth:`create_sales_invoice`."""
+        return SalesCreditMemo.from_row(await self._create_document(SALES_CREDIT_MEMOS, payload))
+
+    async def get_sales_credit_memo(self, credit_memo_id: str) -> SalesCreditMemo:
+        """``GET COMPANY/salesCreditMemos({id})``: status, the posted number, the invoice."""
+        return SalesCreditMemo.from_row(
+            await self._get_document(SALES_CREDIT_MEMOS, credit_memo_id)
         )
 
+    async def sales_credit_memo_lines(self, credit_memo_id: str) -> list[SalesInvoiceLine]:
+        """``GET COMPANY/salesCreditMemos({id})/salesCreditMemoLines``."""
+        return await self._document_lines(SALES_CREDIT_MEMOS, credit_memo_id)
+
+    async def post_sales_credit_memo(self, credit_memo_id: str) -> None:
+        """``POST COMPANY/salesCreditMemos({id})/Microsoft.NAV.post``."""
+        await self._post_document(SALES_CREDIT_MEMOS, credit_memo_id)
+
     async def set_line_dimensions(
-        self, items: Sequence[LineDimension | tuple[str, str, str]]
+        self,
+        items: Sequence[LineDimension | tuple[str, str, str]],
+        *,
+        lines_set: str = SALES_INVOICES.lines_set,
     ) -> LineDimensionResult:
-        """Set dimension values on sales invoice lines in ``$batch`` requests (≤ 100 each).
+        """Set dimension values on sales document lines in ``$batch`` requests (≤ 100 each).
 
         Each item is ``(line_id, dimension_code, value_code)``. First ``POST
-        salesInvoiceLines({line})/dimensionSetLines``; where the line already has that dimension
-        (e.g. from the customer's defaults) ``PATCH …/dimensionSetLines({dimensionId})`` with
-        ``If-Match: *``. Safe to repeat. Raises the first failure (a transient one first).
+        {lines_set}({line})/dimensionSetLines`` (``salesInvoiceLines``, or
+        ``salesCreditMemoLines``); where the line already has that dimension (e.g. from the
+        customer's defaults) ``PATCH …/dimensionSetLines({dimensionId})`` with ``If-Match: *``.
+        Safe to repeat. Raises the first failure (a transient one first).
         """
         wanted = [i if isinstance(i, LineDimension) else LineDimension(*i) for i in items]
         if not wanted:
@@ -576,7 +688,7 @@ class BcConnection:
         posts = [
             BatchOperation(
                 "POST",
-                f"{company}/salesInvoiceLines({guid(w.line_id)})/dimensionSetLines",
+                f"{company}/{lines_set}({guid(w.line_id)})/dimensionSetLines",
                 {"code": w.dimension_code, "valueCode": w.value_code},
             )
             for w in wanted
@@ -592,7 +704,7 @@ class BcConnection:
                 patches.append(
                     BatchOperation(
                         "PATCH",
-                        f"{company}/salesInvoiceLines({guid(want.line_id)})"
+                        f"{company}/{lines_set}({guid(want.line_id)})"
                         f"/dimensionSetLines({guid(dim_id)})",
                         {"valueCode": want.value_code},
                         {"If-Match": "*"},
@@ -659,7 +771,7 @@ class BcConnection:
             return []
         query = query_string(
             {
-                "$filter": eq_any("id", (Guid(i) for i in ids)),
+                "$filter": one_of("id", [Guid(i) for i in ids]),
                 "$select": "id,number,status,lastModifiedDateTime",
             }
         )
@@ -667,14 +779,112 @@ class BcConnection:
         rows = await self._all(url, resource="purchaseInvoices")
         return [PurchaseInvoice.from_row(r) for r in rows]
 
+    # -- sales invoice balances (payment import) -----------------------------------------------
 
-def _posting_rank(invoice: SalesInvoice) -> int:
+    async def sales_invoice_changes(
+        self,
+        from_date: date,
+        since: datetime | None = None,
+        *,
+        statuses: Sequence[str] = ("Open", "Paid"),
+        page_size: int | None = None,
+    ) -> AsyncIterator[list[SalesInvoiceBalance]]:
+        """Sales invoices posted on or after ``from_date`` whose ``lastModifiedDateTime`` is
+        after ``since`` and whose status is one of ``statuses``, one page at a time (nextLink).
+        BC updates ``lastModifiedDateTime`` when a posted invoice's status changes (Paid, or
+        back to Open), not when a partial payment lowers its remaining amount."""
+        flt = all_of(
+            cond("postingDate", "ge", from_date),
+            cond("lastModifiedDateTime", "gt", since) if since else None,
+            one_of("status", statuses),
+        )
+        query = query_string({"$filter": flt, "$select": ",".join(SalesInvoiceBalance.FIELDS)})
+        url = f"{await self._company_url()}/salesInvoices{query}"
+        async for rows in self._pages(url, resource="salesInvoices", page_size=page_size):
+            yield [SalesInvoiceBalance.from_row(r) for r in rows]
+
+    async def sales_invoice_balances(
+        self, invoice_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[list[str], list[SalesInvoiceBalance]]]:
+        """Re-read these sales invoices by id, :data:`MAX_OR_TERMS` ids a request
+        (``$filter=id eq … or id eq …`` with the few fields of :class:`SalesInvoiceBalance`);
+        yields each request's ids and the invoices BC returned for them."""
+        company_url = await self._company_url()
+        for chunk in chunks([guid(i) for i in invoice_ids], MAX_OR_TERMS):
+            flt = one_of("id", [Guid(i) for i in chunk])
+            query = query_string({"$filter": flt, "$select": ",".join(SalesInvoiceBalance.FIELDS)})
+            rows = await self._all(f"{company_url}/salesInvoices{query}", resource="salesInvoices")
+            yield list(chunk), [SalesInvoiceBalance.from_row(r) for r in rows]
+
+    # -- posted sales documents (reconciliation, read-only) -----------------------------------
+
+    def _posted_set(self, credit_memos: bool) -> tuple[str, tuple[str, ...]]:
+        if credit_memos:
+            return "salesCreditMemos", POSTED_CREDIT_MEMO_STATUSES
+        return "salesInvoices", POSTED_INVOICE_STATUSES
+
+    async def posted_documents(
+        self,
+        from_date: date,
+        to_date: date,
+        *,
+        credit_memos: bool = False,
+        page_size: int | None = None,
+    ) -> AsyncIterator[list[PostedDocument]]:
+        """Posted sales invoices (or credit memos) with a ``postingDate`` from ``from_date`` to
+        ``to_date`` (both included), the few fields of :class:`PostedDocument`, one page at a
+        time (nextLink)."""
+        entity, statuses = self._posted_set(credit_memos)
+        flt = all_of(
+            cond("postingDate", "ge", from_date),
+            cond("postingDate", "le", to_date),
+            one_of("status", statuses),
+        )
+        query = query_string({"$filter": flt, "$select": ",".join(PostedDocument.FIELDS)})
+        url = f"{await self._company_url()}/{entity}{query}"
+        async for rows in self._pages(url, resource=entity, page_size=page_size):
+            yield [PostedDocument.from_row(r) for r in rows]
+
+    async def posted_documents_by_number(
+        self, external_numbers: Sequence[str], *, credit_memos: bool = False
+    ) -> AsyncIterator[list[PostedDocument]]:
+        """Posted sales invoices (or credit memos) with these external document numbers, any
+        posting date; :data:`MAX_OR_TERMS` numbers a request."""
+        entity, statuses = self._posted_set(credit_memos)
+        company_url = await self._company_url()
+        for chunk in chunks(list(external_numbers), MAX_OR_TERMS):
+            flt = all_of(one_of("externalDocumentNumber", chunk), one_of("status", statuses))
+            query = query_string({"$filter": flt, "$select": ",".join(PostedDocument.FIELDS)})
+            rows = await self._all(f"{company_url}/{entity}{query}", resource=entity)
+            yield [PostedDocument.from_row(r) for r in rows]
+
+    async def probe_sales_invoices(self) -> None:
+        """``GET COMPANY/salesInvoices?$top=1&$select=id``: the app may read sales invoices (the
+        payment import's check on save)."""
+        query = query_string({"$top": "1", "$select": "id"})
+        await self._request(
+            "GET", f"{await self._company_url()}/salesInvoices{query}", resource="salesInvoices"
+        )
+
+
+def _posting_rank(document: SalesDocument) -> int:
     """Sort key: the match furthest along towards posted first (stable among equals)."""
-    if invoice.surely_posted:
+    if document.surely_posted:
         return 0
-    if invoice.is_draft:
+    if document.is_draft:
         return 3
-    return 2 if invoice.in_review else 1
+    return 2 if document.in_review else 1
+
+
+def _furthest(found: list[D]) -> D | None:
+    """Of several documents with one external document number, the one furthest along."""
+    return min(found, key=_posting_rank) if found else None
+
+
+def _rows(body: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The ``value`` rows of a collection answer (inside a ``$batch``)."""
+    value = (body or {}).get("value")
+    return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
 
 
 def _already_exists(result: BatchResult) -> bool:

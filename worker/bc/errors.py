@@ -281,6 +281,7 @@ RESOURCE_NOT_FOUND = "BadRequest_ResourceNotFound"  # unknown URL segment (unpub
 ENTITY_CHANGED = "Request_EntityChanged"  # stale ETag
 SAME_KEY = "Internal_EntityWithSameKeyExists"  # duplicate primary key
 STRING_TOO_LONG = "Application_StringExceededLength"
+DATA_NOT_FOUND_FILTER = "Internal_DataNotFoundFilter"  # a FindFirst on a filter found nothing
 
 
 class Label:
@@ -296,6 +297,11 @@ class Label:
     DIMENSION_SET_LINE_EXISTS = "The dimension set line already exists."
     # APIV2SalesInvoices.Page.al / APIV2PurchaseInvoices.Page.al: DraftInvoiceActionErr.
     DRAFT_INVOICE_ONLY = "The action can be applied to a draft invoice only."
+    # APIV2SalesCreditMemos.Page.al: DraftCreditMemoActionErr.
+    DRAFT_CREDIT_MEMO_ONLY = "The action can be applied to a draft credit memo only."
+    # APIV2SalesCreditMemos.Page.al: InvoiceIdDoesNotMatchAnInvoiceErr (the invoiceId names no
+    # posted invoice: GetSalesInvoiceHeaderFromId finds Sales Invoice Headers only).
+    INVOICE_ID_UNKNOWN = 'The "invoiceId" does not match to an Invoice.'
     # ApprovalsMgmt.Codeunit.al SalesPrePostCheckErr: "Sales Invoice 1001 must be approved and
     # released before you can perform this action." (inside the text, after the document).
     APPROVAL_REQUIRED = "must be approved and released before you can perform this action"

@@ -24,6 +24,7 @@ import structlog
 from pydantic import SecretStr
 from yarl import URL
 
+from worker import tracing
 from worker.bc.auth import TokenProvider
 from worker.bc.errors import BcAuthError, BcError, BcUnavailable, from_response
 from worker.bc.limits import LimitConfig, Limiters
@@ -286,12 +287,34 @@ class Transport:
         if payload is not None:
             all_headers.setdefault("Content-Type", "application/json")
         session = self._get_session()
+        target = URL(url, encoded=True)
+        # One span per HTTP request (each retry its own), a child of the consume or poll span.
+        with tracing.span(
+            f"{method} {resource}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes=_span_attributes(method, target, resource),
+        ) as span:
+            return await self._exchange(
+                session, method, target, resource, payload, all_headers, repeatable, span
+            )
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        target: URL,
+        resource: str,
+        payload: bytes | None,
+        all_headers: Mapping[str, str],
+        repeatable: bool,
+        span: tracing.Span,
+    ) -> tuple[int, Mapping[str, str], bytes]:
         started = time.perf_counter()
         outcome = "error"
         try:
             async with session.request(
                 method,
-                URL(url, encoded=True),
+                target,
                 data=payload,
                 headers=all_headers,
                 proxy=self._proxy,
@@ -338,6 +361,11 @@ class Transport:
             ) from exc
         finally:
             elapsed = time.perf_counter() - started
+            if span.is_recording():
+                if outcome.isdigit():
+                    span.set_attribute("http.response.status_code", int(outcome))
+                if not outcome.startswith("2"):
+                    tracing.fail(span, outcome)
             child(BC_REQUESTS, resource, method, outcome).observe(elapsed)
             log.debug(
                 "bc.request",
@@ -346,6 +374,21 @@ class Transport:
                 status=outcome,
                 ms=round(elapsed * 1000, 1),
             )
+
+
+def _span_attributes(method: str, target: URL, resource: str) -> tracing.Attributes | None:
+    """What a BC request span says: method, host, path and resource. Never the query (OData
+    $filter values are Moment data) nor headers (the bearer token) nor bodies."""
+    if not tracing.enabled():
+        return None
+    return {
+        "http.request.method": method,
+        "server.address": target.host or "",
+        "server.port": target.port or 443,
+        "url.scheme": target.scheme,
+        "url.path": target.raw_path,
+        "bc.resource": resource,
+    }
 
 
 def _json(raw: bytes, status: int) -> Any:

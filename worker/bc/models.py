@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from worker.bc.odata import decode_enum
 
@@ -323,6 +323,97 @@ class SalesInvoice:
         return self.status in ("Paid", "Canceled", "Corrective")
 
 
+class SalesDocument(Protocol):
+    """What a sales invoice and a sales credit memo have in common for their export."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def number(self) -> str: ...
+    @property
+    def customer_number(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def currency_code(self) -> str: ...
+    @property
+    def total_amount_excluding_tax(self) -> Decimal: ...
+    @property
+    def total_amount_including_tax(self) -> Decimal: ...
+    @property
+    def lines(self) -> tuple[SalesInvoiceLine, ...]: ...
+    @property
+    def is_draft(self) -> bool: ...
+    @property
+    def in_review(self) -> bool: ...
+    @property
+    def surely_posted(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SalesCreditMemo:
+    """A sales credit memo ([BCApps] APIV2SalesCreditMemos.Page.al): drafts and posted ones in
+    one set, like sales invoices. ``invoice_id``/``invoice_number``: the posted invoice it is
+    applied to (empty GUID / blank when none)."""
+
+    id: str
+    number: str  # the draft number, renamed to the posted number after posting
+    external_document_number: str
+    customer_number: str
+    status: str  # decoded: "Draft", "In Review", "Open", "Paid", "Canceled", "Corrective"
+    credit_memo_date: date | None
+    currency_code: str  # the LCY code for the local currency (blank if G/L setup has none)
+    total_amount_excluding_tax: Decimal
+    total_amount_including_tax: Decimal
+    invoice_id: str
+    invoice_number: str
+    etag: str
+    lines: tuple[SalesInvoiceLine, ...] = ()  # the lines page has the invoice lines' fields
+
+    @classmethod
+    def from_row(cls, row: Row) -> SalesCreditMemo:
+        lines = row.get("salesCreditMemoLines")
+        return cls(
+            _s(row, "id"),
+            _s(row, "number"),
+            _s(row, "externalDocumentNumber"),
+            _s(row, "customerNumber"),
+            _enum(row, "status"),
+            _date(row, "creditMemoDate"),
+            _s(row, "currencyCode"),
+            _dec(row, "totalAmountExcludingTax"),
+            _dec(row, "totalAmountIncludingTax"),
+            _s(row, "invoiceId"),
+            _s(row, "invoiceNumber"),
+            _etag(row),
+            tuple(SalesInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
+            if isinstance(lines, list)
+            else (),
+        )
+
+    # The status tells what it tells of an invoice (GraphMgtSalCrMemoBuf.Codeunit.al maps the
+    # Sales Header status like SalesInvoiceAggregator does): ``Open`` is a posted credit memo or
+    # a released draft, and ``Microsoft.NAV.post`` decides ("The action can be applied to a draft
+    # credit memo only." for a posted one). A posted one applied in full shows ``Paid``.
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == "Draft"
+
+    @property
+    def in_review(self) -> bool:
+        return self.status == "In Review"
+
+    @property
+    def surely_posted(self) -> bool:
+        return self.status in ("Paid", "Canceled", "Corrective")
+
+    @property
+    def applied(self) -> bool:
+        """Applied to a posted invoice (``invoiceId`` names one)."""
+        return bool(self.invoice_id) and self.invoice_id != "00000000-0000-0000-0000-000000000000"
+
+
 @dataclass(frozen=True, slots=True)
 class DimensionSetLine:
     dimension_id: str  # the line's key: the dimension's id
@@ -449,6 +540,101 @@ class PurchaseInvoicePage:
 
     invoices: tuple[PurchaseInvoice, ...]
     last_modified: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SalesInvoiceBalance:
+    """What the payment import reads of a sales invoice (a ``$select``): its status and the
+    amount still open. ``remaining_amount`` is computed by BC when read (the customer ledger
+    entry's remaining amount; 0 when canceled); ``None`` when BC did not send it."""
+
+    id: str
+    number: str
+    external_document_number: str
+    customer_number: str
+    status: str  # decoded: "Open", "Paid", "Canceled", "Corrective", "Draft", …
+    posting_date: date | None
+    currency_code: str
+    total_amount_including_tax: Decimal
+    remaining_amount: Decimal | None
+    last_modified: datetime | None
+
+    FIELDS = (
+        "id",
+        "number",
+        "externalDocumentNumber",
+        "customerNumber",
+        "status",
+        "postingDate",
+        "currencyCode",
+        "totalAmountIncludingTax",
+        "remainingAmount",
+        "lastModifiedDateTime",
+    )
+
+    @classmethod
+    def from_row(cls, row: Row) -> SalesInvoiceBalance:
+        return cls(
+            _s(row, "id").lower(),
+            _s(row, "number"),
+            _s(row, "externalDocumentNumber"),
+            _s(row, "customerNumber"),
+            _enum(row, "status"),
+            _date(row, "postingDate"),
+            _s(row, "currencyCode"),
+            _dec(row, "totalAmountIncludingTax"),
+            _dec(row, "remainingAmount") if row.get("remainingAmount") is not None else None,
+            _datetime(row, "lastModifiedDateTime"),
+        )
+
+
+# The statuses of posted sales documents (APIV2SalesInvoices / APIV2SalesCreditMemos: Draft
+# and In Review are unposted; a Canceled invoice or credit memo was posted, then canceled).
+POSTED_INVOICE_STATUSES = ("Open", "Paid", "Canceled", "Corrective")
+POSTED_CREDIT_MEMO_STATUSES = ("Open", "Paid", "Canceled")
+
+
+@dataclass(frozen=True, slots=True)
+class PostedDocument:
+    """What the reconciliation reads of a posted sales invoice or credit memo (a ``$select``):
+    both pages have these fields under the same names (APIV2SalesInvoices.Page.al,
+    APIV2SalesCreditMemos.Page.al). A credit memo's totals are positive."""
+
+    id: str
+    number: str
+    external_document_number: str
+    customer_number: str
+    status: str
+    posting_date: date | None
+    currency_code: str
+    total_amount_excluding_tax: Decimal
+    total_amount_including_tax: Decimal
+
+    FIELDS = (
+        "id",
+        "number",
+        "externalDocumentNumber",
+        "customerNumber",
+        "status",
+        "postingDate",
+        "currencyCode",
+        "totalAmountExcludingTax",
+        "totalAmountIncludingTax",
+    )
+
+    @classmethod
+    def from_row(cls, row: Row) -> PostedDocument:
+        return cls(
+            _s(row, "id").lower(),
+            _s(row, "number"),
+            _s(row, "externalDocumentNumber"),
+            _s(row, "customerNumber"),
+            _enum(row, "status"),
+            _date(row, "postingDate"),
+            _s(row, "currencyCode"),
+            _dec(row, "totalAmountExcludingTax"),
+            _dec(row, "totalAmountIncludingTax"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

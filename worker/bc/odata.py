@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from worker.bc.errors import BcError, BcUnavailable, from_response
@@ -24,7 +24,13 @@ from worker.bc.errors import BcError, BcUnavailable, from_response
 # into the request's language (bc-api.md Corrections 10) and the worker reads them in English.
 ACCEPT_LANGUAGE = "en-US"
 
+_T = TypeVar("_T")
+
 MAX_BATCH = 100  # BC online: at most 100 operations per $batch (operational limits)
+# Terms of one ``or`` filter: BC's OData stack refuses filters of more than 100 nodes ("The node
+# count limit of '100' has been exceeded", MaxNodeCount; each ``f eq v`` is 3 nodes, each
+# ``or`` 1), so 20 terms (79 nodes) leave room for the rest of a filter.
+MAX_OR_TERMS = 20
 
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -138,14 +144,13 @@ def all_of(*conditions: str | None) -> str:
     return " and ".join(parts)
 
 
-def eq_any(field_name: str, values: Iterable[object]) -> str:
-    """``id eq A or id eq B``: BC allows ``or`` only within one field ("The 'OR' operator is not
-    supported on distinct fields", bc-api §5.4), and ``in (…)`` only with ``$schemaversion=2.1``.
-    """
-    parts = [cond(field_name, "eq", v) for v in values]
-    if not parts:
-        raise ValueError("an empty filter")
-    return " or ".join(parts)
+def one_of(field_name: str, values: Sequence[object]) -> str:
+    """``(f eq a or f eq b)``: ``or`` on one field only, the only kind BC accepts (bc-api
+    §5.4: "The 'OR' operator is not supported on distinct fields")."""
+    terms = [cond(field_name, "eq", v) for v in values]
+    if not terms:
+        raise ValueError("one_of needs at least one value")
+    return terms[0] if len(terms) == 1 else "(" + " or ".join(terms) + ")"
 
 
 def eq_filter(**values: object) -> str:
@@ -313,10 +318,8 @@ class BatchResult:
         return self.error is None
 
 
-def chunks(
-    items: Sequence[BatchOperation], size: int = MAX_BATCH
-) -> Iterable[Sequence[BatchOperation]]:
-    """Split operations into batches BC accepts (at most 100 each)."""
+def chunks(items: Sequence[_T], size: int = MAX_BATCH) -> Iterable[Sequence[_T]]:
+    """Split operations into batches BC accepts (at most 100 each), or any items into runs."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

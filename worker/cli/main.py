@@ -9,11 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from worker import tracing
 from worker.app import ROLES, build_services, check_roles
 from worker.cli.common import ExitCode
 from worker.cli.config import register as register_config
 from worker.cli.dlq import register as register_dlq
+from worker.cli.log import register as register_log
 from worker.cli.poll import register as register_poll
+from worker.cli.reconcile import register as register_reconcile
 from worker.config.crypto import SecretKeyError
 from worker.config.settings import Settings, SettingsError, exit_on_bad_settings
 from worker.log import configure
@@ -33,8 +36,15 @@ def _roles(value: str) -> list[str]:
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     check_roles(settings, args.roles)  # fail before connecting to anything
-    services = await build_services(settings, args.roles)
-    await run_services(services)
+    try:
+        tracing.configure()  # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else off
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    try:
+        services = await build_services(settings, args.roles)
+        await run_services(services)
+    finally:
+        await asyncio.to_thread(tracing.shutdown)  # flush the last spans (a blocking export)
     return ExitCode.OK
 
 
@@ -88,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_dlq(sub)
     register_config(sub)
     register_poll(sub)
+    register_log(sub)
+    register_reconcile(sub)
 
     return parser
 

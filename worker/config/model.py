@@ -468,6 +468,11 @@ class IntegrationConfig(_Model):
     expense_activity: Annotated[str | None, BeforeValidator(_limited(EXPENSE_ACTIVITY_MAX))] = None
     expenses_billable: bool | None = None
 
+    # Payments of the invoices bc-sync exported, posted on or after the from date, go back to
+    # Moment (bc.invoice.paid / bc.invoice.payment_updated).
+    import_payments: bool = False
+    payments_from_date: Annotated[date | None, BeforeValidator(_from_date)] = None
+
     notification_recipients: tuple[Recipient, ...] = Field(default=(), max_length=RECIPIENTS_MAX)
     notes: Annotated[str | None, BeforeValidator(_notes)] = None
 
@@ -582,6 +587,8 @@ LABELS: dict[str, str] = {
     "expenses_from_date": "From date",
     "expense_activity": "Expense activity",
     "expenses_billable": "Imported expenses will be set as billable",
+    "import_payments": "Import payments",
+    "payments_from_date": "From date for payments",
     "notification_recipients": "Notification recipients",
     "notes": "Notes",
 }
@@ -681,6 +688,13 @@ def _conditional_errors(get: Callable[[str], object]) -> list[FieldError]:
             "Import expenses",
             "Imported expenses will be set as billable is required when Import expenses is on: "
             "choose yes or no.",
+        )
+    if _on(get("import_payments")):
+        need(
+            "payments_from_date",
+            "Import payments",
+            "From date for payments is required when Import payments is on: payments are "
+            "imported for the invoices posted in Business Central on or after it.",
         )
     return errors
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     bc_api_url: str = "https://api.businesscentral.dynamics.com"
     authority_url: str = "https://login.microsoftonline.com"
     ca_file: Path | None = None
+    # CA of an amqps:// broker with a private certificate (worker.messaging.tls).
+    amqp_ca_file: Path | None = None
     client_id: str | None = None
     secret_key: SecretStr | None = None
     api_token: SecretStr | None = None
@@ -42,6 +44,9 @@ class Settings(BaseSettings):
     # NoDecode: a comma-separated list, not JSON.
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (10, 60, 600, 3600, 21600)
     poll_interval_s: float = Field(300, gt=0)
+    # Payment import: how often each organization's invoices are checked (well under Moment's
+    # own daily payment run).
+    payments_interval_s: float = Field(3600, gt=0)
     log_format: Literal["console", "json"] | None = None
     log_level: str = "INFO"
     # Seconds a stopping worker waits for in-flight handlers before requeueing them.
@@ -54,6 +59,17 @@ class Settings(BaseSettings):
     # Notification digest window and the delay of the first mail after a quiet period.
     digest_window_s: float = Field(900, gt=0)
     digest_first_delay_s: float = Field(60, ge=0)
+    # Self-healing dead letters (worker/ops/heal.py, poll role): how often the probe looks in
+    # BC for what dead letters miss, and at most how many BC requests per organization a round.
+    heal_interval_s: float = Field(300, gt=0)
+    heal_max_requests: int = Field(20, ge=1, le=1000)
+    # Retention (worker/notify/retention.py, notify role), in days.
+    retention_states_days: float = Field(400, gt=0)  # ledger rows unchanged this long
+    retention_steps_days: float = Field(90, gt=0)  # ledger history steps
+    retention_steps_per_object: int = Field(50, ge=1)  # history steps kept per object
+    retention_expenses_days: float = Field(400, gt=0)  # published expense line ids
+    retention_notifications_days: float = Field(30, gt=0)  # sent digests and their items
+    retention_open_failures_days: float = Field(90, gt=0)  # a failure never resolved
 
     @field_validator("retry_delays", mode="before")
     @classmethod
@@ -106,11 +122,23 @@ class Settings(BaseSettings):
             raise ValueError("must start with smtp:// (STARTTLS when offered) or smtps:// (TLS)")
         return value
 
-    @field_validator("ca_file")
+    @field_validator("ca_file", "amqp_ca_file")
     @classmethod
     def _ca_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
+        return value
+
+    @field_validator("amqp_ca_file")
+    @classmethod
+    def _ca_needs_tls(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get("amqp_url")
+        if (
+            value is not None
+            and url is not None
+            and not url.get_secret_value().startswith("amqps://")
+        ):
+            raise ValueError("is only used for TLS: BC_SYNC_AMQP_URL must then be amqps://")
         return value
 
     @property

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from worker.events.envelope import Event
 
-OutcomeKind = Literal["succeeded", "skipped", "waiting"]
+# "superseded": a newer change of the object is already in BC (the sync ledger's rule).
+OutcomeKind = Literal["succeeded", "skipped", "waiting", "superseded"]
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,13 @@ class Observer:
 
 
 def subject_of(event: Event[Any]) -> tuple[str | None, str | None, str | None]:
-    """(object type, Moment id, Moment number) of an incoming event: ("invoice", "i-1", "1864")."""
+    """(object type, Moment id, Moment number) of an incoming event: ("invoice", "i-1", "1864");
+    a credit note (an invoice event with ``kind`` credit_note or a negative total) is
+    ("credit_note", …)."""
     for name in ("invoice", "customer", "project"):
         obj = getattr(event.data, name, None)
         if obj is not None:
+            if name == "invoice" and getattr(obj, "is_credit_note", False):
+                name = "credit_note"
             return name, getattr(obj, "id", None), getattr(obj, "number", None)
     return None, None, None

@@ -7,15 +7,19 @@ compatible) and dropped; missing or wrongly typed fields make the event invalid.
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -132,11 +136,32 @@ class InvoiceLine(Model):
     project: Project | None = None
 
 
-class Invoice(Model):
-    """A Moment invoice snapshot; ``number`` becomes BC's external document number."""
+class InvoiceRef(Model):
+    """The Moment invoice a credit note credits."""
 
     id: Key
     number: Key
+
+
+class Invoice(Model):
+    """A Moment invoice or credit note snapshot; ``number`` becomes BC's external document
+    number. A credit note (``kind`` ``credit_note``, or any document whose total is negative)
+    becomes a posted sales credit memo, applied to ``credited_invoice`` when it names one."""
+
+    id: Key
+    number: Key
+    kind: Literal["invoice", "credit_note"] = Field(
+        "invoice",
+        description="invoice (default) or credit_note. A document whose total is negative is a "
+        "credit note whatever its kind. A credit note carries its amounts negative, as they "
+        "reduce what the customer owes (lines may mix signs); its total must not be positive.",
+    )
+    credited_invoice: InvoiceRef | None = Field(
+        None,
+        description="For a credit note: the Moment invoice it credits. The credit memo is "
+        "applied to that invoice once it is posted in Business Central; without it the credit "
+        "memo is posted unapplied.",
+    )
     invoice_date: date
     due_date: date
     currency_code: CurrencyCode | None = None
@@ -144,6 +169,42 @@ class Invoice(Model):
     our_reference: Text | None = None
     customer: Customer
     lines: Annotated[list[InvoiceLine], Field(min_length=1)]
+
+    @property
+    def total(self) -> Decimal:
+        """The total excluding VAT as Moment sends it (negative for a credit note)."""
+        return sum((line_amount(line) for line in self.lines), Decimal(0))
+
+    @property
+    def is_credit_note(self) -> bool:
+        """A credit note: said so, or negative in total (BC cannot post a negative invoice)."""
+        return self.kind == "credit_note" or self.total < 0
+
+    @model_validator(mode="after")
+    def _kind_fits_the_amounts(self) -> Invoice:
+        if self.kind == "credit_note" and self.total > 0:
+            # Either sign convention is possible for a positive credit note; booking the wrong
+            # one would put a debit in the books where Moment meant a credit.
+            raise PydanticCustomError(
+                "credit_note_positive",
+                "a credit note's total must not be positive (it is {total}): Moment sends "
+                "credit notes with negative amounts",
+                {"total": f"{self.total:.2f}"},
+            )
+        if self.credited_invoice is not None and not self.is_credit_note:
+            raise PydanticCustomError(
+                "credited_invoice_on_invoice",
+                "credited_invoice is only for credit notes (kind credit_note or a negative "
+                "total), and this invoice's total is {total}",
+                {"total": f"{self.total:.2f}"},
+            )
+        return self
+
+
+def line_amount(line: InvoiceLine) -> Decimal:
+    """quantity * unit price less the line discount, exactly (no float rounding noise)."""
+    gross = Decimal(str(line.quantity)) * Decimal(str(line.unit_price))
+    return gross * (Decimal(100) - Decimal(str(line.discount_percent))) / Decimal(100)
 
 
 class Expense(Model):
@@ -224,6 +285,101 @@ class ExportedData(Model):
     currency_code: str | None = None
 
 
+class InvoicePaidData(Model):
+    """A posted BC sales invoice that bc-sync exported is paid in full (its status turned
+    ``Paid``: the customer ledger entry closed, by payments or applied credit memos)."""
+
+    moment_id: str = Field(description="The Moment invoice id.")
+    moment_number: str = Field(description="The Moment invoice number.")
+    bc_id: str = Field(description="The BC sales invoice id.")
+    bc_number: str = Field(description="The posted invoice's number in BC.")
+    amount: float = Field(description="The invoice total including tax, now paid.")
+    currency_code: str
+    paid_date: date = Field(
+        description="See paid_date_source: the date BC reports, or the date bc-sync saw it."
+    )
+    paid_date_source: Literal["bc_last_modified", "seen"] = Field(
+        description="bc_last_modified: the invoice's lastModifiedDateTime in BC when it was "
+        "seen paid (its status change to Paid, or a later change of the invoice; BC's API does "
+        "not expose the payment's own posting date); seen: BC gave no time, this is the day "
+        "bc-sync first saw the invoice paid."
+    )
+    seen_at: datetime = Field(description="When bc-sync read the invoice as paid.")
+
+
+class InvoicePaymentUpdatedData(Model):
+    """The open amount of a posted BC sales invoice that bc-sync exported changed without it
+    being paid in full: a partial payment or credit memo, or a payment reversed (then the
+    remaining amount grows, and a paid invoice becomes ``Open`` again)."""
+
+    moment_id: str = Field(description="The Moment invoice id.")
+    moment_number: str = Field(description="The Moment invoice number.")
+    bc_id: str = Field(description="The BC sales invoice id.")
+    bc_number: str = Field(description="The posted invoice's number in BC.")
+    amount: float = Field(description="The invoice total including tax.")
+    currency_code: str
+    remaining_amount: float = Field(description="What remains to be paid now.")
+    previous_remaining_amount: float = Field(
+        description="What remained to be paid when bc-sync last reported (the total after the "
+        "export)."
+    )
+    paid_amount: float = Field(description="Paid so far: amount - remaining_amount.")
+    status: str = Field(description="The invoice's status in BC now (Open).")
+    previous_status: str = Field(description="Its status when bc-sync last reported.")
+    seen_at: datetime = Field(description="When bc-sync read the invoice.")
+
+
+class AppliedInvoice(Model):
+    """The posted BC invoice a credit note was applied to, and the Moment invoice it is."""
+
+    bc_id: str
+    bc_number: str
+    moment_id: str | None = Field(
+        None, description="null when someone applied it in BC to an invoice Moment did not name"
+    )
+    moment_number: str | None = None
+
+
+class CreditNoteExportedData(Model):
+    """A Moment credit note posted in BC as a sales credit memo (``bc.credit_note.exported``)."""
+
+    object_type: Literal["credit_note"] = "credit_note"
+    moment_id: str
+    moment_number: str
+    bc_id: str | None = None
+    bc_number: str | None = None
+    status: str | None = Field(
+        None, description="BC's status: Paid once applied in full to the invoice, else Open."
+    )
+    total_excluding_tax: float | None = Field(
+        None, description="As BC shows a credit memo's totals: positive for a credit."
+    )
+    total_including_tax: float | None = None
+    currency_code: str | None = None
+    applied_to: AppliedInvoice | None = Field(
+        None, description="The invoice it was applied to; null when posted unapplied."
+    )
+
+
+class SyncStatusData(Model):
+    """An object's sync state changed: failed, waiting (e.g. for approval in BC), or synced
+    again after one of those. One event per change, for Moment to show a badge on the object."""
+
+    object_type: str
+    moment_id: str
+    moment_number: str | None = None
+    state: Literal["failed", "waiting", "synced"]
+    previous_state: Literal["failed", "waiting", "synced"] | None = Field(
+        None, description="The state the previous bc.sync.status of this object announced."
+    )
+    bc_id: str | None = None
+    bc_number: str | None = None
+    error_code: str | None = Field(None, description="Stable error code when state is failed.")
+    error_message: str | None = None
+    event_id: str = Field(description="The Moment event whose outcome changed the state.")
+    changed_at: datetime
+
+
 class FailureExample(Model):
     object_type: str
     moment_number: str | None
@@ -264,13 +420,34 @@ OUTGOING: dict[str, type[Model]] = {
     "bc.customer.exported": ExportedData,
     "bc.project.exported": ExportedData,
     "bc.invoice.exported": ExportedData,
+    "bc.invoice.paid": InvoicePaidData,
+    "bc.invoice.payment_updated": InvoicePaymentUpdatedData,
+    "bc.credit_note.exported": CreditNoteExportedData,
+    "bc.sync.status": SyncStatusData,
     "bc.integration.failed": IntegrationFailedData,
 }
 ALL_TYPES: dict[str, type[Model]] = {**INCOMING, **OUTGOING}
 
 
+def _sequence_text(value: Any) -> Any:
+    # A JSON integer is a valid CloudEvents Integer attribute: take it as its digits.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return value
+
+
+# The CloudEvents ``sequence`` extension (lower-case, as the spec names attributes): the order
+# of an object's changes when ``time`` is equal; digits, compared as an integer.
+Sequence = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{1,30}$"),
+    BeforeValidator(_sequence_text),
+]
+
+
 class Envelope(BaseModel):
-    """CloudEvents 1.0, structured mode, with the ``organizationid`` extension."""
+    """CloudEvents 1.0, structured mode, with the ``organizationid`` extension and the optional
+    ``sequence`` extension."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -278,7 +455,45 @@ class Envelope(BaseModel):
     id: Key
     source: NonEmpty
     type: NonEmpty
-    time: datetime | None = None
+    time: datetime | None = Field(
+        None,
+        description="When the change happened in Moment: the first part of the order of an "
+        "object's changes (an older change than the one in BC is superseded, never applied). "
+        "An event without a time sorts before every event with one.",
+    )
     organizationid: OrgId
+    sequence: Sequence | None = Field(
+        None,
+        description="Optional CloudEvents extension: order of this object's changes when "
+        "their time is equal (1-30 digits, compared as an integer; a JSON integer is "
+        "accepted too). Newest change wins: time, then sequence, then id (as a string).",
+    )
     datacontenttype: str = "application/json"
     data: dict[str, Any]
+    # CloudEvents distributed-tracing extension: the W3C Trace Context of the work that sent
+    # the event. Any string is accepted (a malformed one is ignored and a new trace started,
+    # as W3C Trace Context says); null is refused like every other optional attribute.
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @field_validator("traceparent", "tracestate", mode="before")
+    @classmethod
+    def _trace_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (leave the attribute out instead)")
+        return value
+
+
+# The JSON Schema of the two tracing attributes, for every event's envelope (schemas/).
+TRACE_CONTEXT_SCHEMA: dict[str, Any] = {
+    "traceparent": {
+        "type": "string",
+        "description": "CloudEvents distributed-tracing extension: W3C traceparent, e.g. "
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01. bc-sync continues the "
+        "trace in what it does and in the events it sends; a malformed value is ignored.",
+    },
+    "tracestate": {
+        "type": "string",
+        "description": "CloudEvents distributed-tracing extension: W3C tracestate, passed on.",
+    },
+}

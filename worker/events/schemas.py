@@ -1,7 +1,8 @@
-"""Generate ``schemas/``: one JSON Schema per event type and an AsyncAPI 3 document.
+"""Generate ``schemas/``: one JSON Schema per event type and an AsyncAPI 3.1 document.
 
 Run ``make schemas`` (``python -m worker.events.schemas``); a test fails when the checked-in
-files drift from the models.
+files drift from the models. The envelope part comes from ``worker.events.envelope`` (the
+CloudEvents rules the worker enforces), the ``data`` part from each type's model.
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.events.models import ALL_TYPES, INCOMING, Envelope
+from worker.events.envelope import CONTENT_TYPE, envelope_json_schema
+from worker.events.models import ALL_TYPES, INCOMING, TRACE_CONTEXT_SCHEMA
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
-ENVELOPE_FIELDS = (
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "time",
-    "organizationid",
-    "datacontenttype",
-)
+# Written by worker.api.contract (the admin API's OpenAPI document), not from the events.
+NOT_OURS = frozenset({"openapi.json"})
+ASYNCAPI_VERSION = "3.1.0"
 
 
 def event_schema(type_: str) -> dict[str, Any]:
@@ -31,8 +27,9 @@ def event_schema(type_: str) -> dict[str, Any]:
         mode="serialization" if type_ not in INCOMING else "validation"
     )
     defs = data_schema.pop("$defs", {})
-    envelope = Envelope.model_json_schema()
-    props = {k: v for k, v in envelope["properties"].items() if k in ENVELOPE_FIELDS}
+    envelope = envelope_json_schema()
+    props = dict(envelope["properties"])
+    props.update(TRACE_CONTEXT_SCHEMA)
     props["type"] = {"const": type_, "type": "string", "description": "Routing key = type."}
     props["data"] = data_schema
     schema: dict[str, Any] = {
@@ -40,13 +37,13 @@ def event_schema(type_: str) -> dict[str, Any]:
         "$id": f"https://moment.se/schemas/bc-sync/{type_}.json",
         "title": type_,
         "description": (
-            "CloudEvents 1.0 structured-mode event (content type application/cloudevents+json). "
-            "Unknown extra fields are accepted and ignored."
+            f"CloudEvents 1.0 structured-mode event (content type {CONTENT_TYPE}). Extension "
+            "attributes (names of 1-20 lower-case letters or digits; string, boolean or "
+            "integer values) are accepted and ignored."
         ),
         "type": "object",
+        **envelope,
         "properties": props,
-        "required": ["specversion", "id", "source", "type", "organizationid", "data"],
-        "additionalProperties": True,
     }
     if defs:
         schema["$defs"] = defs
@@ -54,7 +51,7 @@ def event_schema(type_: str) -> dict[str, Any]:
 
 
 def asyncapi() -> dict[str, Any]:
-    """An AsyncAPI 3.0 document of the exchange, its routing keys and who sends what."""
+    """An AsyncAPI 3.1 document of the exchange, its routing keys and who sends what."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -62,7 +59,7 @@ def asyncapi() -> dict[str, Any]:
         key = type_.replace(".", "_")
         messages[key] = {
             "name": type_,
-            "contentType": "application/cloudevents+json",
+            "contentType": CONTENT_TYPE,
             "payload": {"$ref": f"./{type_}.json"},
         }
         channels[key] = {
@@ -86,14 +83,19 @@ def asyncapi() -> dict[str, Any]:
             ),
         }
     return {
-        "asyncapi": "3.0.0",
+        "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "bc-sync events",
             "version": "1.0.0",
             "description": "Events between Moment and the Business Central sync worker, on the "
-            "topic exchange `moment.events` (routing key = CloudEvents type).",
+            "topic exchange `moment.events` (routing key = CloudEvents type). Newest change "
+            "wins: an object's changes are ordered by `time`, then the optional CloudEvents "
+            "extension `sequence` (digits, compared as an integer), then `id` (as a string); "
+            "a change older than the one already applied to BC is acked as superseded and "
+            "never applied. `bc.sync.status` announces an object's change of state to failed "
+            "or waiting, or back to synced, once per change.",
         },
-        "defaultContentType": "application/cloudevents+json",
+        "defaultContentType": CONTENT_TYPE,
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages},
@@ -114,7 +116,7 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     rendered = render()
     for stale in directory.glob("*.json"):
-        if stale.name not in rendered:
+        if stale.name not in rendered and stale.name not in NOT_OURS:
             stale.unlink()
     for name, text in rendered.items():
         (directory / name).write_text(text, encoding="utf-8")
@@ -122,13 +124,15 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
 
 
 def drift(directory: Path = SCHEMA_DIR) -> list[str]:
-    """Names of files that differ from what the models generate (empty when in sync)."""
+    """Names of files whose content differs from what the models generate (empty when in
+    sync). Compared as JSON values, not text, so `100` and `100.0` (pydantic versions write
+    numbers differently) are the same schema."""
     rendered = render()
-    present = {p.name for p in directory.glob("*.json")} if directory.is_dir() else set()
+    present = {p.name for p in directory.glob("*.json")} - NOT_OURS if directory.is_dir() else set()
     out = [n for n in sorted(present - set(rendered))]
     for name, text in rendered.items():
         path = directory / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != json.loads(text):
             out.append(name)
     return sorted(out)
 

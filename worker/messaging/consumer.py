@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -30,10 +31,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from worker import metrics
+from worker import metrics, tracing
 from worker.config.settings import Settings
 from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
-from worker.events.envelope import Event, parse
+from worker.events.envelope import Delivery, Event, parse
 from worker.events.handlers import (
     DeadLetterCopy,
     FailureReport,
@@ -47,6 +48,7 @@ from worker.events.models import INCOMING
 from worker.log import bound
 from worker.messaging import headers as H
 from worker.messaging.publisher import Publisher, make_message
+from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -111,6 +113,7 @@ class Consumer:
             name = f"bc-sync consumer {socket.gethostname()}:{os.getpid()}"
             self._connection = await aio_pika.connect_robust(
                 self.settings.amqp_url.get_secret_value(),
+                **amqp_tls(self.settings),
                 client_properties={"connection_name": name},
                 reconnect_interval=RECONNECT_INTERVAL_S,
             )
@@ -212,20 +215,70 @@ class Consumer:
             event = parse(message.body, routing_key=expected)
         except InvalidEvent as exc:
             peek = _peek(message.body)
-            with bound(
-                org=peek.get("organizationid"),
-                event_id=peek.get("id"),
-                event_type=peek.get("type"),
-                attempt=attempt,
+            with (
+                bound(
+                    org=peek.get("organizationid"),
+                    event_id=peek.get("id"),
+                    event_type=peek.get("type"),
+                    attempt=attempt,
+                ),
+                tracing.span(
+                    "consume invalid event",
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes=self._span_attributes(message, routing_key, attempt),
+                ),
             ):
                 await self._dead_letter(message, hdrs, exc, "invalid", attempt, None, routing_key)
             metrics.child(metrics.EVENTS_HANDLED, label, "dead_lettered").inc()
             return
         label = event.type
-        with bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt):
+        event = replace(event, delivery=_delivery(hdrs, attempt))
+        # The consume span continues the sender's trace (the event's traceparent); BC requests
+        # and publishes are its children, outgoing events carry it on.
+        with (
+            bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt),
+            tracing.span(
+                f"consume {event.type}",
+                kind=tracing.SpanKind.CONSUMER,
+                parent=event.trace_parent(),
+                attributes=self._span_attributes(message, routing_key, attempt, event),
+            ) as span,
+        ):
             outcome_label = await self._handle(message, hdrs, event, attempt, routing_key)
+            if span.is_recording():
+                span.set_attribute("bc_sync.outcome", outcome_label)
         metrics.child(metrics.EVENTS_HANDLED, label, outcome_label).inc()
         metrics.child(metrics.HANDLER_SECONDS, label).observe(time.perf_counter() - started)
+
+    def _span_attributes(
+        self,
+        message: AbstractIncomingMessage,
+        routing_key: str,
+        attempt: int,
+        event: Event[Any] | None = None,
+    ) -> tracing.Attributes | None:
+        """Messaging and CloudEvents attributes of the consume span (ids and names only)."""
+        if not tracing.enabled():
+            return None
+        attributes: dict[str, tracing.AttributeValue] = {
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": self.topology.exports.name,
+            "messaging.rabbitmq.destination.routing_key": routing_key,
+            "bc_sync.attempt": attempt,
+        }
+        if message.message_id:
+            attributes["messaging.message.id"] = message.message_id
+        if event is not None:
+            attributes.update(
+                {
+                    "cloudevents.event_id": event.id,
+                    "cloudevents.event_type": event.type,
+                    "cloudevents.event_source": event.envelope.source,
+                    "bc_sync.organization": event.org,
+                }
+            )
+        return attributes
 
     async def _handle(
         self,
@@ -269,6 +322,10 @@ class Consumer:
             metrics.SKIPPED.labels(type=event.type, reason=outcome.reason or "").inc()
             log.info("consumer.skipped", reason=outcome.reason)
             return "skipped"
+        if outcome.kind == "superseded":
+            metrics.child(metrics.SUPERSEDED, event.type).inc()
+            log.info("consumer.superseded", reason=outcome.reason)
+            return "superseded"
         log.info("consumer.succeeded", **(outcome.detail or {}))
         return "succeeded"
 
@@ -290,6 +347,7 @@ class Consumer:
         if exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
         queue = self.topology.retry_queue(delay)
+        tracing.fail_current(exc.code)
         new_headers = H.retry_headers(
             hdrs, routing_key=routing_key, attempt=attempt, code=exc.code, message=exc.message
         )
@@ -320,6 +378,7 @@ class Consumer:
     ) -> None:
         peek = _peek(message.body) if event is None else {}
         object_type, _, number = subject_of(event) if event is not None else (None, None, None)
+        tracing.fail_current(exc.code)
         new_headers = H.dead_letter_headers(
             hdrs,
             routing_key=routing_key,
@@ -333,6 +392,7 @@ class Consumer:
             subject=exc.subject or (f"{object_type} {number}" if object_type else ""),
             bc_status=exc.bc_status,
             bc_code=exc.bc_code,
+            missing=exc.missing,
         )
         if not await self._route(message, self.topology.dead.name, new_headers):
             return
@@ -431,6 +491,17 @@ class Consumer:
                 await observer.on_success(event, outcome)
             except Exception:
                 log.exception("consumer.success_observer_failed", observer=type(observer).__name__)
+
+
+def _delivery(hdrs: dict[str, Any], attempt: int) -> Delivery:
+    """The delivery facts handlers and the ledger may use (replays, healing)."""
+    replay_id = hdrs.get(H.REPLAY_ID)
+    healed = hdrs.get(H.HEALED)
+    return Delivery(
+        attempt=attempt,
+        replay_id=H.label(replay_id) if replay_id else None,
+        healed=H.label(healed) if healed else None,
+    )
 
 
 def _int(value: Any, default: int) -> int:

@@ -7,7 +7,7 @@ tools read them (:func:`read_failure`) and reset them for a replay (:func:`repla
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +38,11 @@ ARCHIVED_AT = "x-bc-archived-at"
 ARCHIVED_BY = "x-bc-archived-by"
 ARCHIVE_REASON = "x-bc-archive-reason"
 ARCHIVE_HEADERS = (ARCHIVED_AT, ARCHIVED_BY, ARCHIVE_REASON)
+# Self-healing (worker.ops.heal): what the failure needs in BC, and the healer's marks.
+MISSING = "x-bc-missing"  # list of {kind, value[, dimension]}: records BC said are missing
+HEALED = "x-bc-healed"  # why the healer replayed this message (kept through later failures)
+HEALED_AT = "x-bc-healed-at"  # ISO time of that replay
+HEAL_COUNT = "x-bc-heal-count"  # automatic replays so far
 
 # Every header we own starts with this prefix; a replay strips them to reset the history.
 PREFIX = "x-bc-"
@@ -143,6 +148,7 @@ def dead_letter_headers(
     subject: object,
     bc_status: int | None = None,
     bc_code: str | None = None,
+    missing: Sequence[Mapping[str, str]] = (),
     now: str | None = None,
 ) -> dict[str, Any]:
     """Headers of the copy that goes to the dead-letter queue (see README: dead letters)."""
@@ -163,6 +169,9 @@ def dead_letter_headers(
         HISTORY: _history(hdrs, now, code, message, error_class, attempts),
     }
     new.pop(ATTEMPT, None)
+    new.pop(MISSING, None)  # a healed message failing again: only today's facts
+    if missing:
+        new[MISSING] = [{str(k)[:40]: label(v) for k, v in fact.items()} for fact in missing[:20]]
     if bc_status is not None:
         new[BC_STATUS] = bc_status
     if bc_code:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection, HeadersType
 
+from worker import tracing
 from worker.events.envelope import CONTENT_TYPE
 
 # Confirms in flight while publishing a batch: 50-100 gives 4-5x the throughput of awaiting each
@@ -31,6 +32,23 @@ def make_message(
         type=type_,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+def _span_attributes(
+    exchange: str, routing_key: str, message_id: str | None
+) -> tracing.Attributes | None:
+    if not tracing.enabled():
+        return None
+    attributes: dict[str, tracing.AttributeValue] = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "send",
+        # The default exchange has no name: the queue is where the message goes.
+        "messaging.destination.name": exchange or routing_key,
+        "messaging.rabbitmq.destination.routing_key": routing_key,
+    }
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    return attributes
 
 
 class Publisher:
@@ -57,20 +75,30 @@ class Publisher:
 
     async def to_queue(self, queue: str, message: aio_pika.Message) -> None:
         """Publish to one queue (default exchange); fails if the queue does not exist."""
-        channel, _ = await self._ready()
-        await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+        with tracing.span(
+            f"publish {queue}",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes=_span_attributes("", queue, message.message_id),
+        ):
+            channel, _ = await self._ready()
+            await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
 
     async def event(
         self, routing_key: str, body: bytes, *, message_id: str, headers: HeadersType | None = None
     ) -> None:
         """Publish an outgoing event to the topic exchange (routing key = type)."""
-        _, exchange = await self._ready()
-        await exchange.publish(
-            make_message(body, message_id=message_id, headers=headers, type_=routing_key),
-            routing_key=routing_key,
-            # Nobody may be bound yet (Moment's consumers are not ours): not an error.
-            mandatory=False,
-        )
+        with tracing.span(
+            f"publish {routing_key}",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes=_span_attributes(self._exchange_name, routing_key, message_id),
+        ):
+            _, exchange = await self._ready()
+            await exchange.publish(
+                make_message(body, message_id=message_id, headers=headers, type_=routing_key),
+                routing_key=routing_key,
+                # Nobody may be bound yet (Moment's consumers are not ours): not an error.
+                mandatory=False,
+            )
 
     async def events(self, items: Iterable[tuple[str, bytes, str]]) -> int:
         """Publish many ``(routing_key, body, message_id)`` with a window of confirms in flight.

@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 
 from worker.config.settings import Settings
 from worker.events.models import INCOMING
+from worker.messaging.tls import amqp_tls
 
 # Deliveries without an outcome (consumer crashed, connection lost, shutdown requeue) before
 # the broker itself dead-letters the message. Our own ladder counts real failures separately.
@@ -156,8 +157,9 @@ class Topology:
 
 async def apply_topology(settings: Settings) -> Topology:
     """Connect, declare, disconnect: the ``bc-sync topology apply`` command."""
+
     topology = Topology.from_settings(settings)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), **amqp_tls(settings))
     async with connection:
         await topology.apply(await connection.channel())
     return topology

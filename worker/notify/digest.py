@@ -24,10 +24,12 @@ SETTINGS_PATH = "Setup > Settings > Integrations > Business Central"
 
 OBJECT_NAMES = {
     "invoice": "Invoice",
+    "credit_note": "Credit note",
     "customer": "Customer",
     "project": "Project",
-    # The poller reports only when it pauses an organization's expense import.
+    # The pollers report only when they pause an organization's expense or payment import.
     "expense": "Expense import (paused until the integration settings are saved again)",
+    "payment": "Payment import (paused until the integration settings are saved again)",
 }
 
 

@@ -57,11 +57,6 @@ log = structlog.get_logger(__name__)
 EVENT_TYPE = "bc.integration.failed"
 LEASE_TTL_S = 120.0
 CONCURRENCY = 4  # organizations handled at once by one process
-# Housekeeping: sent digests are kept a month (status, support questions); a failure that
-# never got resolved is kept a quarter, so a late fix still shows up as resolved.
-PURGE_EVERY_S = 3600.0
-KEEP_SENT_S = 30 * 86400.0
-KEEP_OPEN_S = 90 * 86400.0
 # A digest whose recipients still miss it after this long is given up (logged), so one
 # mailbox that keeps deferring cannot hold back every later digest.
 GIVE_UP_AFTER_S = 24 * 3600.0
@@ -144,14 +139,10 @@ class DigestService:
         self._task = None
 
     async def _loop(self) -> None:
-        last_purge = 0.0
-        loop = asyncio.get_running_loop()
+        # Old items and digests are pruned by the retention job (worker/notify/retention.py).
         while not self._stop.is_set():
             try:
                 await self.run_once()
-                if loop.time() - last_purge > PURGE_EVERY_S:
-                    last_purge = loop.time()
-                    await self.repository.purge(keep_s=KEEP_SENT_S, keep_open_s=KEEP_OPEN_S)
             except Exception:
                 # The store may be briefly unreachable: nothing is lost, try again next tick.
                 log.exception("notify.pass_failed")

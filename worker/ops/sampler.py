@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from worker import metrics
 from worker.config.settings import Settings
+from worker.messaging.tls import amqp_tls
 from worker.ops.dlq import DeadLetters
 
 log = structlog.get_logger(__name__)
@@ -101,6 +102,7 @@ class DeadLetterSampler:
         if self._connection is None:
             self._connection = await aio_pika.connect_robust(
                 self.settings.amqp_url.get_secret_value(),
+                **amqp_tls(self.settings),
                 client_properties={"connection_name": "bc-sync dlq sampler"},
             )
         if self._channel is None or self._channel.is_closed:

@@ -415,6 +415,7 @@ async def _company_facts(
     *,
     posting_groups: bool,
     dimension_values: bool = False,
+    sales_invoices: bool = False,
 ) -> tuple[VerifiedFacts | None, list[FieldError]]:
     calls: dict[str, Awaitable[Any]] = {
         "info": conn.company_information(),
@@ -427,6 +428,8 @@ async def _company_facts(
         calls["customer_card"] = conn.probe_customer_card()
     if dimension_values:
         calls["dimension_values"] = conn.probe_dimension_values()
+    if sales_invoices:  # the payment import reads them (a permission problem shows here)
+        calls["sales_invoices"] = conn.probe_sales_invoices()
     results, errors = await _gather(calls, subject)
     if not {"info", "setup", "dimensions"} <= results.keys():
         return None, errors
@@ -512,6 +515,7 @@ async def verify(
                 company,
                 posting_groups=config.export_customers,
                 dimension_values=config.export_projects,
+                sales_invoices=config.import_payments,
             )
     except TimeoutError:
         raise BcUnreachable(

@@ -36,8 +36,9 @@ integration_configs = Table(
     Column("org_id", String(ORG_ID_MAX), primary_key=True),
     Column("config", JsonType, nullable=False),  # IntegrationConfig without the secret
     Column("secret_ciphertext", Text, nullable=False),  # Fernet token of the client secret
-    # Copied out of ``config`` so the expense poller can select its organizations in SQL.
+    # Copied out of ``config`` so the pollers can select its organizations in SQL.
     Column("import_expenses", Boolean, nullable=False, default=False),
+    Column("import_payments", Boolean, nullable=False, default=False),
     Column("version", Integer, nullable=False),  # 1 on create, +1 on every save
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -126,6 +127,7 @@ class ConfigRepository:
         values: dict[str, Any] = {
             "config": config.to_storage_dict(),
             "import_expenses": config.import_expenses,
+            "import_payments": config.import_payments,
             "updated_at": now,
         }
         if config.client_secret is None:
@@ -160,6 +162,7 @@ class ConfigRepository:
             set_=lambda new: {
                 "config": new.config,
                 "import_expenses": new.import_expenses,
+                "import_payments": new.import_payments,
                 "secret_ciphertext": new.secret_ciphertext,
                 "updated_at": new.updated_at,
                 "version": t.c.version + 1,
@@ -178,12 +181,16 @@ class ConfigRepository:
             await conn.execute(delete(sync_outcomes).where(sync_outcomes.c.org_id == org_id))
         return bool(result.rowcount)
 
-    async def list_orgs(self, *, import_expenses: bool | None = None) -> list[str]:
-        """Organization ids with a config, sorted; filter on the import-expenses toggle."""
+    async def list_orgs(
+        self, *, import_expenses: bool | None = None, import_payments: bool | None = None
+    ) -> list[str]:
+        """Organization ids with a config, sorted; filter on the import toggles."""
         t = self.table
         query = select(t.c.org_id).order_by(t.c.org_id)
         if import_expenses is not None:
             query = query.where(t.c.import_expenses.is_(import_expenses))
+        if import_payments is not None:
+            query = query.where(t.c.import_payments.is_(import_payments))
         async with self._store.read() as conn:
             return list((await conn.execute(query)).scalars())
 

@@ -95,6 +95,17 @@ class Migration:
         return [statement.format_map(types) for statement in self.statements]
 
 
+async def _ledger_collation(conn: AsyncConnection) -> None:
+    """PostgreSQL: the ledger's order keys compare byte by byte (``C``), as SQLite and Python
+    compare them (worker.sync.ledger)."""
+    if conn.dialect.name != "postgresql":
+        return
+    for column in ("newest_key", "applied_key"):
+        await conn.exec_driver_sql(
+            f'ALTER TABLE sync_ledger ALTER COLUMN {column} TYPE VARCHAR(300) COLLATE "C"'
+        )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1,
@@ -138,8 +149,8 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
-    # Steps 3 and 4 are not released yet: their owners (worker/sync/expenses.py,
-    # worker/notify) may still reshape them until they land on main.
+    # Steps 3 to 5 are not released yet: their owners (worker/sync/expenses.py,
+    # worker/notify, worker/sync/payments.py) may still reshape them until they land on main.
     Migration(
         3,
         "expense import: poll state per organization and the expense lines already published",
@@ -269,6 +280,161 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         7,
+        "payment import: the invoices bc-sync exported with what Moment was last told about "
+        "their payment, and the poll state per organization",
+        (
+            # Existing configs predate the toggle: off.
+            """
+            ALTER TABLE integration_configs
+                ADD COLUMN import_payments BOOLEAN NOT NULL DEFAULT FALSE
+            """,
+            """
+            CREATE TABLE payment_polls (
+                org_id VARCHAR(100) NOT NULL PRIMARY KEY,
+                watermark {TIMESTAMP},
+                from_date VARCHAR(10),
+                last_poll_at {TIMESTAMP},
+                last_success_at {TIMESTAMP},
+                last_error_code VARCHAR(100),
+                last_error_message TEXT,
+                paused_at {TIMESTAMP},
+                paused_version INTEGER
+            )
+            """,
+            # Amounts are decimal text (exactly as BC sent them); change_seq counts the changes
+            # reported to Moment and is part of each event id.
+            """
+            CREATE TABLE invoice_payments (
+                org_id VARCHAR(100) NOT NULL,
+                bc_id VARCHAR(36) NOT NULL,
+                moment_id VARCHAR(200) NOT NULL,
+                moment_number VARCHAR(200) NOT NULL,
+                bc_number VARCHAR(20),
+                currency_code VARCHAR(10),
+                total_including_tax VARCHAR(40),
+                exported_at {TIMESTAMP} NOT NULL,
+                posting_date VARCHAR(10),
+                status VARCHAR(20) NOT NULL,
+                remaining_amount VARCHAR(40),
+                change_seq INTEGER NOT NULL DEFAULT 0,
+                changed_at {TIMESTAMP},
+                checked_at {TIMESTAMP},
+                PRIMARY KEY (org_id, bc_id)
+            )
+            """,
+            """
+            CREATE INDEX ix_invoice_payments_due
+                ON invoice_payments (org_id, status, checked_at)
+            """,
+        ),
+    ),
+    Migration(
+        8,
+        "sync ledger: per-object state (newest change wins) and the history of steps",
+        (
+            """
+        CREATE TABLE sync_ledger (
+            org_id VARCHAR(100) NOT NULL,
+            moment_id VARCHAR(200) NOT NULL,
+            object_type VARCHAR(30) NOT NULL,
+            moment_number VARCHAR(200),
+            state VARCHAR(20) NOT NULL,
+            bc_id VARCHAR(100),
+            bc_number VARCHAR(100),
+            newest_key VARCHAR(300),
+            newest_event_id VARCHAR(200),
+            applied_key VARCHAR(300),
+            applied_event_id VARCHAR(200),
+            applied_event_time {TIMESTAMP},
+            applied_sequence VARCHAR(40),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error_code VARCHAR(100),
+            last_error_message TEXT,
+            published_state VARCHAR(20),
+            claim_owner VARCHAR(100),
+            claim_expires_at {TIMESTAMP},
+            created_at {TIMESTAMP} NOT NULL,
+            updated_at {TIMESTAMP} NOT NULL,
+            PRIMARY KEY (org_id, moment_id, object_type)
+        )
+        """,
+            # The integration log's access paths, newest first, with the cursor's tie-breakers.
+            """
+        CREATE INDEX ix_sync_ledger_updated
+            ON sync_ledger (org_id, updated_at, object_type, moment_id)
+        """,
+            """
+        CREATE INDEX ix_sync_ledger_type_state
+            ON sync_ledger (org_id, object_type, state, updated_at, moment_id)
+        """,
+            """
+        CREATE INDEX ix_sync_ledger_state
+            ON sync_ledger (org_id, state, updated_at, object_type, moment_id)
+        """,
+            "CREATE INDEX ix_sync_ledger_number ON sync_ledger (org_id, moment_number)",
+            """
+        CREATE TABLE sync_ledger_steps (
+            id {BIGINT_AUTO},
+            org_id VARCHAR(100) NOT NULL,
+            object_type VARCHAR(30) NOT NULL,
+            moment_id VARCHAR(200) NOT NULL,
+            at {TIMESTAMP} NOT NULL,
+            step VARCHAR(40) NOT NULL,
+            event_id VARCHAR(200),
+            attempt INTEGER,
+            code VARCHAR(100),
+            detail TEXT
+        )
+        """,
+            """
+        CREATE INDEX ix_sync_ledger_steps_object
+            ON sync_ledger_steps (org_id, object_type, moment_id, id)
+        """,
+            "CREATE INDEX ix_sync_ledger_steps_at ON sync_ledger_steps (at)",
+        ),
+        run=_ledger_collation,
+    ),
+    Migration(
+        9,
+        "self-healing dead letters: config versions seen, and when a missing BC record was seen",
+        (
+            """
+            CREATE TABLE heal_orgs (
+                org_id VARCHAR(100) NOT NULL PRIMARY KEY,
+                config_version INTEGER NOT NULL,
+                seen_at {TIMESTAMP} NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE heal_facts (
+                org_id VARCHAR(100) NOT NULL,
+                fact VARCHAR(300) NOT NULL,
+                last_missing_at {TIMESTAMP},
+                last_present_at {TIMESTAMP},
+                PRIMARY KEY (org_id, fact)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        10,
+        "sync ledger: an invoice's or credit note's date, customer, currency and totals, for "
+        "the reconciliation against BC",
+        (
+            "ALTER TABLE sync_ledger ADD COLUMN document_date VARCHAR(10)",
+            "ALTER TABLE sync_ledger ADD COLUMN customer_number VARCHAR(100)",
+            "ALTER TABLE sync_ledger ADD COLUMN currency_code VARCHAR(10)",
+            "ALTER TABLE sync_ledger ADD COLUMN total_excluding_tax VARCHAR(40)",
+            "ALTER TABLE sync_ledger ADD COLUMN total_including_tax VARCHAR(40)",
+            # The reconciliation reads a period of one organization's documents by date.
+            """
+            CREATE INDEX ix_sync_ledger_document_date
+                ON sync_ledger (org_id, document_date)
+            """,
+        ),
+    ),
+    Migration(
+        11,
         "operations console: dead-letter index and group notes, dead-letter operations, "
         "console sessions and sign-in attempts, organization health signals",
         (

@@ -20,8 +20,9 @@ from worker.config.settings import Settings
 from worker.errors import Transient
 from worker.events.envelope import Event
 from worker.events.handlers import Outcome
-from worker.events.models import ExportedData
+from worker.events.models import Model
 from worker.sync.errors import classify
+from worker.sync.tracking import Ledger, RecordedConnection, note_exported
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +48,14 @@ class OutcomeRecorder(Protocol):
     ) -> None: ...
 
 
-Emit = Callable[[str, str, ExportedData, str], Awaitable[None]]
+class ExportRecorder(Protocol):
+    """Told of every successful export before Moment is (the payment import follows the
+    invoices: :class:`worker.sync.payments.PaymentState`)."""
+
+    async def exported(self, org_id: str, data: Model) -> None: ...
+
+
+Emit = Callable[[str, str, Model, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class SyncContext:
         claims: Claims,
         outcomes: OutcomeRecorder | None = None,
         emit: Emit | None = None,
+        exports: ExportRecorder | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self.configs = configs
@@ -79,6 +89,8 @@ class SyncContext:
         self.claims = claims
         self.outcomes = outcomes
         self.emit = emit
+        self.exports = exports
+        self.ledger = ledger  # the sync ledger: newest change wins, per-object state
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
         self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -98,16 +110,8 @@ class SyncContext:
         return config
 
     def connection(self, config: IntegrationConfig) -> BcConnection:
-        secret = config.client_secret
-        assert secret is not None, "a stored config always has its secret"
-        creds = BcCredentials(
-            tenant_id=config.tenant_id,
-            client_id=config.effective_client_id(self.settings),
-            client_secret=secret,
-            environment=config.environment,
-            company_name=config.company_name,
-        )
-        return self.hub.connection(creds)
+        # Its write calls become steps in the sync ledger's history of the object.
+        return RecordedConnection(self.hub, credentials_of(config, self.settings))
 
     async def facts(self, bc: BcConnection) -> CompanyFacts:
         """Company facts, cached per company for FACTS_TTL_S (4 reads, run concurrently)."""
@@ -171,15 +175,29 @@ class SyncContext:
                 except Exception:
                     log.warning("sync.claim_release_failed", claim=name)
 
-    async def succeeded(
-        self, event: Event[Any], object_type: str, data: ExportedData, ref: str
-    ) -> None:
+    async def succeeded(self, event: Event[Any], object_type: str, data: Model, ref: str) -> None:
         """Record the success and tell Moment (``bc.<object>.exported``, deterministic id)."""
+        note_exported(data)  # the ledger row's BC id and number
         if self.outcomes is not None:
             await self.outcomes.record_success(event.org, object_type, ref)
+        if self.exports is not None:  # durable before the event is acked
+            await self.exports.exported(event.org, data)
         if self.emit is not None:
             event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bc-sync:{event.id}:exported"))
             await self.emit(f"bc.{object_type}.exported", event.org, data, event_id)
+
+
+def credentials_of(config: IntegrationConfig, settings: Settings) -> BcCredentials:
+    """The BC credentials of a stored config (its client id, else the setting's)."""
+    secret = config.client_secret
+    assert secret is not None, "a stored config always has its secret"
+    return BcCredentials(
+        tenant_id=config.tenant_id,
+        client_id=config.effective_client_id(settings),
+        client_secret=secret,
+        environment=config.environment,
+        company_name=config.company_name,
+    )
 
 
 def bc_failure(exc: BcError, subject: str, config: IntegrationConfig) -> Exception:

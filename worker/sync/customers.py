@@ -38,7 +38,7 @@ from worker.events.envelope import Event
 from worker.events.handlers import DataWarning, Outcome
 from worker.events.models import Customer, ExportedData
 from worker.sync.context import SyncContext, bc_failure
-from worker.sync.errors import missing_record
+from worker.sync.errors import missing_facts, missing_record
 from worker.sync.transforms import (
     address_changed,
     customer_export,
@@ -270,4 +270,5 @@ async def _posting_groups(
             bc_status=exc.status,
             bc_code=exc.code,
             subject=f"customer {customer.number}",
+            missing=missing_facts(exc),
         ) from None

@@ -60,6 +60,25 @@ def catalogue_code(exc: BcError) -> str:
     return _code_and_message(exc, "the request", "")[0]
 
 
+# What the healer looks for in BC, per record kind of ``_TABLE_CODES`` (a dimension value's
+# dimension is not in BC's text, so it has no fact here: the handlers name it themselves).
+_FACT_KINDS = {
+    "G/L account": "gl_account",
+    "Customer": "customer",
+    "Gen. business posting group": "gen_bus_posting_group",
+    "Customer posting group": "customer_posting_group",
+    "Dimension": "dimension",
+}
+
+
+def missing_facts(exc: BcError) -> list[dict[str, str]]:
+    """``[{"kind": …, "value": …}]`` when BC says a related record does not exist."""
+    found = missing_record(exc)
+    if found is None or found[1] not in _FACT_KINDS or not found[2]:
+        return []
+    return [{"kind": _FACT_KINDS[found[1]], "value": found[2]}]
+
+
 def classify(exc: BcError, *, subject: str, company: str) -> HandlerError:
     """The failure class for a BC error raised while syncing ``subject`` in ``company``."""
     code, message = _code_and_message(exc, subject, company)
@@ -73,7 +92,14 @@ def classify(exc: BcError, *, subject: str, company: str) -> HandlerError:
             bc_code=exc.code,
             subject=subject,
         )
-    return Permanent(code, message, bc_status=exc.status, bc_code=exc.code, subject=subject)
+    return Permanent(
+        code,
+        message,
+        bc_status=exc.status,
+        bc_code=exc.code,
+        subject=subject,
+        missing=missing_facts(exc),
+    )
 
 
 def _code_and_message(exc: BcError, subject: str, company: str) -> tuple[str, str]:

@@ -275,27 +275,48 @@ class PollState:
         return self.paused_at is not None and self.paused_version == config_version
 
 
-class ExpenseState:
-    """The expense import's tables: poll state per organization, published line ids.
+class PollStates:
+    """One import's poll state per organization, in a table shaped like ``expense_polls``
+    (the payment import has its own): read it, record a failure or a pause."""
 
-    The ids outlive a deleted config on purpose: an integration set up again never re-sends.
-    """
+    table: Table = expense_polls
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
     async def get(self, org_id: str) -> PollState | None:
-        t = expense_polls
+        t = self.table
         async with self._store.read() as conn:
             row = (await conn.execute(select(t).where(t.c.org_id == check_org_id(org_id)))).first()
         return None if row is None else PollState(**row._asdict())
 
     async def _upsert(self, org_id: str, values: dict[str, Any]) -> None:
         stmt = self._store.upsert(
-            expense_polls, {"org_id": check_org_id(org_id), **values}, ["org_id"], list(values)
+            self.table, {"org_id": check_org_id(org_id), **values}, ["org_id"], list(values)
         )
         async with self._store.write() as conn:
             await conn.execute(stmt)
+
+    async def record_error(
+        self, org_id: str, code: str, message: str, *, pause_version: int | None = None
+    ) -> None:
+        """A round failed; with ``pause_version`` polling stops until the config is saved."""
+        values: dict[str, Any] = {
+            "last_poll_at": utcnow(),
+            "last_error_code": code[:100],
+            "last_error_message": redact_text(message)[:2000],
+        }
+        if pause_version is not None:
+            values["paused_at"] = utcnow()
+            values["paused_version"] = pause_version
+        await self._upsert(org_id, values)
+
+
+class ExpenseState(PollStates):
+    """The expense import's tables: poll state per organization, published line ids.
+
+    The ids outlive a deleted config on purpose: an integration set up again never re-sends.
+    """
 
     async def save_watermark(
         self,
@@ -322,20 +343,6 @@ class ExpenseState:
                 "paused_version": None,
             },
         )
-
-    async def record_error(
-        self, org_id: str, code: str, message: str, *, pause_version: int | None = None
-    ) -> None:
-        """A round failed; with ``pause_version`` polling stops until the config is saved."""
-        values: dict[str, Any] = {
-            "last_poll_at": utcnow(),
-            "last_error_code": code[:100],
-            "last_error_message": redact_text(message)[:2000],
-        }
-        if pause_version is not None:
-            values["paused_at"] = utcnow()
-            values["paused_version"] = pause_version
-        await self._upsert(org_id, values)
 
     async def unpublished(self, org_id: str, line_ids: Sequence[str]) -> set[str]:
         """The ids among ``line_ids`` not yet published for the organization."""

@@ -1,10 +1,13 @@
-"""The expense poller role (``bc-sync run --roles poll``) and one-shot rounds for the CLI.
+"""The poll role (``bc-sync run --roles poll``) and one-shot rounds for the CLI.
 
-Every ``BC_SYNC_POLL_INTERVAL_S`` (each organization on its own jittered schedule, so they do not
-poll in lockstep) it polls each organization whose import is on. A lease ``poll:{org}`` in the
-store makes sure one replica polls an organization at a time; it is renewed while polling and
-expires when its holder dies. The config is read from the store every round, so a save takes
-effect at the next poll without a restart.
+:class:`Poller` is the machinery every import shares; :class:`ExpensePoller` (here) and
+:class:`worker.sync.payments.PaymentPoller` are its two parts. Every interval
+(``BC_SYNC_POLL_INTERVAL_S`` for expenses; each organization on its own jittered schedule, so
+they do not poll in lockstep) a part polls each organization whose import is on. A lease
+``{part}:{org}`` in the store (``poll:{org}`` for expenses) makes sure one replica polls an
+organization at a time; it is renewed while polling and expires when its holder dies. The
+config is read from the store every round, so a save takes effect at the next poll without a
+restart.
 
 Failures: throttling, outages and malformed answers are logged and retried later with a
 per-organization backoff. Rejected credentials and config that no longer matches BC (company,
@@ -23,10 +26,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 import structlog
 
+from worker import tracing
 from worker.bc import BcError
 from worker.config.model import ConfigValidationError
 from worker.config.settings import Settings
@@ -44,6 +48,7 @@ from worker.sync.expenses import (
     ExpenseState,
     PollResult,
     PollState,
+    PollStates,
     poll_org,
 )
 from worker.sync.status import StatusObserver
@@ -116,11 +121,23 @@ class _Schedule:
     failures: int = 0
 
 
-class ExpensePoller:
-    """The ``poll`` role: :meth:`start` / :meth:`stop` like every service; :meth:`run_round`
-    polls now (the CLI's ``poll --once``)."""
+class Poller:
+    """One part of the ``poll`` role: :meth:`start` / :meth:`stop` like every service;
+    :meth:`run_round` polls now (the CLI's ``poll --once``). A part sets the class attributes
+    and :meth:`_poll_leased` (one organization's round, under its lease)."""
 
     name = "poll"
+    part: ClassVar[str]  # log names and the task: "expense" → expense_poll_failed
+    toggle: ClassVar[str]  # the config toggle (and store column) that switches the import on
+    lease_prefix: ClassVar[str]  # the lease of an organization is "{lease_prefix}:{org}"
+    subject: ClassVar[str]  # what BC errors are about ("expenses")
+    event_type: ClassVar[str]
+    object_type: ClassVar[str]  # sync outcomes and failure reports
+    pause_codes: ClassVar[frozenset[str]]  # codes that need a person: pause until a save
+    interval_setting: ClassVar[str]  # the Settings field of the default interval
+    lag_gauge: ClassVar[Any]  # seconds since the last successful poll, per organization
+    state_type: ClassVar[type[PollStates]]
+    result_type: ClassVar[type[PollResult]] = PollResult  # what a round answers
 
     def __init__(
         self,
@@ -145,23 +162,25 @@ class ExpensePoller:
         self.sink = sink
         self.leases = leases
         self.observers = list(observers)
-        self.interval_s = interval_s if interval_s is not None else settings.poll_interval_s
+        self.interval_s = (
+            interval_s if interval_s is not None else getattr(settings, self.interval_setting)
+        )
         self.page_size = page_size
         self.lease_ttl_s = lease_ttl_s
         self.lease_renew_s = lease_renew_s
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
-        # The re-check of imported invoices for cancellations: BC requests per organization per
-        # round, invoices per request (worker/sync/expenses.py, "Cancelled invoices").
+        # The expense part's re-check of imported invoices for cancellations: BC requests per
+        # organization per round, invoices per request (worker/sync/expenses.py).
         self.check_requests = check_requests
         self.check_batch = check_batch
-        self.state = ExpenseState(store)
+        self.state = self.state_type(store)
         self._schedule: dict[str, _Schedule] = {}
         self._busy: set[str] = set()  # leases are re-entrant per owner: guard in process too
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_runtime(cls, deps: PollerDeps, **options: object) -> ExpensePoller:
+    def from_runtime(cls, deps: PollerDeps, **options: object) -> Self:
         """The poller of a process: its store, BC hub, publisher and observers (the status
         table first, like the consumer's)."""
         return cls(
@@ -178,7 +197,7 @@ class ExpensePoller:
 
     async def start(self) -> None:
         self._stop.clear()
-        self._task = asyncio.create_task(self._loop(), name="expense-poller")
+        self._task = asyncio.create_task(self._loop(), name=f"{self.part}-poller")
 
     async def stop(self) -> None:
         """Let the organizations being polled finish (up to the shutdown grace), start no new
@@ -195,7 +214,7 @@ class ExpensePoller:
             try:
                 await self.run_round(due_only=True)
             except Exception:  # the store itself failing: not in a tight loop
-                log.exception("poller.round_failed")
+                log.exception("poller.round_failed", part=self.part)
                 pause = min(self.interval_s, MAX_SLEEP_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause or self._sleep_s())
@@ -221,7 +240,7 @@ class ExpensePoller:
     ) -> list[PollResult]:
         """Poll ``orgs`` (default: every organization with import on); ``due_only`` skips those
         whose jittered time has not come, ``force`` polls paused ones too (an operator asks)."""
-        enabled = await self.store.configs.list_orgs(import_expenses=True)
+        enabled = await self.store.configs.list_orgs(**{self.toggle: True})
         self._forget_disabled(enabled)
         targets = list(orgs) if orgs is not None else enabled
         if due_only:
@@ -238,7 +257,7 @@ class ExpensePoller:
         async def one(org: str) -> PollResult:
             async with gate:
                 if self._stop.is_set():
-                    return PollResult(org, status="skipped", reason="stopping")
+                    return self.result_type(org, status="skipped", reason="stopping")
                 return await self.poll(org, force=force)
 
         results = await asyncio.gather(*(one(org) for org in targets))
@@ -249,32 +268,44 @@ class ExpensePoller:
         for org in [o for o in self._schedule if o not in on]:
             del self._schedule[org]
             with contextlib.suppress(KeyError):
-                POLLER_LAG.remove(org)
+                self.lag_gauge.remove(org)
 
     async def poll(self, org: str, *, force: bool = False) -> PollResult:
         """One round for one organization; never raises for BC or config trouble."""
         try:
             stored = await self.store.configs.get(org)
         except Exception as exc:
-            log.error("poller.config_unreadable", org=org, error=str(exc))
+            log.error("poller.config_unreadable", part=self.part, org=org, error=str(exc))
             self._next(org, failed=True)
-            return PollResult(org, status="failed", reason="CONFIG-UNREADABLE", message=str(exc))
+            return self.result_type(
+                org, status="failed", reason="CONFIG-UNREADABLE", message=str(exc)
+            )
         if stored is None:
-            return PollResult(org, status="skipped", reason="not_configured")
-        if not stored.config.import_expenses:
-            return PollResult(org, status="skipped", reason="import_off")
+            return self.result_type(org, status="skipped", reason="not_configured")
+        if not getattr(stored.config, self.toggle):
+            return self.result_type(org, status="skipped", reason="import_off")
         state = await self.state.get(org)
         if state is not None and state.paused_for(stored.version) and not force:
             self._set_lag(org, state)
             self._next(org)
-            return PollResult(
+            return self.result_type(
                 org, status="paused", reason=state.last_error_code, message=state.last_error_message
             )
         if org in self._busy:
-            return PollResult(org, status="skipped", reason="polled_elsewhere")
+            return self.result_type(org, status="skipped", reason="polled_elsewhere")
         self._busy.add(org)
         try:
-            return await self._poll_configured(org, stored)
+            # The round's BC requests are its children; bc.expense.imported events carry it.
+            with tracing.span(
+                "poll expenses",
+                attributes={"bc_sync.organization": org} if tracing.enabled() else None,
+            ) as span:
+                result = await self._poll_configured(org, stored)
+                if span.is_recording():
+                    span.set_attribute("bc_sync.outcome", result.status)
+                    if result.status == "failed":
+                        tracing.fail(span, result.reason or "failed")
+                return result
         finally:
             self._busy.discard(org)
 
@@ -282,26 +313,147 @@ class ExpensePoller:
         try:
             async with self._lease(org) as keep_alive:
                 if keep_alive is None:
-                    return PollResult(org, status="skipped", reason="polled_elsewhere")
-                result = await self._poll_leased(org, stored, keep_alive)
+                    return self.result_type(org, status="skipped", reason="polled_elsewhere")
+                result = await self._leased(org, stored, keep_alive)
         except PollFailure as failure:
             result = await self._failed(org, stored, failure)
         except LeaseLost:
-            log.warning("poller.lease_lost", org=org)
-            result = PollResult(org, status="skipped", reason="lease_lost")
+            log.warning("poller.lease_lost", part=self.part, org=org)
+            result = self.result_type(org, status="skipped", reason="lease_lost")
             self._next(org)
         except Exception as exc:  # store or broker trouble: the round is simply retried
-            log.exception("poller.failed", org=org)
+            log.exception("poller.failed", part=self.part, org=org)
             result = await self._failed(
                 org, stored, PollFailure("INTERNAL-ERROR", _describe(exc), pause=False)
             )
         else:
             self._next(org)
             with contextlib.suppress(Exception):  # status only; the round itself is done
-                await self.store.record_success(org, OBJECT_TYPE, f"{result.published} published")
+                await self.store.record_success(
+                    org, self.object_type, f"{result.published} published"
+                )
         with contextlib.suppress(Exception):
             self._set_lag(org, await self.state.get(org))
         return result
+
+    async def _poll_leased(
+        self, org: str, stored: StoredConfig, keep_alive: _KeepAlive
+    ) -> PollResult:
+        """One organization's round while its lease is held (the part's own work)."""
+        raise NotImplementedError
+
+    async def _leased(self, org: str, stored: StoredConfig, keep_alive: _KeepAlive) -> PollResult:
+        """:meth:`_poll_leased`, its BC and credential errors as the failures to record."""
+        try:
+            return await self._poll_leased(org, stored, keep_alive)
+        except BcError as exc:
+            raise self._bc_failure(exc, stored.config.company_name) from exc
+        except ConfigValidationError as exc:  # e.g. no client id anywhere
+            raise PollFailure("BC-CREDENTIALS-REJECTED", str(exc), pause=True) from exc
+
+    def _bc_failure(self, exc: BcError, company: str) -> PollFailure:
+        """A BC error of a round as the failure the poller records (pause or retry)."""
+        failure = classify(exc, subject=self.subject, company=company)
+        return PollFailure(
+            failure.code,
+            failure.message,
+            pause=failure.code in self.pause_codes,
+            retry_after=getattr(failure, "retry_after", None),
+            correlation_id=exc.correlation_id,
+        )
+
+    async def _failed(self, org: str, stored: StoredConfig, failure: PollFailure) -> PollResult:
+        log.warning(
+            "poller.failed" if not failure.pause else "poller.paused",
+            part=self.part,
+            org=org,
+            code=failure.code,
+            error=failure.message,
+            correlation_id=failure.correlation_id,
+        )
+        try:
+            await self.state.record_error(
+                org,
+                failure.code,
+                failure.message,
+                pause_version=stored.version if failure.pause else None,
+            )
+        except Exception:
+            log.exception("poller.state_unwritable", part=self.part, org=org)
+        if failure.pause:
+            self._next(org)
+            await self._report(org, failure)
+        else:
+            self._next(org, failed=True, retry_after=failure.retry_after)
+        return self.result_type(
+            org,
+            status="paused" if failure.pause else "failed",
+            reason=failure.code,
+            message=failure.message,
+        )
+
+    async def _report(self, org: str, failure: PollFailure) -> None:
+        report = FailureReport(
+            org=org,
+            event_id=None,
+            event_type=self.event_type,
+            object_type=self.object_type,
+            moment_id=None,
+            moment_number=None,
+            code=failure.code,
+            message=failure.message,
+            attempts=1,
+            final=True,
+            notify_now=True,
+        )
+        for observer in self.observers:
+            try:
+                await observer.on_failure(report)
+            except Exception:
+                log.exception("poller.observer_failed", org=org, observer=type(observer).__name__)
+
+    def _set_lag(self, org: str, state: PollState | None) -> None:
+        lag = lag_seconds(state) if state is not None else None
+        if lag is not None:
+            self.lag_gauge.labels(org).set(lag)
+
+    @asynccontextmanager
+    async def _lease(self, org: str) -> AsyncIterator[_KeepAlive | None]:
+        """Hold ``{lease_prefix}:{org}`` (renewed in the background), or yield ``None`` when
+        another replica holds it."""
+        name = f"{self.lease_prefix}:{org}"
+        if not await self.leases.acquire(name, self.owner, self.lease_ttl_s):
+            yield None
+            return
+        keep = _KeepAlive(self.leases, name, self.owner, self.lease_ttl_s)
+        renewer = asyncio.create_task(keep.renew_every(self.lease_renew_s))
+        try:
+            yield keep
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            try:
+                await self.leases.release(name, self.owner)
+            except Exception:
+                log.warning("poller.lease_release_failed", lease=name)
+
+
+class ExpensePoller(Poller):
+    """The expense import (DESIGN §7): ``bc.expense.imported`` per posted purchase-invoice
+    line on a project."""
+
+    part = "expense"
+    toggle = "import_expenses"
+    lease_prefix = "poll"
+    subject = "expenses"
+    event_type = EVENT_TYPE
+    object_type = OBJECT_TYPE
+    pause_codes = PAUSE_CODES
+    interval_setting = "poll_interval_s"
+    lag_gauge = POLLER_LAG
+    state_type = ExpenseState
+    state: ExpenseState
 
     async def _poll_leased(
         self, org: str, stored: StoredConfig, keep_alive: _KeepAlive
@@ -350,91 +502,9 @@ class ExpensePoller:
                 check_batch=self.check_batch,
             )
         except BcError as exc:
-            failure = classify(exc, subject="expenses", company=config.company_name)
-            raise PollFailure(
-                failure.code,
-                failure.message,
-                pause=failure.code in PAUSE_CODES,
-                retry_after=getattr(failure, "retry_after", None),
-                correlation_id=exc.correlation_id,
-            ) from exc
+            raise self._bc_failure(exc, config.company_name) from exc
         except ConfigValidationError as exc:  # e.g. no client id anywhere
             raise PollFailure("BC-CREDENTIALS-REJECTED", str(exc), pause=True) from exc
-
-    async def _failed(self, org: str, stored: StoredConfig, failure: PollFailure) -> PollResult:
-        log.warning(
-            "poller.failed" if not failure.pause else "poller.paused",
-            org=org,
-            code=failure.code,
-            error=failure.message,
-            correlation_id=failure.correlation_id,
-        )
-        try:
-            await self.state.record_error(
-                org,
-                failure.code,
-                failure.message,
-                pause_version=stored.version if failure.pause else None,
-            )
-        except Exception:
-            log.exception("poller.state_unwritable", org=org)
-        if failure.pause:
-            self._next(org)
-            await self._report(org, failure)
-        else:
-            self._next(org, failed=True, retry_after=failure.retry_after)
-        return PollResult(
-            org,
-            status="paused" if failure.pause else "failed",
-            reason=failure.code,
-            message=failure.message,
-        )
-
-    async def _report(self, org: str, failure: PollFailure) -> None:
-        report = FailureReport(
-            org=org,
-            event_id=None,
-            event_type=EVENT_TYPE,
-            object_type=OBJECT_TYPE,
-            moment_id=None,
-            moment_number=None,
-            code=failure.code,
-            message=failure.message,
-            attempts=1,
-            final=True,
-            notify_now=True,
-        )
-        for observer in self.observers:
-            try:
-                await observer.on_failure(report)
-            except Exception:
-                log.exception("poller.observer_failed", org=org, observer=type(observer).__name__)
-
-    def _set_lag(self, org: str, state: PollState | None) -> None:
-        lag = lag_seconds(state) if state is not None else None
-        if lag is not None:
-            POLLER_LAG.labels(org).set(lag)
-
-    @asynccontextmanager
-    async def _lease(self, org: str) -> AsyncIterator[_KeepAlive | None]:
-        """Hold ``poll:{org}`` (renewed in the background), or yield ``None`` when another
-        replica holds it."""
-        name = f"poll:{org}"
-        if not await self.leases.acquire(name, self.owner, self.lease_ttl_s):
-            yield None
-            return
-        keep = _KeepAlive(self.leases, name, self.owner, self.lease_ttl_s)
-        renewer = asyncio.create_task(keep.renew_every(self.lease_renew_s))
-        try:
-            yield keep
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            try:
-                await self.leases.release(name, self.owner)
-            except Exception:
-                log.warning("poller.lease_release_failed", lease=name)
 
 
 class _KeepAlive:
@@ -466,11 +536,17 @@ def _describe(exc: BaseException) -> str:
 
 
 async def poll_once(
-    deps: PollerDeps, org: str | None = None, *, page_size: int | None = None
+    deps: PollerDeps,
+    org: str | None = None,
+    *,
+    page_size: int | None = None,
+    part: type[Poller] = ExpensePoller,
 ) -> list[PollResult]:
-    """One round now, as ``bc-sync poll --once [--org ID]`` runs it: every organization with
-    import on, or just ``org`` (then even when paused: an operator asked)."""
-    poller = ExpensePoller.from_runtime(deps, page_size=page_size or PAGE_SIZE)
+    """One round now, as ``bc-sync poll --once [--payments] [--org ID]`` runs it: every
+    organization with that import on, or just ``org`` (then even when paused: an operator
+    asked)."""
+    options: dict[str, Any] = {"page_size": page_size} if page_size else {}
+    poller = part.from_runtime(deps, **options)
     return await poller.run_round([org] if org else None, force=org is not None)
 
 

@@ -51,6 +51,7 @@ def dimension_id(config: IntegrationConfig, facts: CompanyFacts, dimension: str)
             "BC-DIMENSION-MISSING",
             f"Dimension '{dimension}' does not exist in company '{config.company_name}'. Add it "
             "in Business Central or change the integration settings.",
+            missing=[{"kind": "dimension", "value": dimension}],
         )
     return dim_id
 

@@ -327,6 +327,55 @@ def invoice_payload(
     }
 
 
+def credit_memo_payload(
+    note: Invoice, *, customer_number: str, local_currency: str
+) -> dict[str, Any]:
+    """``POST salesCreditMemos`` body with the lines deep-inserted (bc-contract "Credit notes").
+
+    The page (APIV2SalesCreditMemos.Page.al) names the document date ``creditMemoDate`` and has
+    no ``customerPurchaseOrderReference``: Moment's "your reference" has nowhere to go. The
+    header's ``invoiceId`` (the credited invoice) is added by the export once it is found.
+    Amounts: see :func:`credit_line_payload`.
+    """
+    subject = f"credit note {note.number}"
+    return {
+        "customerNumber": customer_number,
+        # Code[35] like the invoice's (SalesCrMemoEntityBuffer.Table.al): upper-cased.
+        "externalDocumentNumber": bc_code(
+            note.number, EXTERNAL_DOCUMENT_MAX, "Credit note number", subject
+        ),
+        "creditMemoDate": note.invoice_date.isoformat(),
+        "postingDate": note.invoice_date.isoformat(),
+        "dueDate": note.due_date.isoformat(),
+        "currencyCode": currency(note.currency_code, local_currency),
+        "salesCreditMemoLines": [
+            credit_line_payload(line, (i + 1) * LINE_STEP, subject)
+            for i, line in enumerate(note.lines)
+        ],
+    }
+
+
+def credit_line_payload(line: InvoiceLine, sequence: int, subject: str) -> dict[str, Any]:
+    """A credit memo line whose amount is minus the Moment line's, so that the credit memo's
+    total is minus the credit note's total, whatever signs Moment used.
+
+    BC's credit memo carries a credit as positive amounts. The unit price is Moment's price
+    without its sign and the quantity carries the sign: ``quantity' = -sign(price) * quantity``,
+    ``unitPrice' = |price|`` (the discount percent stays), so ``quantity' * unitPrice' = -(quantity
+    * price)``. A crediting line (negative quantity or negative price) gets a positive quantity;
+    a charging line within a credit note (positive quantity and price, or both negative) gets a
+    negative quantity and lowers the credit, as BC's own negative lines do. A line priced 0 keeps
+    its quantity unsigned.
+    """
+    body = line_payload(line, sequence, subject)
+    price, quantity = line.unit_price, line.quantity
+    body["unitPrice"] = abs(price)
+    # A line priced 0 has no amount to turn: its quantity is shown as a credited quantity.
+    body["quantity"] = -quantity if price > 0 else quantity if price < 0 else abs(quantity)
+    body["quantity"] += 0.0  # never -0.0
+    return body
+
+
 def line_payload(line: InvoiceLine, sequence: int, subject: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "sequence": sequence,
@@ -349,9 +398,10 @@ def line_dimensions(
     department_dimension: str | None,
     department_source: str | None,
     tag_group: str | None,
+    subject: str | None = None,
 ) -> list[LineDims]:
     """Project and department dimension values per line that has a project."""
-    subject = f"invoice {invoice.number}"
+    subject = subject or f"invoice {invoice.number}"
     out: list[LineDims] = []
     for i, line in enumerate(invoice.lines):
         if line.project is None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -144,6 +144,7 @@ async def replay(
     exclusive: bool = True,
     settled: Settled | None = None,
     scanned: Progress | None = None,
+    extra_headers: Callable[[DeadLetter], Mapping[str, Any]] | None = None,
 ) -> ReplayResult:
     """Move the matching dead letters back to the exports queue (or, dry run, just say which).
 
@@ -153,7 +154,8 @@ async def replay(
     still never replays the same message, but may miss the ones this one holds.
     On a publish failure the run stops; the rest stay dead-lettered and ``error`` says why.
     ``settled`` is called with each dead letter once it left the queue (the index forgets it),
-    ``scanned`` with the messages read so far while the queue is read.
+    ``scanned`` with the messages read so far while the queue is read. ``extra_headers`` adds
+    headers to each copy (the healer keeps the failure history and marks its replays).
     """
     filters = filters or Filters()
     replay_id = str(uuid.uuid4())
@@ -174,7 +176,10 @@ async def replay(
                     scan,
                     matched,
                     exports,
-                    lambda letter: letter.replay_headers(replay_id, at),
+                    lambda letter: {
+                        **letter.replay_headers(replay_id, at),
+                        **(extra_headers(letter) if extra_headers is not None else {}),
+                    },
                     progress,
                     rate,
                     settled,

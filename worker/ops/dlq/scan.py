@@ -19,6 +19,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from worker.config.settings import Settings
+from worker.messaging.tls import amqp_tls
 from worker.ops.dlq.model import DeadLetter, DlqBusy, DlqError, Filters
 
 log = structlog.get_logger(__name__)
@@ -210,6 +211,7 @@ async def session(
     own = connection is None
     conn = connection or await aio_pika.connect(
         settings.amqp_url.get_secret_value(),
+        **amqp_tls(settings),
         client_properties={"connection_name": "bc-sync dlq"},
     )
     dead = settings.queue("dead")
