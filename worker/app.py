@@ -31,6 +31,7 @@ from worker.bc import BcEndpoints, BcHub, ClientOptions
 from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
 from worker.console import ConsoleContext, add_console
+from worker.console.integration_log import LedgerReader
 from worker.console.overview import Overview
 from worker.console.sessions import Sessions, SignInLimiter
 from worker.events.envelope import build
@@ -293,6 +294,8 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
                 ),
                 sessions=Sessions(runtime.store),
                 limiter=SignInLimiter(runtime.store),
+                integration_log=LedgerReader(ctx.log()),
+                reconciliation=ctx.reconciler,
             ),
         )
     else:

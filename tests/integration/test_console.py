@@ -264,7 +264,17 @@ async def test_replay_a_group_after_fixing_the_cause(
     assert await worker.console.index.totals() == (0, 0)
     status, text = await browser.get(f"/console/operations/{op_id}")
     assert "Finished: 1 of 1 replayed" in text
-    # A second operation on the same group while one runs is refused (one at a time).
+    # The integration log (the sync ledger) has the invoice synced, with its steps.
+    status, text = await browser.get(f"/console/log?org={ORG}&number=1866")
+    assert status == 200
+    assert "invoice 1866: synced" in text
+    assert "Steps" in text
+    # The reconciliation of its month finds it posted in BC.
+    status, text = await browser.get(
+        f"/console/reconciliation?org={ORG}&from=2026-11-01&to=2026-11-30"
+    )
+    assert status == 200
+    assert re.search(r"Matched</th>\s*<td[^>]*>1</td>", text), text
 
 
 async def test_one_operation_at_a_time_per_group(worker: ConsoleWorker) -> None:

@@ -145,6 +145,30 @@ async def test_fix_the_cause_then_replay_the_group_from_the_page(
     assert await depth(worker.settings, worker.settings.queue("dead")) == 0
     assert await worker.console.index.get(event_id) is None
 
+    # The integration log: find the invoice by its Moment number, see its state and steps.
+    await (
+        page.get_by_role("navigation", name="Main")
+        .get_by_role("link", name="Integration log")
+        .click()
+    )
+    await page.get_by_label("Organization").fill("org-console")
+    await page.get_by_label("Moment number or id").fill("1866")
+    await page.get_by_role("button", name="Find").click()
+    await expect(page.get_by_role("heading", name="invoice 1866: synced")).to_be_visible()
+    await shot(page, "integration-log")
+    # The reconciliation of November: the invoice matches what BC posted.
+    await (
+        page.get_by_role("navigation", name="Main")
+        .get_by_role("link", name="Reconciliation")
+        .click()
+    )
+    await page.get_by_label("Organization").fill("org-console")
+    await page.get_by_label("From").fill("2026-11-01")
+    await page.get_by_label("To").fill("2026-11-30")
+    await page.get_by_role("button", name="Reconcile").click()
+    await expect(page.get_by_role("row", name=re.compile(r"^Matched 1"))).to_be_visible()
+    await shot(page, "reconciliation")
+
     # Narrow screen: the same page, rows as cards.
     narrow, small = await new_page(chromium, width=390)
     await sign_in(small, base, OPS_TOKEN)

@@ -4,18 +4,18 @@ per table for every organization at once, never one per organization or a queue 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from worker.notify.store import FAILURE, notification_items
+from worker.notify.store import notification_items
 from worker.ops.dlq.index import DeadLetterIndex, Query
 from worker.ops.signals import OrgSignals, SignalRepository
 from worker.store import integration_configs, sync_outcomes, utcnow
 from worker.sync.expenses import expense_polls
+from worker.sync.ledger import sync_ledger
 
 if TYPE_CHECKING:
     from worker.store import Store
@@ -35,10 +35,6 @@ PROBLEMS = {
 # Expense import counts as lagging when its last success is older than this many poll
 # intervals.
 LAG_INTERVALS = 3
-
-# An organization's open failures: its objects whose last failure has not been followed by a
-# success. Replaced by the sync ledger's failed objects where the ledger exists.
-OpenFailures = Callable[["Store"], Any]
 
 
 @dataclass
@@ -99,15 +95,16 @@ class OrgPage:
     all_count: int
 
 
-async def _notification_open_failures(store: Store) -> dict[str, int]:
-    t = notification_items
-    query = (
-        select(t.c.org_id, func.count(func.distinct(t.c.object_type + ":" + t.c.moment_id)))
-        .where(t.c.kind == FAILURE, t.c.resolved_at.is_(None), t.c.moment_id.is_not(None))
-        .group_by(t.c.org_id)
-    )
+async def ledger_open_failures(store: Store, only: str | None = None) -> dict[str, int]:
+    """Open failures per organization: its objects the sync ledger holds as ``failed`` (their
+    last change failed and nothing newer succeeded since)."""
+    t = sync_ledger
+    query = select(t.c.org_id, func.count()).where(t.c.state == "failed")
+    if only is not None:
+        query = query.where(t.c.org_id == only)
     async with store.read() as conn:
-        return {str(row[0]): int(row[1]) for row in (await conn.execute(query)).all()}
+        rows = (await conn.execute(query.group_by(t.c.org_id))).all()
+    return {str(row[0]): int(row[1]) for row in rows}
 
 
 class Overview:
@@ -120,13 +117,11 @@ class Overview:
         signals: SignalRepository,
         *,
         poll_interval_s: float,
-        open_failures: Callable[[Store], Any] | None = None,
     ) -> None:
         self._store = store
         self.index = index
         self.signals = signals
         self.poll_interval_s = poll_interval_s
-        self._open_failures = open_failures or _notification_open_failures
 
     async def health(self, only: str | None = None) -> dict[str, OrgHealth]:
         """Every organization's health (``only``: just that one's, with the same queries
@@ -190,7 +185,7 @@ class Overview:
         if only is None:
             for org_id, count in (await self.index.by_org()).items():
                 org(org_id).dead_letters = count
-            for org_id, count in (await self._open_failures(self._store)).items():
+            for org_id, count in (await ledger_open_failures(self._store)).items():
                 org(org_id).open_failures = count
             for org_id, signals in (await self.signals.all()).items():
                 self._apply(org(org_id), signals, now)
@@ -198,7 +193,7 @@ class Overview:
         count = await self.index.count(Query(org=only))
         if count:
             org(only).dead_letters = count
-        failures = (await self._open_failures(self._store)).get(only)
+        failures = (await ledger_open_failures(self._store, only)).get(only)
         if failures:
             org(only).open_failures = failures
         found = await self.signals.get(only)

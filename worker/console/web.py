@@ -36,14 +36,17 @@ import structlog
 from aiohttp import web
 
 from worker.api.app import ApiToken, authenticate
+from worker.bc import BcError
 from worker.config.settings import Settings
 from worker.console.integration_log import IntegrationLogReader
 from worker.console.overview import OBJECT_TYPES, PROBLEMS, Overview
 from worker.console.sessions import Session, Sessions, SignInLimiter, client_address
 from worker.errors import info
+from worker.log import redact_text
 from worker.ops.dlq import DlqError
 from worker.ops.dlq.index import NONE_KEY, DeadLetterIndex, Query
 from worker.ops.dlq.runs import OperationBusy, Operations
+from worker.ops.reconcile import CLASSES, ReconcileError, Reconciler, parse_period
 from worker.store import Store
 
 log = structlog.get_logger(__name__)
@@ -68,9 +71,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ConsoleContext:
     """What the console needs, built by the composition root (``worker.app``).
 
-    ``integration_log`` is the sync ledger's reader once it exists; ``reconciliation`` is the
-    place of the reconciliation feature (``bc-sync reconcile``): its page and nav entry appear
-    only when it is given, never as a stub.
+    ``integration_log`` reads the sync ledger, ``reconciliation`` is ``bc-sync reconcile``'s
+    reconciler; each page and its nav entry appear only when the part is given (a process
+    without a store for them has neither), never as a stub.
     """
 
     settings: Settings
@@ -82,7 +85,7 @@ class ConsoleContext:
     sessions: Sessions
     limiter: SignInLimiter
     integration_log: IntegrationLogReader | None = None
-    reconciliation: Any | None = None
+    reconciliation: Reconciler | None = None
 
 
 CONSOLE = web.AppKey("console", ConsoleContext)
@@ -646,6 +649,55 @@ async def integration_log(request: web.Request) -> web.Response:
     )
 
 
+# --- reconciliation --------------------------------------------------------------------------
+
+CLASS_LABELS = {
+    "missing_in_bc": "Missing in BC",
+    "duplicated_in_bc": "Duplicated in BC",
+    "different": "Different",
+    "unknown_in_bc": "Unknown in BC",
+    "matched": "Matched",
+}
+ROWS_SHOWN = 500
+
+
+async def reconciliation(request: web.Request) -> web.Response:
+    """``bc-sync reconcile`` for one organization and period: the same classes and rows (it
+    reads BC, so it runs when asked, never on its own)."""
+    ctx = _ctx(request)
+    reconciler = ctx.reconciliation
+    if reconciler is None:
+        raise web.HTTPNotFound()
+    q = request.query
+    org = (q.get("org") or "").strip()
+    start, end = q.get("from") or "", q.get("to") or ""
+    report: Any = None
+    error = None
+    if org and (start or end):
+        try:
+            period = parse_period(start, end)
+            report = (await reconciler.run(org, period)).to_dict()
+            log.info("console.reconciled", actor=_session(request).token_name, org=org)
+        except ReconcileError as exc:
+            error = exc.message
+        except BcError as exc:
+            error = "Business Central could not be read: " + redact_text(
+                exc.message or type(exc).__name__
+            )
+    return render(
+        request,
+        "reconciliation.html",
+        org=org,
+        start=start,
+        end=end,
+        report=report,
+        error=error,
+        classes=CLASSES,
+        labels=CLASS_LABELS,
+        rows_shown=ROWS_SHOWN,
+    )
+
+
 # --- the sub-application ---------------------------------------------------------------------
 
 
@@ -669,8 +721,7 @@ def console_app(ctx: ConsoleContext) -> web.Application:
     app.router.add_post("/dead-letters/{action}", act)
     app.router.add_get("/operations/{id}", operation)
     app.router.add_get("/log", integration_log)
-    # The reconciliation page goes here once `bc-sync reconcile` exists (ctx.reconciliation):
-    # app.router.add_get("/reconciliation", reconciliation)
+    app.router.add_get("/reconciliation", reconciliation)
     app.router.add_static("/static/", HERE / "static", append_version=True)
     return app
 
