@@ -74,3 +74,37 @@ async def test_a_storm_of_429s_writes_a_few_rows_not_one_per_message(store: Stor
     now[0] += 10
     await observer.on_failure(report("BC-THROTTLED"))
     assert writes == ["throttled_at", "throttled_at"]
+
+
+async def test_paused_or_lagging_imports_are_a_problem(store: Store) -> None:
+    from worker.store import integration_configs
+    from worker.sync.expenses import expense_polls
+    from worker.sync.payments import payment_polls
+
+    now = utcnow()
+    async with store.write() as conn:
+        for org, expenses, payments in (("org-e", True, False), ("org-p", False, True)):
+            await conn.execute(
+                integration_configs.insert().values(
+                    org_id=org,
+                    config={"import_expenses": expenses, "import_payments": payments},
+                    secret_ciphertext="x",
+                    import_expenses=expenses,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        await conn.execute(
+            expense_polls.insert().values(org_id="org-e", last_success_at=now, paused_at=now)
+        )
+        await conn.execute(
+            payment_polls.insert().values(org_id="org-p", last_success_at=now - timedelta(hours=2))
+        )
+    signals = SignalRepository(store)
+    overview = Overview(store, DeadLetterIndex(store), signals, poll_interval_s=300)
+    health = await overview.health()
+    assert (health["org-e"].import_paused, health["org-e"].payments_lagging) == (True, False)
+    assert (health["org-p"].payments_paused, health["org-p"].payments_lagging) == (False, True)
+    page = await overview.page(problem="import")
+    assert [h.org_id for h in page.rows] == ["org-e", "org-p"]

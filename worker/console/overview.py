@@ -16,6 +16,7 @@ from worker.ops.signals import OrgSignals, SignalRepository
 from worker.store import integration_configs, sync_outcomes, utcnow
 from worker.sync.expenses import expense_polls
 from worker.sync.ledger import sync_ledger
+from worker.sync.payments import payment_polls
 
 if TYPE_CHECKING:
     from worker.store import Store
@@ -27,7 +28,7 @@ PROBLEMS = {
     "problems": "Any problem",
     "dead_letters": "Dead letters",
     "failures": "Open failures",
-    "import": "Import paused or lagging",
+    "import": "Expense or payment import paused or lagging",
     "breaker": "Circuit breaker open",
     "throttled": "Throttled",
     "credentials": "Credentials rejected",
@@ -45,6 +46,7 @@ class OrgHealth:
     environment: str | None = None
     exports: dict[str, bool] = field(default_factory=dict)
     import_expenses: bool = False
+    import_payments: bool = False
     last_success: dict[str, datetime | None] = field(default_factory=dict)
     last_failure: dict[str, tuple[datetime | None, str | None]] = field(default_factory=dict)
     open_failures: int = 0
@@ -52,13 +54,21 @@ class OrgHealth:
     import_paused: bool = False
     import_lagging: bool = False
     import_last_success: datetime | None = None
+    payments_paused: bool = False
+    payments_lagging: bool = False
+    payments_last_success: datetime | None = None
     breaker_open: bool = False
     throttled: bool = False
     credentials_rejected: bool = False
 
     @property
     def import_problem(self) -> bool:
-        return self.import_paused or self.import_lagging
+        return (
+            self.import_paused
+            or self.import_lagging
+            or self.payments_paused
+            or self.payments_lagging
+        )
 
     @property
     def problems(self) -> list[str]:
@@ -154,6 +164,7 @@ class Overview:
                     for name in ("customer", "project", "invoice")
                 }
                 h.import_expenses = bool(config.get("import_expenses"))
+                h.import_payments = bool(config.get("import_payments"))
             for row in await conn.execute(
                 narrow(
                     select(
@@ -180,6 +191,16 @@ class Overview:
                 h.import_paused = row.paused_at is not None
                 h.import_last_success = row.last_success_at
                 h.import_lagging = h.import_expenses and (
+                    row.last_success_at is None or now - row.last_success_at > lag
+                )
+            pp = payment_polls
+            for row in await conn.execute(
+                narrow(select(pp.c.org_id, pp.c.paused_at, pp.c.last_success_at), pp.c.org_id)
+            ):
+                h = org(row.org_id)
+                h.payments_paused = row.paused_at is not None
+                h.payments_last_success = row.last_success_at
+                h.payments_lagging = h.import_payments and (
                     row.last_success_at is None or now - row.last_success_at > lag
                 )
         if only is None:
