@@ -113,7 +113,7 @@ class Retention:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("retention run failed; trying again next hour")
+                log.exception("retention.run_failed")
             await asyncio.sleep(RUN_EVERY_S)
 
     async def _batches(self, one: Callable[[], Awaitable[int]]) -> int:
@@ -159,7 +159,7 @@ class Retention:
             ),
         )
         if out.rows:
-            log.info("retention pruned", **out.rows)
+            log.info("retention.pruned", **out.rows)
         return out
 
     async def _trim_crowded(self) -> int:

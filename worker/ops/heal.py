@@ -409,7 +409,7 @@ class Healer:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("heal round failed; trying again next round")
+                log.exception("heal.round_failed")
 
     # --- trigger (a): the configuration was saved ----------------------------------------------
 
@@ -492,10 +492,10 @@ class Healer:
                     if fact.key not in result.checked:
                         result.checked[fact.key] = await probe.exists(fact)
         except Budget:
-            log.info("heal probe budget used up", org=org, requests=probe.used)
+            log.info("heal.probe_budget_used", org=org, requests=probe.used)
         except BcError as exc:
             result.error = f"{type(exc).__name__}: {exc}"
-            log.info("heal probe: BC cannot tell now", org=org, error=result.error)
+            log.info("heal.probe_inconclusive", org=org, error=result.error)
         result.requests = probe.used
         checked = result.checked
         await self.state.observe(
@@ -561,7 +561,7 @@ class Healer:
         )
         metrics.child(metrics.HEALED, trigger).inc(result.replayed)
         log.info(
-            "dead letters healed",
+            "heal.replayed",
             org=org,
             trigger=trigger,
             reason=reason,

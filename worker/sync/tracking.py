@@ -172,7 +172,7 @@ class StepBuffer:
             try:
                 await self._repository.add_steps(batch)
             except Exception:
-                log.warning("could not write ledger history; retrying", count=len(batch))
+                log.warning("ledger.history_write_failed", count=len(batch))
                 self._pending[:0] = batch
 
     async def _run(self) -> None:
@@ -394,7 +394,7 @@ class Ledger:
         try:
             await self.repo.release(*where, owner=owner, now=self._clock())
         except Exception:
-            log.warning("could not release ledger claim; it expires by itself")
+            log.warning("ledger.release_failed")
 
     async def _finish(
         self,
@@ -434,7 +434,7 @@ class Ledger:
             now=self._clock(),
         )
         if not kept:
-            log.warning("ledger claim expired before the outcome was marked")
+            log.warning("ledger.claim_expired")
         detail = outcome.reason if state == "skipped" else None
         if exported is not None and exported.bc_number:
             detail = f"Business Central number {exported.bc_number}"
@@ -545,7 +545,7 @@ class Ledger:
                         now=self._clock(),
                     )
                 except Exception:
-                    log.warning("could not release ledger claim; it expires by itself")
+                    log.warning("ledger.release_failed")
                 raise
             if not fresh.done:
                 await self._release_quietly(where, owner)
