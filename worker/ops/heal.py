@@ -492,7 +492,7 @@ class Healer:
                     if fact.key not in result.checked:
                         result.checked[fact.key] = await probe.exists(fact)
         except Budget:
-            log.info("heal.probe_budget_used_up", org=org, requests=probe.used)
+            log.info("heal.probe_budget_used", org=org, requests=probe.used)
         except BcError as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             log.info("heal.probe_inconclusive", org=org, error=result.error)
@@ -561,7 +561,7 @@ class Healer:
         )
         metrics.child(metrics.HEALED, trigger).inc(result.replayed)
         log.info(
-            "heal.healed",
+            "heal.replayed",
             org=org,
             trigger=trigger,
             reason=reason,
