@@ -24,7 +24,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
 .PHONY: install test test-lowest lint format schemas deploy-rules demo bench chaos emulator \
-	clean lock lock-upgrade lock-check validate validators
+	vendor clean lock lock-upgrade lock-check validate validators
 
 # uv itself, at the version the lock pins: the bootstrap of everything below.
 $(UV):
@@ -113,9 +113,19 @@ schemas: $(STAMP)
 deploy-rules: $(STAMP)
 	$(BIN)/python -m tools.prometheusrule
 
-## make demo: the product end to end against the BC emulator
+## make demo [KEEP=1]: the product end to end against the BC emulator; KEEP=1 keeps it running
+## (the operations console at the printed URL) until Ctrl-C
 demo: $(STAMP)
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m tests.demo $(if $(KEEP),--keep,)
+
+## make vendor: fetch htmx from the npm registry and copy its minified file into the console's
+## static files (checked in: nothing is fetched at run time). HTMX_VERSION pins the release.
+HTMX_VERSION ?= 2.0.8
+vendor:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null && tar -xzf htmx.org-$(HTMX_VERSION).tgz) && \
+	  cp "$$tmp/package/dist/htmx.min.js" worker/console/static/htmx.min.js && \
+	  echo "worker/console/static/htmx.min.js: htmx $(HTMX_VERSION) ($$(wc -c < worker/console/static/htmx.min.js) bytes)"
 
 ## make bench [QUICK=1]: performance scenarios, report in bench-report.md
 bench: $(STAMP)

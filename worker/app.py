@@ -30,6 +30,10 @@ from worker.api.contract import ROUTES
 from worker.bc import BcEndpoints, BcHub, ClientOptions
 from worker.bc.pages import ODataServices
 from worker.config.settings import Settings
+from worker.console import ConsoleContext, add_console
+from worker.console.integration_log import LedgerReader
+from worker.console.overview import Overview
+from worker.console.sessions import Sessions, SignInLimiter
 from worker.events.envelope import build
 from worker.events.handlers import Observer
 from worker.events.models import Model
@@ -46,11 +50,14 @@ from worker.notify import (
 )
 from worker.notify.retention import Retention
 from worker.ops.dlq import DeadLetters
+from worker.ops.dlq.index import DeadLetterIndex, DeadLetterIndexer
+from worker.ops.dlq.runs import IndexReconciler, Operations
 from worker.ops.heal import Healer
 from worker.ops.health import readiness_checks
 from worker.ops.integration_log import IntegrationLog
 from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterSampler
+from worker.ops.signals import SignalObserver, SignalRepository
 from worker.runtime import Service
 from worker.setup.service import ConfigService
 from worker.store import ConfigCache, Leases, Store, iso
@@ -220,11 +227,19 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
     # Every consuming or polling process records what needs a person; the notify role sends it.
     runtime.observers.append(NotificationRecorder(notifications))
     consumers: list[Consumer] = []
+    index = DeadLetterIndex(runtime.store)
+    signals = SignalRepository(runtime.store)
     if "consume" in roles:
         consumer = Consumer(
             settings,
             registry(runtime.sync_context()),
-            observers=[StatusObserver(runtime.store), *runtime.observers],
+            observers=[
+                StatusObserver(runtime.store),
+                # The console's dead-letter index and per-organization health signals.
+                DeadLetterIndexer(index),
+                SignalObserver(signals),
+                *runtime.observers,
+            ],
             connection=runtime.connection,
         )
         consumers.append(consumer)
@@ -261,8 +276,28 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
             reconciler=Reconciler.with_hub(settings, runtime.store, runtime.configs, runtime.hub),
         )
         services.append(sampler)
+        operations = Operations(runtime.store, dead_letters, index)
+        services.append(operations)
+        services.append(IndexReconciler(runtime.store, dead_letters, index, runtime.leases))
         # New route modules go into ROUTES: the OpenAPI document is generated from that list.
         app = create_app(ctx, ROUTES)
+        add_console(
+            app,
+            ConsoleContext(
+                settings=settings,
+                store=runtime.store,
+                tokens=api_tokens(settings),
+                index=index,
+                operations=operations,
+                overview=Overview(
+                    runtime.store, index, signals, poll_interval_s=settings.poll_interval_s
+                ),
+                sessions=Sessions(runtime.store),
+                limiter=SignInLimiter(runtime.store),
+                integration_log=LedgerReader(ctx.log()),
+                reconciliation=ctx.reconciler,
+            ),
+        )
     else:
         app = create_app(ApiContext(settings, readiness=readiness))
     services.append(ApiServer(app, settings.http_host, settings.http_port))

@@ -1,4 +1,7 @@
 """``make demo``: the product end to end against the local BC emulator, in a few seconds.
+``make demo KEEP=1`` (``python -m tests.demo --keep``) then keeps everything running, with the
+operations console at the printed URL and the demo's API tokens printed to sign in with, until
+Ctrl-C.
 
 Runs from the repository root (the emulator lives in ``tests/emulator``). It needs a RabbitMQ
 broker at ``BC_SYNC_AMQP_URL`` (default localhost) and uses its own queue prefix and exchange,
@@ -76,7 +79,7 @@ async def _drop_topology(connection: AbstractConnection, settings: Settings) -> 
     await channel.close()
 
 
-async def main() -> int:
+async def main(keep: bool = False) -> int:
     try:
         base = load_settings()
     except SettingsError as exc:
@@ -91,7 +94,7 @@ async def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bc-sync-demo-"))
     started = time.monotonic()
     try:
-        result = await _run(connection, amqp, work)
+        result = await _run(connection, amqp, work, keep=keep)
     finally:
         await connection.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -102,7 +105,7 @@ async def main() -> int:
     return result
 
 
-async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
+async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: bool = False) -> int:
     # Imported here so that a missing broker is reported before the heavier imports.
     from tests.demo.summary import Observed, expected_expenses, print_summary, read_mail
     from tests.demo.world import (
@@ -127,6 +130,8 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
         ref = CompanyRef(DEMO.tenant_id, DEMO.environment, DEMO.company_name)
         before = await emulator.control.company_state(ref)
         token = secrets.token_urlsafe(24)
+        # The console's read-only token (name=token:read): sees everything, changes nothing.
+        support = secrets.token_urlsafe(24)
         settings = load_settings(
             amqp_url=amqp,
             queue_prefix=PREFIX,
@@ -137,7 +142,7 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
             ca_file=emulator.ca_file,
             client_id=DEMO.client_id,
             secret_key=Fernet.generate_key().decode(),
-            api_token=token,
+            api_token=f"ops={token},support={support}:read",
             http_host="127.0.0.1",
             http_port=_free_port(),
             smtp_url=None,
@@ -164,6 +169,7 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
                 await service.start()
                 running.append(service)
             print(f"worker running with roles consume, poll, api, notify; admin API at {api}")
+            print(f"operations console at {api}/console")
             observed = Observed()
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.get_exchange(settings.exchange)
@@ -284,6 +290,8 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
                     error = row.get("ledger_error_code") or ", ".join(row["differences"])
                     print(f"  {row['class']}: {row['type']} {row['moment_number']} ({error})")
             await channel.close()
+            if keep:
+                await _keep_running(api, token, support)
             return 0 if complete and paid else 1
         finally:
             for service in reversed(running):
@@ -292,6 +300,19 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path) -> int:
                 except Exception as exc:
                     print(f"demo: {service.name} did not stop cleanly: {exc!r}")
             await _drop_topology(connection, settings)
+
+
+async def _keep_running(api: str, token: str, support: str) -> None:
+    """``--keep``: everything stays up for a person to click through, until Ctrl-C."""
+    print(
+        f"\n== Operations console: {api}/console ==\n"
+        f"  sign in with the API token {token}  (name ops: may replay, archive, note)\n"
+        f"  or with {support}  (name support, read-only: sees everything, changes nothing)\n"
+        "  The dead letter of invoice 1866 waits under Dead letters > BC-ACCOUNT-MISSING.\n"
+        "  Running until Ctrl-C (demo tokens, valid for this run only).",
+        flush=True,
+    )
+    await asyncio.Event().wait()
 
 
 async def _wait_for(condition: Callable[[], Awaitable[bool]], seconds: float) -> bool:
@@ -303,9 +324,10 @@ async def _wait_for(condition: Callable[[], Awaitable[bool]], seconds: float) ->
     return False
 
 
-def run() -> int:
+def run(argv: list[str] | None = None) -> int:
+    keep = "--keep" in (sys.argv[1:] if argv is None else argv)
     try:
-        return asyncio.run(main())
+        return asyncio.run(main(keep=keep))
     except KeyboardInterrupt:
         # asyncio.run cancelled main(): its finally blocks stopped and deleted everything.
         print("\ndemo: interrupted; worker and emulator stopped, demo queues deleted.")

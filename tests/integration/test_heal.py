@@ -18,12 +18,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests import factories as f
+from tests.amqp_support import wait_for
 from tests.emulator.fixtures import EmulatorHandle
 from tests.integration.exports_support import ORG, Exports, account_invoice, open_exports
 from tests.integration.test_notify_support import make_service
 from worker.messaging import headers as H
 from worker.notify import NotificationRecorder, NotificationRepository
 from worker.ops import dlq
+from worker.ops.dlq.index import DeadLetterIndex
 from worker.ops.heal import Healer, heal_headers
 from worker.store.config_cache import ConfigCache
 from worker.sync.ledger import LedgerRepository
@@ -202,3 +204,28 @@ async def test_a_heal_that_fails_again_waits_until_the_cause_looked_fixed_again(
     [back] = await service.probe_once()
     assert back.replayed == 1
     assert await exports.done(event_id, 3) == ["dead_lettered", "dead_lettered", "succeeded"]
+
+
+async def test_a_healed_dead_letter_leaves_the_console_index(harness: Exports) -> None:
+    """The console counts dead letters from its index: a healed one leaves it at once, not
+    only at the next reconcile of the index with the queue."""
+    exports = harness
+    event_id = await exports.send("moment.invoice.created", account_invoice("1866", "9999"))
+    assert await exports.done(event_id) == ["dead_lettered"]
+    [letter] = await peek_dead(exports)
+    index = DeadLetterIndex(exports.runtime.store)
+    await index.add(letter)  # as the consumer's indexer writes it in `bc-sync run`
+    service = healer(exports)
+    await service.start()
+    try:
+        await exports.add_gl_account("9999")
+        await exports.posted("1866", timeout=15)
+
+        async def forgotten() -> bool:
+            return await index.get(letter.id) is None
+
+        # The invoice may be posted before the healer's replay has handed the queue back.
+        assert await wait_for(forgotten, 10, interval=0.1)
+    finally:
+        await service.stop()
+    assert await index.totals() == (0, 0)

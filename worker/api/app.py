@@ -21,9 +21,10 @@ from pydantic import BaseModel
 
 from worker.api import openapi
 from worker.api.models import ErrorAnswer, FieldErrors, Health, Readiness, dump
-from worker.api.openapi import Answer, Operation, describe
+from worker.api.openapi import Answer, Operation, describe, only_reads
 from worker.config.model import ConfigValidationError, FieldError
 from worker.config.settings import Settings, SettingsError
+from worker.log import register_secret
 from worker.ops.dlq import DeadLetters, DlqBusy, DlqError, FilterError
 from worker.ops.health import ReadinessCheck
 from worker.ops.integration_log import IntegrationLog
@@ -86,8 +87,26 @@ class ApiContext:
 CONTEXT = web.AppKey("context", ApiContext)
 CALLER = web.RequestKey("caller", str)  # name of the API token that authenticated
 
+# A token followed by this suffix in BC_SYNC_API_TOKEN may read everything and change nothing.
+READ_ONLY_SUFFIX = ":read"
+# Methods that never change anything; any other method on /v1 is a write, unless its route is
+# marked with :func:`~worker.api.openapi.reads` (a POST that only reads: the options call).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-def api_tokens(settings: Settings) -> dict[str, str]:
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One entry of ``BC_SYNC_API_TOKEN``: its name (in every audit line) and whether it is
+    limited to reading (``name=token:read``)."""
+
+    name: str
+    read_only: bool = False
+
+
+ACCESS = web.RequestKey("access", ApiToken)  # the token that authenticated
+
+
+def api_tokens(settings: Settings) -> dict[str, ApiToken]:
     """The admin API's tokens; :class:`SettingsError` when there are none (the ``api`` role
     cannot run without one)."""
     raw = settings.api_token.get_secret_value() if settings.api_token else None
@@ -95,32 +114,63 @@ def api_tokens(settings: Settings) -> dict[str, str]:
     if not tokens:
         raise SettingsError(
             "BC_SYNC_API_TOKEN: required by the api role (a token, or name=token pairs "
-            "separated by commas)"
+            "separated by commas; a token followed by :read may only read)"
         )
     return tokens
 
 
-def parse_tokens(raw: str | None) -> dict[str, str]:
-    """``BC_SYNC_API_TOKEN``: one token, or ``name=token`` pairs separated by commas.
+def parse_tokens(raw: str | None) -> dict[str, ApiToken]:
+    """``BC_SYNC_API_TOKEN``: one token, or ``name=token`` pairs separated by commas; a token
+    followed by ``:read`` (``ops=…,support=…:read``) is read-only.
 
-    Returns token → name; the name appears in audit log lines, the token never does.
+    Returns token → :class:`ApiToken`; the name appears in audit log lines, the token never
+    does. Each token is registered as a secret, so a log line that quotes one masks it.
     """
-    tokens: dict[str, str] = {}
+    tokens: dict[str, ApiToken] = {}
     for part in (raw or "").split(","):
         part = part.strip()
         if not part:
             continue
+        read_only = part.endswith(READ_ONLY_SUFFIX)
+        if read_only:
+            part = part.removesuffix(READ_ONLY_SUFFIX)
         name, sep, token = part.partition("=")
-        if sep and name and token:
-            tokens[token] = name
-        else:
-            tokens[part] = "admin"
+        if not (sep and name and token):
+            name, token = "admin", part
+        if token:
+            register_secret(token)
+            tokens[token] = ApiToken(name.strip(), read_only)
     return tokens
 
 
-def _auth_middleware(tokens: dict[str, str]) -> Middleware:
-    encoded = [(t.encode(), n) for t, n in tokens.items()]
+def authenticate(tokens: dict[str, ApiToken], presented: str | None) -> ApiToken | None:
+    """The token entry matching ``presented``, compared in constant time against every one
+    (so timing shows nothing), or None."""
+    if not presented:
+        return None
+    given = presented.strip().encode()
+    found: ApiToken | None = None
+    for token, entry in tokens.items():
+        if hmac.compare_digest(given, token.encode()):
+            found = entry
+    return found
 
+
+def is_write(request: web.Request) -> bool:
+    """Whether the request may change something (what a read-only token is refused)."""
+    if request.method in SAFE_METHODS:
+        return False
+    handler = getattr(request.match_info, "handler", None)
+    return handler is None or not only_reads(handler)
+
+
+def forbidden_read_only() -> web.Response:
+    return _error(
+        "forbidden", 403, "this API token may only read (it is marked :read in BC_SYNC_API_TOKEN)"
+    )
+
+
+def _auth_middleware(tokens: dict[str, ApiToken]) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/") and request.path != "/v1":
@@ -129,20 +179,20 @@ def _auth_middleware(tokens: dict[str, str]) -> Middleware:
             return await handler(request)  # the contract itself: no data, no secret
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        name = None
-        if scheme.lower() == "bearer" and presented:
-            given = presented.strip().encode()
-            # Compare against every token (constant time each) so timing shows nothing.
-            for token, token_name in encoded:
-                if hmac.compare_digest(given, token):
-                    name = token_name
-        if name is None:
+        entry = authenticate(tokens, presented) if scheme.lower() == "bearer" else None
+        if entry is None:
             return answer(
                 ErrorAnswer(error="unauthorized"),
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="bc-sync"'},
             )
-        request[CALLER] = name
+        if entry.read_only and is_write(request):
+            log.info(
+                "api.read_only_refused", actor=entry.name, method=request.method, path=request.path
+            )
+            return forbidden_read_only()
+        request[CALLER] = entry.name
+        request[ACCESS] = entry
         return await handler(request)
 
     return auth

@@ -37,7 +37,7 @@ from worker.api.models import (
     Saved,
     StatusAnswer,
 )
-from worker.api.openapi import FIELD_ERRORS, Answer, Operation, describe
+from worker.api.openapi import FIELD_ERRORS, Answer, Operation, describe, reads
 from worker.config.model import ConfigValidationError, ConnectionFields, IntegrationConfig
 from worker.ops import dlq
 from worker.setup.service import ConfigService
@@ -185,6 +185,7 @@ async def delete_config(request: web.Request) -> web.Response:
     return answer(Deleted(status="Deleted"))
 
 
+@reads  # verifies the credentials and lists BC's choices; stores nothing
 @describe(
     Operation(
         summary="The dialog's drop-downs: companies, dimensions, posting groups",

@@ -58,6 +58,7 @@ class FieldErrors(ApiModel):
 
 ErrorCode = Literal[
     "unauthorized",
+    "forbidden",  # a read-only token (name=token:read) on a route that changes something
     "not_found",
     "busy",
     "unavailable",

@@ -117,9 +117,26 @@ UNAUTHORIZED = Answer(
     headers={"WWW-Authenticate": 'Always `Bearer realm="bc-sync"`.'},
 )
 INTERNAL = Answer(ErrorAnswer, "An unexpected failure (logged; never a stack trace).")
+READ_ONLY = Answer(
+    ErrorAnswer,
+    "The token may only read (`name=token:read` in BC_SYNC_API_TOKEN) and this route changes "
+    "something (`error`: forbidden).",
+)
 FIELD_ERRORS = Answer(FieldErrors, "Field errors: nothing was saved or done.")
 
 _OPERATIONS: dict[Callable[..., Any], Operation] = {}
+# Non-GET handlers that change nothing (a read-only token may call them): see :func:`reads`.
+_READING: set[Callable[..., Any]] = set()
+
+
+def reads(handler: H) -> H:
+    """Mark a non-GET route that changes nothing, so a read-only token may call it."""
+    _READING.add(handler)
+    return handler
+
+
+def only_reads(handler: Callable[..., Any]) -> bool:
+    return handler in _READING
 
 
 def describe(operation: Operation) -> Callable[[H], H]:
@@ -163,10 +180,12 @@ def _content(answer: Answer, refs: Refs) -> dict[str, Any] | None:
     return None
 
 
-def _responses(op: Operation, refs: Refs) -> dict[str, Any]:
+def _responses(op: Operation, refs: Refs, *, write: bool = False) -> dict[str, Any]:
     answers = dict(op.responses)
     if not op.public:
         answers.setdefault(401, UNAUTHORIZED)
+        if write:
+            answers.setdefault(403, READ_ONLY)
     answers.setdefault(500, INTERNAL)
     out: dict[str, Any] = {}
     for status in sorted(answers):
@@ -210,18 +229,20 @@ def document(app: web.Application) -> dict[str, Any]:
     for _, _, op in routes:
         if op.body is not None:
             wanted.append((op.body, "validation"))
-        for answer in (*op.responses.values(), UNAUTHORIZED, INTERNAL):
+        for answer in (*op.responses.values(), UNAUTHORIZED, READ_ONLY, INTERNAL):
             wanted.extend((model, "serialization") for model in answer.models)
     unique = list(dict.fromkeys(wanted))
     refs, defs = models_json_schema(unique, ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
+    reading = {id(_OPERATIONS[h]) for h in _READING if h in _OPERATIONS}
     for method, path, op in routes:
         where = f"{method} {path}"
+        write = method not in ("GET", "HEAD") and id(op) not in reading
         entry: dict[str, Any] = {
             "operationId": _operation_id(method, path),
             "summary": op.summary,
             "tags": [op.tag],
-            "responses": _responses(op, refs),
+            "responses": _responses(op, refs, write=write),
         }
         if op.description:
             entry["description"] = op.description

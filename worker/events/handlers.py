@@ -6,8 +6,8 @@ A handler returns an :class:`Outcome` or raises one of the failure classes in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from worker.events.envelope import Event
@@ -62,6 +62,17 @@ Registry = dict[str, Handler]
 
 
 @dataclass(frozen=True)
+class DeadLetterCopy:
+    """The message a final failure put in the dead-letter queue, as published (confirmed by
+    the broker before any observer hears of it): what the dead-letter index records."""
+
+    body: bytes = field(repr=False)
+    headers: Mapping[str, Any] = field(repr=False)
+    content_type: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
 class FailureReport:
     """One failed delivery, as observers (notifications, status) see it."""
 
@@ -76,6 +87,10 @@ class FailureReport:
     attempts: int
     final: bool  # dead-lettered (True) or going round the ladder again (False)
     notify_now: bool = False  # e.g. rejected credentials: a person must hear even if retried
+    # BC's own error code when BC answered (or the client's, e.g. CircuitOpen: the circuit
+    # breaker refused the request), for the console's per-organization health signals.
+    bc_code: str | None = None
+    dead_letter: DeadLetterCopy | None = None  # final failures: the dead letter published
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from worker.config.settings import Settings
 from worker.errors import HandlerError, InvalidEvent, Permanent, Transient
 from worker.events.envelope import Delivery, Event, parse
 from worker.events.handlers import (
+    DeadLetterCopy,
     FailureReport,
     Observer,
     Outcome,
@@ -395,7 +396,13 @@ class Consumer:
         )
         if not await self._route(message, self.topology.dead.name, new_headers):
             return
-        await self._report(exc, event, attempt, final=True, peek=peek)
+        copy = DeadLetterCopy(
+            message.body,
+            new_headers,
+            content_type=message.content_type or "application/cloudevents+json",
+            message_id=message.message_id,
+        )
+        await self._report(exc, event, attempt, final=True, peek=peek, dead_letter=copy)
         with suppress(Exception):
             await message.ack()
         metrics.DEAD_LETTERS.labels(code=exc.code).inc()
@@ -433,6 +440,7 @@ class Consumer:
         *,
         final: bool,
         peek: dict[str, Any] | None = None,
+        dead_letter: DeadLetterCopy | None = None,
     ) -> None:
         object_type, moment_id, number = subject_of(event) if event else (None, None, None)
         peek = peek or {}
@@ -448,6 +456,8 @@ class Consumer:
             attempts=attempt,
             final=final,
             notify_now=isinstance(exc, Transient) and exc.notify,
+            bc_code=exc.bc_code,
+            dead_letter=dead_letter,
         )
         for observer in self.observers:
             try:

@@ -32,6 +32,12 @@ SUBJECT = "x-bc-subject"  # the Moment object, e.g. "invoice 1864"
 HISTORY = "x-bc-history"  # list of {at, code, class, message, attempt}: every failure so far
 REPLAY_ID = "x-bc-replay-id"
 REPLAYED_AT = "x-bc-replayed-at"
+# Set on a dead letter moved to the archive queue (the console's Archive), removed when it is
+# brought back; a replay drops them like every x-bc- header.
+ARCHIVED_AT = "x-bc-archived-at"
+ARCHIVED_BY = "x-bc-archived-by"
+ARCHIVE_REASON = "x-bc-archive-reason"
+ARCHIVE_HEADERS = (ARCHIVED_AT, ARCHIVED_BY, ARCHIVE_REASON)
 # Self-healing (worker.ops.heal): what the failure needs in BC, and the healer's marks.
 MISSING = "x-bc-missing"  # list of {kind, value[, dimension]}: records BC said are missing
 HEALED = "x-bc-healed"  # why the healer replayed this message (kept through later failures)
@@ -263,3 +269,28 @@ def replay_headers(
     out[REPLAY_ID] = replay_id
     out[REPLAYED_AT] = at
     return out
+
+
+def archive_headers(headers: Mapping[str, Any], *, by: str, reason: str, at: str) -> dict[str, Any]:
+    """Headers of a dead letter moved to the archive queue: all of its own, plus who archived
+    it, when and why (the broker's death records stay: they are part of its history)."""
+    return {**headers, ARCHIVED_AT: at, ARCHIVED_BY: label(by), ARCHIVE_REASON: short(reason)}
+
+
+def restore_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Headers of an archived dead letter brought back to the dead-letter queue."""
+    return {k: v for k, v in headers.items() if k not in ARCHIVE_HEADERS}
+
+
+@dataclass(frozen=True)
+class ArchiveHeaders:
+    at: datetime | None
+    by: str | None
+    reason: str | None
+
+
+def read_archive(headers: Mapping[str, Any] | None) -> ArchiveHeaders:
+    h = headers or {}
+    return ArchiveHeaders(
+        timestamp(h.get(ARCHIVED_AT)), text(h.get(ARCHIVED_BY)), text(h.get(ARCHIVE_REASON))
+    )

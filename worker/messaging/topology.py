@@ -6,6 +6,9 @@
 - ``<prefix>.retry.<n>s`` (quorum): one wait queue per ladder step, message TTL, dead-lettered
   back to the exports queue through the default exchange.
 - ``<prefix>.dead`` (quorum): failed for good, with our headers.
+- ``<prefix>.dead.archived`` (quorum): dead letters a person archived with a reason (the
+  console's *Archive*): kept and counted, out of the active list and of every replay, and
+  brought back to ``<prefix>.dead`` on request.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Topology:
     retries: tuple[tuple[float, QueueSpec], ...]
     dead: QueueSpec
     bindings: tuple[str, ...]
+    archived: QueueSpec
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -79,11 +83,12 @@ class Topology:
             retries=retries,
             dead=QueueSpec(dead, dict(quorum)),
             bindings=tuple(INCOMING),
+            archived=QueueSpec(settings.queue("dead.archived"), dict(quorum)),
         )
 
     @property
     def queues(self) -> list[QueueSpec]:
-        return [self.exports, *(q for _, q in self.retries), self.dead]
+        return [self.exports, *(q for _, q in self.retries), self.dead, self.archived]
 
     def retry_queue(self, delay: float) -> str:
         """The wait queue of the smallest ladder step of at least ``delay`` seconds."""

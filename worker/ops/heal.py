@@ -63,6 +63,7 @@ from worker.config.model import IntegrationConfig
 from worker.config.settings import Settings
 from worker.messaging import headers as H
 from worker.ops import dlq
+from worker.ops.dlq.index import DeadLetterIndex
 from worker.store import Store, integration_configs
 from worker.store.config_cache import DEFAULT_TTL_S, ConfigCache
 from worker.store.leases import Leases
@@ -378,6 +379,7 @@ class Healer:
     ) -> None:
         self.settings = settings
         self.state = HealState(store)
+        self.index = DeadLetterIndex(store)  # the console's dead-letter index
         self.configs = configs
         self.hub = hub
         self.leases = leases
@@ -557,6 +559,8 @@ class Healer:
         self, org: str, letters: Sequence[dlq.DeadLetter], reason: str, trigger: str
     ) -> int:
         ids = frozenset(letter.id for letter in letters)
+        started = utcnow()
+        moved: list[str] = []
         result = await dlq.replay(
             self.settings,
             dlq.Filters(org=_literal(org), ids=ids),
@@ -564,7 +568,14 @@ class Healer:
             connection=self.connection,
             lock_wait=self._lock_wait,
             extra_headers=heal_headers(reason, self._clock()),
+            settled=lambda letter: moved.append(letter.id),
         )
+        if moved:
+            # The console's dead-letter index forgets them now (its reconcile would, later).
+            try:
+                await self.index.forget(moved, indexed_before=started)
+            except Exception as exc:
+                log.warning("heal.index_update_failed", error=type(exc).__name__)
         metrics.child(metrics.HEALED, trigger).inc(result.replayed)
         log.info(
             "heal.replayed",

@@ -433,6 +433,126 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        11,
+        "operations console: dead-letter index and group notes, dead-letter operations, "
+        "console sessions and sign-in attempts, organization health signals",
+        (
+            # One row per dead letter (worker/ops/dlq/index.py): counts and pages from SQL.
+            """
+            CREATE TABLE dead_letter_index (
+                id VARCHAR(200) NOT NULL PRIMARY KEY,
+                event_id VARCHAR(200),
+                org_id VARCHAR(100),
+                event_type VARCHAR(100),
+                subject VARCHAR(200),
+                code VARCHAR(100) NOT NULL,
+                error_class VARCHAR(30) NOT NULL,
+                message TEXT,
+                attempts INTEGER,
+                first_failure {TIMESTAMP},
+                last_failure {TIMESTAMP},
+                copies INTEGER NOT NULL DEFAULT 1,
+                archived BOOLEAN NOT NULL DEFAULT FALSE,
+                archived_at {TIMESTAMP},
+                archived_by VARCHAR(200),
+                archive_reason TEXT,
+                indexed_at {TIMESTAMP} NOT NULL
+            )
+            """,
+            # The message page's view of each dead letter, apart: rows of the index stay small,
+            # so counting and grouping 100,000 of them reads little.
+            """
+            CREATE TABLE dead_letter_details (
+                id VARCHAR(200) NOT NULL PRIMARY KEY,
+                detail {JSON} NOT NULL
+            )
+            """,
+            """
+            CREATE INDEX ix_dead_letter_index_code
+                ON dead_letter_index (archived, code, last_failure)
+            """,
+            """
+            CREATE INDEX ix_dead_letter_index_org
+                ON dead_letter_index (archived, org_id, last_failure)
+            """,
+            """
+            CREATE INDEX ix_dead_letter_index_type
+                ON dead_letter_index (archived, event_type, last_failure)
+            """,
+            "CREATE INDEX ix_dead_letter_index_last ON dead_letter_index (archived, last_failure)",
+            """
+            CREATE TABLE dead_letter_notes (
+                group_by VARCHAR(10) NOT NULL,
+                group_key VARCHAR(200) NOT NULL,
+                note TEXT NOT NULL,
+                author VARCHAR(200) NOT NULL,
+                updated_at {TIMESTAMP} NOT NULL,
+                PRIMARY KEY (group_by, group_key)
+            )
+            """,
+            # Replay / archive / restore runs (worker/ops/dlq/runs.py); active_key is set while
+            # one is queued or running, so a group has at most one at a time.
+            """
+            CREATE TABLE dlq_operations (
+                id VARCHAR(36) NOT NULL PRIMARY KEY,
+                kind VARCHAR(20) NOT NULL,
+                group_by VARCHAR(10) NOT NULL,
+                group_key VARCHAR(200) NOT NULL,
+                filters {JSON} NOT NULL,
+                reason TEXT,
+                actor VARCHAR(200) NOT NULL,
+                state VARCHAR(20) NOT NULL,
+                active_key VARCHAR(250) UNIQUE,
+                expected INTEGER NOT NULL DEFAULT 0,
+                scanned INTEGER NOT NULL DEFAULT 0,
+                matched INTEGER,
+                done INTEGER NOT NULL DEFAULT 0,
+                error TEXT,
+                owner VARCHAR(100),
+                heartbeat_at {TIMESTAMP},
+                created_at {TIMESTAMP} NOT NULL,
+                started_at {TIMESTAMP},
+                finished_at {TIMESTAMP}
+            )
+            """,
+            "CREATE INDEX ix_dlq_operations_state ON dlq_operations (state, heartbeat_at)",
+            """
+            CREATE INDEX ix_dlq_operations_group
+                ON dlq_operations (group_by, group_key, created_at)
+            """,
+            # Console sessions (worker/console/sessions.py): the id only as a hash.
+            """
+            CREATE TABLE console_sessions (
+                id_hash VARCHAR(64) NOT NULL PRIMARY KEY,
+                token_name VARCHAR(200) NOT NULL,
+                token_check VARCHAR(64) NOT NULL,
+                read_only BOOLEAN NOT NULL,
+                csrf_secret VARCHAR(64) NOT NULL,
+                created_at {TIMESTAMP} NOT NULL,
+                last_seen_at {TIMESTAMP} NOT NULL,
+                expires_at {TIMESTAMP} NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_console_sessions_expires ON console_sessions (expires_at)",
+            """
+            CREATE TABLE console_sign_in_attempts (
+                bucket VARCHAR(200) NOT NULL PRIMARY KEY,
+                window_start {TIMESTAMP} NOT NULL,
+                failures INTEGER NOT NULL
+            )
+            """,
+            # What the consumers last saw per organization (worker/ops/signals.py).
+            """
+            CREATE TABLE org_signals (
+                org_id VARCHAR(100) NOT NULL PRIMARY KEY,
+                throttled_at {TIMESTAMP},
+                breaker_open_at {TIMESTAMP},
+                credentials_rejected_at {TIMESTAMP}
+            )
+            """,
+        ),
+    ),
 ]
 
 schema_version = Table(

@@ -56,12 +56,16 @@ from worker.ops.dlq.model import (
 from worker.ops.dlq.operations import (
     LOCK_WAIT_S,
     DeadLetters,
+    MoveResult,
     PurgeResult,
     ReplayResult,
+    Settled,
+    archive,
     default_archive_path,
     list_dead_letters,
     purge,
     replay,
+    restore,
     show_dead_letter,
 )
 
@@ -77,8 +81,11 @@ __all__ = [
     "FilterError",
     "Filters",
     "GroupBy",
+    "MoveResult",
     "PurgeResult",
     "ReplayResult",
+    "Settled",
+    "archive",
     "body_id",
     "default_archive_path",
     "group_counts",
@@ -89,5 +96,6 @@ __all__ = [
     "purge",
     "redacted",
     "replay",
+    "restore",
     "show_dead_letter",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,6 +19,7 @@ from aio_pika.exceptions import AMQPConnectionError
 
 from worker.config.settings import Settings
 from worker.events.envelope import CONTENT_TYPE
+from worker.messaging import headers as H
 from worker.messaging.headers import iso
 from worker.messaging.publisher import make_message
 from worker.messaging.topology import Topology
@@ -31,6 +32,9 @@ from worker.ops.dlq.model import (
     Progress,
 )
 from worker.ops.dlq.scan import Held, Scan, session
+
+# Called with each dead letter an operation settled (moved out of its queue).
+Settled = Callable[[DeadLetter], None]
 
 log = structlog.get_logger(__name__)
 
@@ -57,12 +61,40 @@ async def list_dead_letters(
     *,
     connection: AbstractConnection | None = None,
     lock_wait: float = LOCK_WAIT_S,
+    queue: str | None = None,
 ) -> list[DeadLetter]:
-    """The matching dead letters in queue order. Reads only: every message stays, in order."""
+    """The matching dead letters in queue order. Reads only: every message stays, in order.
+
+    ``queue``: another queue read the same way (the archive queue)."""
     filters = filters or Filters()
-    async with session(settings, connection, lock_wait=lock_wait) as (_, scan):
+    async with session(settings, connection, lock_wait=lock_wait, queue=queue) as (_, scan):
         matched = await scan.take_matching(filters)
     return [h.letter for h in matched]
+
+
+async def read_queues(
+    settings: Settings,
+    queues: Sequence[str],
+    *,
+    connection: AbstractConnection | None = None,
+    lock_wait: float = LOCK_WAIT_S,
+) -> list[list[DeadLetter]]:
+    """Every message of each queue (the dead-letter and the archive queue), read under one
+    hold of the lock so nothing moves between them meanwhile. Reads only."""
+    out: list[list[DeadLetter]] = []
+    async with session(settings, connection, lock_wait=lock_wait, queue=queues[0]) as (
+        conn,
+        first,
+    ):
+        out.append([h.letter for h in await first.take_matching(Filters())])
+        for name in queues[1:]:
+            scan = Scan(conn, name)
+            try:
+                await scan.open()
+                out.append([h.letter for h in await scan.take_matching(Filters())])
+            finally:
+                await scan.close()
+    return out
 
 
 async def show_dead_letter(
@@ -110,6 +142,8 @@ async def replay(
     connection: AbstractConnection | None = None,
     lock_wait: float = LOCK_WAIT_S,
     exclusive: bool = True,
+    settled: Settled | None = None,
+    scanned: Progress | None = None,
     extra_headers: Callable[[DeadLetter], Mapping[str, Any]] | None = None,
 ) -> ReplayResult:
     """Move the matching dead letters back to the exports queue (or, dry run, just say which).
@@ -118,9 +152,10 @@ async def replay(
     confirm, then ack the dead letter. ``rate`` caps messages per second (spares BC when a
     large backlog goes back). ``exclusive=False`` skips the lock: a concurrent operation then
     still never replays the same message, but may miss the ones this one holds.
-    ``extra_headers`` adds headers to each copy (the healer keeps the failure history and
-    marks its replays). On a publish failure the run stops; the rest stay dead-lettered and
-    ``error`` says why.
+    On a publish failure the run stops; the rest stay dead-lettered and ``error`` says why.
+    ``settled`` is called with each dead letter once it left the queue (the index forgets it),
+    ``scanned`` with the messages read so far while the queue is read. ``extra_headers`` adds
+    headers to each copy (the healer keeps the failure history and marks its replays).
     """
     filters = filters or Filters()
     replay_id = str(uuid.uuid4())
@@ -132,11 +167,22 @@ async def replay(
             conn,
             scan,
         ):
-            matched = await scan.take_matching(filters)
+            matched = await scan.take_matching(filters, scanned)
             result = replace(result, matched=len(matched), letters=[h.letter for h in matched])
             if not dry_run and matched:
+                at = _now()
                 replayed, error = await _publish_all(
-                    conn, scan, matched, exports, replay_id, progress, rate, extra_headers
+                    conn,
+                    scan,
+                    matched,
+                    exports,
+                    lambda letter: {
+                        **letter.replay_headers(replay_id, at),
+                        **(extra_headers(letter) if extra_headers is not None else {}),
+                    },
+                    progress,
+                    rate,
+                    settled,
                 )
                 result = replace(result, replayed=replayed, error=error)
         outcome = "ok" if result.error is None else "partial"
@@ -159,37 +205,35 @@ async def _publish_all(
     connection: AbstractConnection,
     scan: Scan,
     matched: list[Held],
-    exports: str,
-    replay_id: str,
+    target: str,
+    headers_for: Callable[[DeadLetter], dict[str, Any]],
     progress: Progress | None,
     rate: float | None,
-    extra_headers: Callable[[DeadLetter], Mapping[str, Any]] | None = None,
+    settled: Settled | None = None,
 ) -> tuple[int, str | None]:
+    """Publish a copy of each held message to the ``target`` queue with a confirm, then ack
+    it: a crash between the two leaves it in both queues, never in neither."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     loop = asyncio.get_running_loop()
     total = len(matched)
     done = 0
     error: str | None = None
-    at = _now()
     window = asyncio.Semaphore(1 if rate else REPLAY_WINDOW)
 
     async def one(held: Held) -> None:
         nonlocal done, error
         letter = held.letter
-        headers = letter.replay_headers(replay_id, at)
-        if extra_headers is not None:
-            headers.update(extra_headers(letter))
         copy = make_message(
             letter.body,
             message_id=letter.message_id,
-            headers=headers,
+            headers=headers_for(letter),
             content_type=letter.content_type or CONTENT_TYPE,
         )
         try:
-            # mandatory + on_return_raises: a missing exports queue fails instead of dropping.
-            await channel.default_exchange.publish(copy, routing_key=exports, mandatory=True)
+            # mandatory + on_return_raises: a missing target queue fails instead of dropping.
+            await channel.default_exchange.publish(copy, routing_key=target, mandatory=True)
         except Exception as exc:
-            error = error or f"publish to {exports} failed: {type(exc).__name__}: {exc}"
+            error = error or f"publish to {target} failed: {type(exc).__name__}: {exc}"
             return
         try:
             await scan.ack(held)
@@ -199,6 +243,8 @@ async def _publish_all(
             error = error or f"ack failed after publish: {type(exc).__name__}: {exc}"
             return
         done += 1
+        if settled is not None:
+            settled(letter)
         if progress is not None:
             progress(done, total)
 
@@ -312,6 +358,142 @@ async def purge(
         )
 
 
+@dataclass(frozen=True)
+class MoveResult:
+    """What an archive or a restore did."""
+
+    move_id: str
+    matched: int
+    moved: int
+    error: str | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "move_id": self.move_id,
+            "matched": self.matched,
+            "moved": self.moved,
+            "error": self.error,
+        }
+
+
+async def archive(
+    settings: Settings,
+    filters: Filters,
+    *,
+    actor: str,
+    reason: str,
+    progress: Progress | None = None,
+    settled: Settled | None = None,
+    scanned: Progress | None = None,
+    rate: float | None = None,
+    connection: AbstractConnection | None = None,
+    lock_wait: float = LOCK_WAIT_S,
+) -> MoveResult:
+    """Move the matching dead letters to the archive queue (``<prefix>.dead.archived``), with
+    who archived them, when and why in their headers: kept and counted, out of the active list
+    and of every replay until :func:`restore` brings them back."""
+    at = _now()
+    topology = Topology.from_settings(settings)
+    return await _move(
+        settings,
+        filters,
+        action="dlq.archive",
+        actor=actor,
+        source=topology.dead.name,
+        target=topology.archived.name,
+        headers_for=lambda letter: H.archive_headers(
+            letter.headers, by=actor, reason=reason, at=at
+        ),
+        progress=progress,
+        settled=settled,
+        scanned=scanned,
+        rate=rate,
+        connection=connection,
+        lock_wait=lock_wait,
+        facts={"reason": reason},
+    )
+
+
+async def restore(
+    settings: Settings,
+    filters: Filters,
+    *,
+    actor: str,
+    progress: Progress | None = None,
+    settled: Settled | None = None,
+    scanned: Progress | None = None,
+    rate: float | None = None,
+    connection: AbstractConnection | None = None,
+    lock_wait: float = LOCK_WAIT_S,
+) -> MoveResult:
+    """Bring archived dead letters back to the dead-letter queue (archive headers removed)."""
+    topology = Topology.from_settings(settings)
+    return await _move(
+        settings,
+        filters,
+        action="dlq.restore",
+        actor=actor,
+        source=topology.archived.name,
+        target=topology.dead.name,
+        headers_for=lambda letter: H.restore_headers(letter.headers),
+        progress=progress,
+        settled=settled,
+        scanned=scanned,
+        rate=rate,
+        connection=connection,
+        lock_wait=lock_wait,
+        facts={},
+    )
+
+
+async def _move(
+    settings: Settings,
+    filters: Filters,
+    *,
+    action: str,
+    actor: str,
+    source: str,
+    target: str,
+    headers_for: Callable[[DeadLetter], dict[str, Any]],
+    progress: Progress | None,
+    settled: Settled | None,
+    scanned: Progress | None,
+    rate: float | None,
+    connection: AbstractConnection | None,
+    lock_wait: float,
+    facts: dict[str, Any],
+) -> MoveResult:
+    move_id = str(uuid.uuid4())
+    result = MoveResult(move_id, 0, 0, None)
+    outcome = "failed"
+    try:
+        async with session(settings, connection, lock_wait=lock_wait, queue=source) as (
+            conn,
+            scan,
+        ):
+            matched = await scan.take_matching(filters, scanned)
+            result = replace(result, matched=len(matched))
+            if matched:
+                moved, error = await _publish_all(
+                    conn, scan, matched, target, headers_for, progress, rate, settled
+                )
+                result = replace(result, moved=moved, error=error)
+        outcome = "ok" if result.error is None else "partial"
+        return result
+    finally:
+        _audit(
+            action,
+            actor,
+            filters,
+            move_id=move_id,
+            matched=result.matched,
+            moved=result.moved,
+            outcome=outcome,
+            error=result.error,
+            **facts,
+        )
+
+
 @dataclass
 class DeadLetters:
     """The dead-letter operations of one process, on the broker connection it owns.
@@ -329,9 +511,9 @@ class DeadLetters:
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @asynccontextmanager
-    async def _guarded(self) -> AsyncIterator[None]:
+    async def _guarded(self, wait: float | None = None) -> AsyncIterator[None]:
         try:
-            async with asyncio.timeout(self.lock_wait):
+            async with asyncio.timeout(self.lock_wait if wait is None else wait):
                 await self._turn.acquire()
         except TimeoutError:
             raise DlqBusy("another dead-letter operation is running; try again later") from None
@@ -345,11 +527,27 @@ class DeadLetters:
         finally:
             self._turn.release()
 
-    async def list_letters(self, filters: Filters | None = None) -> list[DeadLetter]:
-        async with self._guarded():
+    async def list_letters(
+        self, filters: Filters | None = None, *, queue: str | None = None, wait: float | None = None
+    ) -> list[DeadLetter]:
+        """The dead letters (of ``queue``: the archive queue's when named), read without
+        consuming them; ``wait`` overrides how long to wait for another operation."""
+        wait = self.lock_wait if wait is None else wait
+        async with self._guarded(wait):
             return await list_dead_letters(
-                self.settings, filters, connection=self.connection, lock_wait=self.lock_wait
+                self.settings, filters, connection=self.connection, lock_wait=wait, queue=queue
             )
+
+    async def snapshot(
+        self, queues: Sequence[str], *, wait: float | None = None
+    ) -> tuple[list[DeadLetter], list[DeadLetter]]:
+        """Every dead letter of the dead-letter and the archive queue, under one lock."""
+        wait = self.lock_wait if wait is None else wait
+        async with self._guarded(wait):
+            dead, archived = await read_queues(
+                self.settings, queues, connection=self.connection, lock_wait=wait
+            )
+        return dead, archived
 
     async def show(self, message_id: str) -> dict[str, Any] | None:
         async with self._guarded():
@@ -358,14 +556,80 @@ class DeadLetters:
             )
 
     async def replay(
-        self, filters: Filters | None = None, *, actor: str, dry_run: bool = False
+        self,
+        filters: Filters | None = None,
+        *,
+        actor: str,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        settled: Settled | None = None,
+        scanned: Progress | None = None,
+        rate: float | None = None,
+        wait: float | None = None,
     ) -> ReplayResult:
-        async with self._guarded():
+        wait = self.lock_wait if wait is None else wait
+        async with self._guarded(wait):
             return await replay(
                 self.settings,
                 filters,
                 actor=actor,
                 dry_run=dry_run,
+                progress=progress,
+                settled=settled,
+                scanned=scanned,
+                rate=rate,
                 connection=self.connection,
-                lock_wait=self.lock_wait,
+                lock_wait=wait,
+            )
+
+    async def archive(
+        self,
+        filters: Filters,
+        *,
+        actor: str,
+        reason: str,
+        progress: Progress | None = None,
+        settled: Settled | None = None,
+        scanned: Progress | None = None,
+        rate: float | None = None,
+        wait: float | None = None,
+    ) -> MoveResult:
+        wait = self.lock_wait if wait is None else wait
+        async with self._guarded(wait):
+            return await archive(
+                self.settings,
+                filters,
+                actor=actor,
+                reason=reason,
+                progress=progress,
+                settled=settled,
+                scanned=scanned,
+                rate=rate,
+                connection=self.connection,
+                lock_wait=wait,
+            )
+
+    async def restore(
+        self,
+        filters: Filters,
+        *,
+        actor: str,
+        progress: Progress | None = None,
+        settled: Settled | None = None,
+        scanned: Progress | None = None,
+        rate: float | None = None,
+        wait: float | None = None,
+    ) -> MoveResult:
+        wait = self.lock_wait if wait is None else wait
+        async with self._guarded(wait):
+            return await restore(
+                self.settings,
+                filters,
+                actor=actor,
+                progress=progress,
+                settled=settled,
+                scanned=scanned,
+                rate=rate,
+                connection=self.connection,
+                lock_wait=wait,
             )

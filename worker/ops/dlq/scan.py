@@ -4,7 +4,7 @@ two operations from missing each other's held messages (see :mod:`worker.ops.dlq
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass
 
@@ -30,6 +30,8 @@ RETURN_CHUNK = 32
 # (the first, lone message may wait for a backlog of acks).
 RETURN_APPLY_WAIT_S = 1.0
 RETURN_PROBE_WAIT_S = 5.0
+# How often a long scan reports how far it got.
+SCAN_REPORT_EVERY = 500
 # --- taking messages without consuming them ------------------------------------------------
 
 
@@ -75,18 +77,27 @@ class Scan:
         self._held.append(held)
         return held
 
-    async def take_matching(self, filters: Filters) -> list[Held]:
+    async def take_matching(
+        self, filters: Filters, scanned: Callable[[int, int], None] | None = None
+    ) -> list[Held]:
         """Take everything; returns the first ``filters.limit`` matches in queue order.
 
         Never stops early: requeued messages go to the back, so only holding the whole queue
-        lets :meth:`release` restore its order.
+        lets :meth:`release` restore its order. ``scanned(read, matched)`` is told the count
+        every :data:`SCAN_REPORT_EVERY` messages (a progress display for a large queue).
         """
         matched: list[Held] = []
+        read = 0
         while (held := await self.take()) is not None:
+            read += 1
+            if scanned is not None and read % SCAN_REPORT_EVERY == 0:
+                scanned(read, len(matched))
             if (filters.limit is None or len(matched) < filters.limit) and filters.matches(
                 held.letter
             ):
                 matched.append(held)
+        if scanned is not None:
+            scanned(read, len(matched))
         return matched
 
     async def ack(self, held: Held) -> None:
@@ -193,7 +204,10 @@ async def session(
     *,
     lock_wait: float,
     exclusive: bool = True,
+    queue: str | None = None,
 ) -> AsyncIterator[tuple[AbstractConnection, Scan]]:
+    """The lock, and a scan of ``queue`` (the dead-letter queue by default; the archive queue
+    is scanned under the same lock, so moving between the two never races another operation)."""
     own = connection is None
     conn = connection or await aio_pika.connect(
         settings.amqp_url.get_secret_value(),
@@ -206,7 +220,7 @@ async def session(
     )
     try:
         async with lock:
-            scan = Scan(conn, dead)
+            scan = Scan(conn, queue or dead)
             try:
                 await scan.open()
                 yield conn, scan
