@@ -151,7 +151,11 @@ async def test_saving_the_configuration_heals_a_setting_dead_letter(harness: Exp
 
     groups["abroad"]["customer_posting_group"] = "KUNDER-EXP"
     await exports.save_config(customer_posting_groups=groups, notification_recipients=[RECIPIENT])
-    other = healer(exports)  # a second healer process: exactly one of them replays
+    # Not at once: every worker's config cache must have the new settings first (10 s).
+    assert await service.check_configs() == 0
+    later = datetime.now(UTC) + timedelta(seconds=11)
+    service = healer(exports, clock=lambda: later)
+    other = healer(exports, clock=lambda: later)  # a second healer: exactly one replays
     results = await asyncio.gather(service.check_configs(), other.check_configs())
     assert sorted(results) == [0, 1]
     assert await exports.done(event_id, 2) == ["dead_lettered", "succeeded"]

@@ -8,8 +8,9 @@ validation errors) still needs ``bc-sync dlq replay``.
 Two triggers, both in the ``poll`` role (:class:`Healer`):
 
 - **The configuration was saved** (through the API or ``bc-sync config put``): the healer
-  watches every organization's config version (one small query every few seconds) and replays
-  the organization's healable dead letters once per save. The version it last acted on is kept
+  watches every organization's config version (one small query every few seconds) and, once
+  the save is 10 s old (every worker's config cache has it), replays the organization's
+  healable dead letters, once per save. The version it last acted on is kept
   in ``heal_orgs`` and advanced with a compare-and-set, so of several healer processes exactly
   one replays.
 - **A probe** every ``BC_SYNC_HEAL_INTERVAL_S`` (300 s): for each organization with healable
@@ -42,7 +43,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -64,7 +65,7 @@ from worker.messaging import headers as H
 from worker.ops import dlq
 from worker.ops.dlq.index import DeadLetterIndex
 from worker.store import Store, integration_configs
-from worker.store.config_cache import ConfigCache
+from worker.store.config_cache import DEFAULT_TTL_S, ConfigCache
 from worker.store.leases import Leases
 from worker.store.migrations import UtcDateTime, metadata
 from worker.sync.context import credentials_of
@@ -101,7 +102,10 @@ _WORDS = {
     "dimension": "dimension",
     "dimension_value": "dimension value",
 }
-CONFIG_CHECK_S = 5.0  # how soon a saved configuration heals its dead letters
+CONFIG_CHECK_S = 5.0  # how often saved configurations are looked for
+# A save is acted on once it is this old: every process's config cache (5 s) has seen it, so a
+# replayed event is handled with the new settings.
+SETTLE_S = 2 * DEFAULT_TTL_S
 LEASE_TTL_S = 300.0
 CONCURRENCY = 4  # organizations probed at once by one process
 SAVED = "the integration settings were saved"
@@ -215,11 +219,12 @@ class HealState:
     def _insert(self, table: Table) -> Any:
         return (postgresql.insert if self._store.dialect == "postgresql" else sqlite.insert)(table)
 
-    async def config_versions(self) -> dict[str, int]:
+    async def config_versions(self) -> dict[str, tuple[int, datetime]]:
+        """Every organization's config version and when it was saved."""
         t = integration_configs
         async with self._store.read() as conn:
-            rows = await conn.execute(select(t.c.org_id, t.c.version))
-            return {r.org_id: int(r.version) for r in rows}
+            rows = await conn.execute(select(t.c.org_id, t.c.version, t.c.updated_at))
+            return {r.org_id: (int(r.version), r.updated_at) for r in rows}
 
     async def seen_versions(self) -> dict[str, int]:
         t = heal_orgs
@@ -422,15 +427,16 @@ class Healer:
         current = await self.state.config_versions()
         seen = await self.state.seen_versions()
         replayed = 0
-        await self.state.first_seen({o: v for o, v in current.items() if o not in seen}, now)
-        for org, version in sorted(current.items()):
+        fresh = {o: v for o, (v, _) in current.items() if o not in seen}
+        await self.state.first_seen(fresh, now)
+        for org, (version, saved_at) in sorted(current.items()):
             before = seen.get(org)
-            if (
-                before is None
-                or before == version
-                or not await self.state.advance(org, before, version, now)
-            ):
+            if before is None or before == version:
                 continue
+            if saved_at > now - timedelta(seconds=SETTLE_S):
+                continue  # consumers may still use the old config for a few seconds
+            if not await self.state.advance(org, before, version, now):
+                continue  # another healer process acts on this save
             self.configs.invalidate(org)
             letters = [
                 letter
@@ -494,7 +500,7 @@ class Healer:
                     if fact.key not in result.checked:
                         result.checked[fact.key] = await probe.exists(fact)
         except Budget:
-            log.info("heal.probe_budget_used_up", org=org, requests=probe.used)
+            log.info("heal.probe_budget_used", org=org, requests=probe.used)
         except BcError as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             log.info("heal.probe_inconclusive", org=org, error=result.error)
@@ -572,7 +578,7 @@ class Healer:
                 log.warning("heal.index_update_failed", error=type(exc).__name__)
         metrics.child(metrics.HEALED, trigger).inc(result.replayed)
         log.info(
-            "heal.healed",
+            "heal.replayed",
             org=org,
             trigger=trigger,
             reason=reason,

@@ -540,6 +540,19 @@ class _Statements:
         self.finish = update(t).where(ours).values(**outcome)
         self.finish_applied = update(t).where(ours).values(**outcome, **applied)
         self.release = update(t).where(ours).values(claim_owner=None, claim_expires_at=None)
+        # A durable failure (retry scheduled, dead-lettered): only the newest change's state.
+        self.failure = (
+            update(t)
+            .where(pk, mine)
+            .values(
+                state=_p("new_state", "state"),
+                attempts=_p("v_attempts", "attempts"),
+                last_error_code=_p("code", "last_error_code"),
+                last_error_message=_p("message", "last_error_message"),
+                updated_at=_p("now", "updated_at"),
+            )
+            .returning(*(t.c[name] for name in _ENTRY_COLUMNS), t.c.published_state)
+        )
         self.release_failed = (
             update(t)
             .where(ours)
@@ -614,7 +627,7 @@ class GroupCommit:
             for i in order:
                 stmt, params, returning, _future = batch[i]
                 result = await conn.execute(stmt, params)
-                out[i] = result.one() if returning else result.rowcount
+                out[i] = result.first() if returning else result.rowcount
         return out
 
 
@@ -705,6 +718,7 @@ class LedgerRepository:
             **{name: (document or {}).get(name) for name in DOCUMENT_COLUMNS},
         }
         row = await self._writes.run(self._sql.claim, params, returning=True)
+        assert row is not None, "an upsert always returns its row"
         return ClaimResult(
             acquired=row.claim_owner == owner,
             superseded=superseded(key, event_id, row.applied_key, row.applied_event_id),
@@ -802,21 +816,18 @@ class LedgerRepository:
         Returns the row and the state Moment last heard of when it changed (the event is the
         object's newest change), else None.
         """
-        t = self.table
-        stmt = (
-            update(t)
-            .where(_pk(org_id, object_type, moment_id), t.c.newest_event_id == event_id[:200])
-            .values(
-                state=state,
-                attempts=attempts,
-                last_error_code=code[:100],
-                last_error_message=clean(message),
-                updated_at=now,
-            )
-            .returning(*(t.c[name] for name in _ENTRY_COLUMNS), t.c.published_state)
-        )
-        async with self._store.write() as conn:
-            row = (await conn.execute(stmt)).first()
+        params = {
+            "k_org": org_id[:100],
+            "k_moment": moment_id[:200],
+            "k_type": object_type[:30],
+            "event_id": event_id[:200],
+            "new_state": state,
+            "v_attempts": attempts,
+            "code": code[:100],
+            "message": clean(message),
+            "now": now,
+        }
+        row = await self._writes.run(self._sql.failure, params, returning=True)
         return None if row is None else (_entry(row), row.published_state)
 
     async def published_state(self, org_id: str, object_type: str, moment_id: str) -> str | None:

@@ -28,7 +28,7 @@ async def customer(
         return (await customers.upsert(ctx, bc, config, snapshot)).warnings
     async with ctx.ledger.embedded("customer", snapshot.id, snapshot.number) as fresh:
         if fresh is None:
-            log.info("snapshots.customer_older_than_bc", customer=snapshot.number)
+            log.info("snapshots.customer_older", customer=snapshot.number)
             return ()
         result = await customers.upsert(ctx, bc, config, snapshot)
         fresh.applied(bc_id=result.customer.id, bc_number=result.customer.number)
@@ -48,7 +48,7 @@ async def project(
         return
     async with ctx.ledger.embedded("project", snapshot.id, snapshot.number) as fresh:
         if fresh is None:
-            log.info("snapshots.project_older_than_bc", project=snapshot.number)
+            log.info("snapshots.project_older", project=snapshot.number)
             return
         code = await projects.upsert(bc, config, facts, snapshot)
         fresh.applied(bc_number=code)

@@ -394,7 +394,7 @@ class Ledger:
         try:
             await self.repo.release(*where, owner=owner, now=self._clock())
         except Exception:
-            log.warning("ledger.claim_release_failed")
+            log.warning("ledger.release_failed")
 
     async def _finish(
         self,
@@ -434,7 +434,7 @@ class Ledger:
             now=self._clock(),
         )
         if not kept:
-            log.warning("ledger.claim_expired_before_mark")
+            log.warning("ledger.claim_expired")
         detail = outcome.reason if state == "skipped" else None
         if exported is not None and exported.bc_number:
             detail = f"Business Central number {exported.bc_number}"
@@ -545,7 +545,7 @@ class Ledger:
                         now=self._clock(),
                     )
                 except Exception:
-                    log.warning("ledger.claim_release_failed")
+                    log.warning("ledger.release_failed")
                 raise
             if not fresh.done:
                 await self._release_quietly(where, owner)
