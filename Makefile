@@ -89,7 +89,7 @@ test-lowest: | $(UV)
 	$(UV) pip install -q -p $(LOWEST)/bin/python --no-deps --no-build-isolation -e .
 	@grep -E '^(aio-pika|aiohttp|msal|pydantic|pydantic-settings|tenacity|structlog|sqlalchemy|aiosqlite|asyncpg|aiosmtplib|cryptography|prometheus-client|requests)==' \
 		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
-	@$(call PYTEST_RUN,$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit)
+	@$(call PYTEST_RUN,BC_SYNC_TEST_LOWEST=1 $(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit)
 
 ## make lint: ruff (lint + format check), mypy --strict, and the import contracts of
 ## DESIGN §2 (import-linter, [tool.importlinter] in pyproject.toml)

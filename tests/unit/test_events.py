@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,14 @@ from worker.errors import InvalidEvent
 from worker.events import schemas
 from worker.events.envelope import build, parse
 from worker.events.models import ALL_TYPES, INCOMING, Invoice
+
+# The checked-in generated files are what the LOCKED versions generate (make schemas); on the
+# lowest allowed versions (make test-lowest) pydantic renders the same schemas differently
+# (e.g. `enum` beside `const`), so the drift check only means something on the lock.
+LOCKED_TOOLCHAIN_ONLY = pytest.mark.skipif(
+    os.environ.get("BC_SYNC_TEST_LOWEST") == "1",
+    reason="generated files are compared on the locked versions only (make test-lowest)",
+)
 
 
 def test_every_incoming_type_parses_from_the_design_example() -> None:
@@ -120,6 +129,7 @@ def test_build_round_trips_outgoing_events() -> None:
     assert env["data"]["bc_number"] == "103001"
 
 
+@LOCKED_TOOLCHAIN_ONLY
 def test_checked_in_schemas_match_the_models() -> None:
     """`make schemas` output is committed; editing a model without regenerating fails here."""
     assert schemas.drift() == [], "run `make schemas` and commit schemas/"

@@ -5,6 +5,7 @@ schemas accept what the handlers' lower layers really produce."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,21 @@ from worker.store.configs import StoredConfig
 DOC_FILE = contract.SCHEMA_DIR / contract.FILE_NAME
 
 
+# The checked-in generated files are what the LOCKED versions generate (make schemas); on the
+# lowest allowed versions (make test-lowest) pydantic renders the same schemas differently
+# (e.g. `enum` beside `const`), so the drift check only means something on the lock.
+LOCKED_TOOLCHAIN_ONLY = pytest.mark.skipif(
+    os.environ.get("BC_SYNC_TEST_LOWEST") == "1",
+    reason="generated files are compared on the locked versions only (make test-lowest)",
+)
+
+
 def checked_in() -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(DOC_FILE.read_text(encoding="utf-8"))
     return doc
 
 
+@LOCKED_TOOLCHAIN_ONLY
 def test_checked_in_document_is_what_the_code_generates() -> None:
     assert not contract.drift(), "run `make schemas` and commit schemas/openapi.json"
 
