@@ -68,7 +68,11 @@ async def test_two_workers_racing_make_one_invoice_and_one_customer(exports: Exp
         await exports.send(INVOICE_CREATED, {"invoice": invoice}, id_="ev-8002")
     await exports.posted("8002")
     assert await exports.done("ev-8002", 3) == ["succeeded"] * 3
-    assert await exports.done("ev-c-50020", 2) == ["succeeded"] * 2
+    # The invoice carries a newer snapshot of the customer: a copy of the older customer event
+    # handled after the invoice applied that snapshot is superseded (the ledger's rule), never
+    # applied over it. Which copies come first is up to the race.
+    customer_outcomes = await exports.done("ev-c-50020", 2)
+    assert set(customer_outcomes) <= {"succeeded", "superseded"}, customer_outcomes
 
     assert len(await exports.invoices("8002")) == 1
     assert len(await _writes(exports, "/salesInvoices")) == 1
