@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests import factories as f
+from tests.support import factories as f
 
 ORG = "demo-org"
 MAIL_TO = "ekonomi@cronus.example"

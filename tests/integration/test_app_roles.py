@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -19,12 +17,14 @@ import pytest
 from aiormq.exceptions import AMQPError
 from pydantic import SecretStr
 
-from tests import factories as f
-from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.factories import dialog
-from tests.integration.test_config_verify import API_TOKEN, emulator_settings
-from tests.tcp_proxy import TcpProxy
+from tests.support import factories as f
+from tests.support.amqp import drop_topology
+from tests.support.api import call
+from tests.support.factories import dialog
+from tests.support.net import free_port
+from tests.support.settings import API_TOKEN, AUTH, emulator_settings
+from tests.support.tcp_proxy import TcpProxy
 from worker.api.app import CONTEXT, ApiServer
 from worker.app import Runtime, build_services
 from worker.config.settings import Settings
@@ -32,16 +32,8 @@ from worker.messaging.consumer import Consumer
 from worker.ops.sampler import DeadLetterSampler
 from worker.runtime import Service
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ORG = "org-roles"
 PATH = f"/v1/organizations/{ORG}/integrations/business-central"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -75,11 +67,6 @@ async def worker(app_settings: Settings) -> AsyncIterator[str]:
     finally:
         for service in reversed(started):
             await service.stop()
-
-
-async def call(method: str, url: str, **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.request(method, url, **kw) as resp:
-        return resp.status, await resp.json(content_type=None)
 
 
 async def scrape(worker: str) -> dict[str, float]:

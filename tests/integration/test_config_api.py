@@ -15,12 +15,13 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from tests.db_support import MakeStore
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.factories import dialog
-from tests.integration.test_config_verify import API_TOKEN, FAST, closed_port_url, emulator_settings
-from tests.integration.test_dlq_support import Spec, make_dead_letters
+from tests.support.db import MakeStore
+from tests.support.dead_letters import Spec, make_dead_letters
+from tests.support.factories import dialog
+from tests.support.net import closed_port_url
+from tests.support.settings import API_TOKEN, FAST, emulator_settings
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.api.config_routes import add_routes
 from worker.app import bc_hub

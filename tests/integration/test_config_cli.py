@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.factories import dialog
-from tests.integration.test_config_verify import closed_port_url, emulator_settings
+from tests.support.factories import dialog
+from tests.support.net import closed_port_url
+from tests.support.settings import emulator_settings
 from worker.cli.common import ExitCode
 from worker.cli.config import register
 from worker.config.settings import Settings

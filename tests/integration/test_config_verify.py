@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import make_settings
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.factories import dialog
+from tests.support.factories import dialog
+from tests.support.settings import make_settings
 from worker.app import bc_hub
 from worker.bc import BcHub, ClientOptions, RetryPolicy
 from worker.config.model import ConfigValidationError, FieldError, parse_config

@@ -12,11 +12,12 @@ import aio_pika
 import pytest
 from cryptography.fernet import Fernet
 
-from tests import factories as f
-from tests.amqp_support import Got, depth, wait_for
-from tests.conftest import drop_topology, make_settings
 from tests.corpus import Case, cases
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support import factories as f
+from tests.support.amqp import Got, depth, drop_topology
+from tests.support.settings import make_settings
+from tests.support.wait import wait_for
 from worker.app import Runtime
 from worker.config.model import parse_config
 from worker.config.settings import Settings

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.amqp_support import depth
-from tests.integration.test_dlq_support import REPO, Spec, cli_env, dead_ids, make_dead_letters
+from tests.support.amqp import depth
+from tests.support.cli import REPO, cli_env
+from tests.support.dead_letters import Spec, dead_ids, make_dead_letters
 from worker.cli import build_parser
 from worker.config.settings import Settings
 from worker.errors import CATALOGUE

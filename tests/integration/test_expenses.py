@@ -15,10 +15,11 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy import text as sa_text
 
-from tests.amqp_support import drain, wait_for
-from tests.conftest import make_settings
-from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support.amqp import drain
+from tests.support.db import KEY
+from tests.support.settings import make_settings
+from tests.support.wait import wait_for
 from worker.app import bc_hub
 from worker.bc import BcHub, ClientOptions, RetryPolicy
 from worker.config.crypto import SecretBox

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import drop_topology, make_settings
-from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support.amqp import drop_topology
+from tests.support.db import KEY
+from tests.support.settings import make_settings
 from worker.cli.poll import register
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config

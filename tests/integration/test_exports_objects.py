@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests import factories as f
-from tests.amqp_support import wait_for
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.exports import ORG, Exports
+from tests.support.wait import wait_for
 from worker.events.models import ExportedData
 
 CUSTOMER_CREATED = "moment.customer.created"

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tests import factories as f
-from tests.amqp_support import wait_for
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.exports_support import ORG, Exports, account_invoice, open_exports
-from tests.integration.test_notify_support import make_service
+from tests.support import factories as f
+from tests.support.exports import ORG, Exports, account_invoice, open_exports
+from tests.support.notify import make_service
+from tests.support.wait import wait_for
 from worker.messaging import headers as H
 from worker.notify import NotificationRecorder, NotificationRepository
 from worker.ops import dlq

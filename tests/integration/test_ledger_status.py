@@ -11,14 +11,9 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import Got, drain
-from tests.integration.exports_support import (  # noqa: F401
-    ORG,
-    Exports,
-    account_invoice,
-    exports_fixture,
-)
+from tests.support import factories as f
+from tests.support.amqp import Got, drain
+from tests.support.exports import ORG, Exports, account_invoice
 from worker.events.envelope import parse
 from worker.events.handlers import Outcome
 from worker.events.models import OUTGOING, SyncStatusData

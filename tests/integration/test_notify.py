@@ -16,18 +16,13 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import wait_for
-from tests.conftest import make_settings
-from tests.db_support import MakeStore
 from tests.emulator import tls
-from tests.integration.test_notify_support import (
-    CLIENT_SECRET,
-    SMTP_PASSWORD,
-    SmtpSink,
-    config,
-    make_service,
-)
+from tests.support import factories as f
+from tests.support.db import MakeStore
+from tests.support.notify import CLIENT_SECRET, config, make_service
+from tests.support.settings import make_settings
+from tests.support.smtp import SMTP_PASSWORD, SmtpSink
+from tests.support.wait import wait_for
 from worker.config.settings import Settings
 from worker.events.envelope import parse
 from worker.events.handlers import FailureReport, Outcome

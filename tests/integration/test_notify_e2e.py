@@ -11,11 +11,13 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import publish, wait_for
-from tests.conftest import make_settings
-from tests.db_support import KEY
-from tests.integration.test_notify_support import SmtpSink, config, make_service
+from tests.support import factories as f
+from tests.support.amqp import publish
+from tests.support.db import KEY
+from tests.support.notify import config, make_service
+from tests.support.settings import make_settings
+from tests.support.smtp import SmtpSink
+from tests.support.wait import wait_for
 from worker.config.crypto import SecretBox
 from worker.config.settings import Settings
 from worker.errors import Permanent, Transient

@@ -37,11 +37,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import drop_topology, make_settings
 from tests.emulator.server import EmulatorProcess
-from tests.factories import dialog
-from tests.integration.test_config_verify import API_TOKEN, SECRET_KEY
-from tests.integration.test_dlq_support import Spec, make_dead_letters
+from tests.support.amqp import drop_topology
+from tests.support.db import KEY
+from tests.support.dead_letters import Spec, make_dead_letters
+from tests.support.factories import dialog
+from tests.support.settings import API_TOKEN, make_settings
 from worker.api import contract, openapi
 from worker.config.settings import Settings
 
@@ -95,7 +96,7 @@ def _env(settings: Settings, emulator: EmulatorProcess) -> dict[str, str]:
         BC_SYNC_AUTHORITY_URL=emulator.url,
         BC_SYNC_CA_FILE=str(emulator.ca_file),
         BC_SYNC_CLIENT_ID=str(settings.client_id),
-        BC_SYNC_SECRET_KEY=SECRET_KEY,
+        BC_SYNC_SECRET_KEY=KEY,
         BC_SYNC_API_TOKEN=f"backoffice={API_TOKEN}",
         BC_SYNC_HTTP_HOST="127.0.0.1",
         BC_SYNC_HTTP_PORT=str(settings.http_port),
@@ -183,7 +184,7 @@ def live_api(
         asyncio.run(drop_topology(settings))
     assert proc.returncode == 0, log.read_text()[-3000:]
     text = log.read_text()
-    for secret in (DEMO.client_secret, API_TOKEN, SECRET_KEY):
+    for secret in (DEMO.client_secret, API_TOKEN, KEY):
         assert secret not in text
 
 

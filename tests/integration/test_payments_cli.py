@@ -16,10 +16,10 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import drain
-from tests.db_support import KEY
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.amqp import drain
+from tests.support.db import KEY
+from tests.support.exports import ORG, Exports
 from worker.sync.payments import PAID_EVENT, UPDATED_EVENT
 
 

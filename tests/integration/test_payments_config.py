@@ -13,12 +13,13 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.factories import dialog
-from tests.integration.test_app_roles import AUTH, call, free_port
-from tests.integration.test_config_verify import FAST, emulator_settings
+from tests.support import factories as f
+from tests.support.amqp import drop_topology
+from tests.support.api import call
+from tests.support.factories import dialog
+from tests.support.net import free_port
+from tests.support.settings import AUTH, FAST, emulator_settings
 from worker.app import bc_hub, build_services
 from worker.config.model import parse_config
 from worker.config.settings import Settings

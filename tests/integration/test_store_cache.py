@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from tests.db_support import MakeStore
-from tests.integration.test_store import config, secret_of
+from tests.support.db import MakeStore
+from tests.support.factories import config, secret_of
 from worker.store import ConfigCache, Store
 
 TTL = 5.0

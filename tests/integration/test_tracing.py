@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import aiohttp
 import pytest
 import structlog
 from aiohttp import web
@@ -26,11 +25,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from structlog.testing import LogCapture
 
-from tests import factories as f
-from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.test_app_roles import free_port
-from tests.integration.test_config_verify import API_TOKEN, SECRET_KEY, emulator_settings
+from tests.support import factories as f
+from tests.support.amqp import drop_topology
+from tests.support.api import wait_ready
+from tests.support.db import KEY
+from tests.support.net import free_port
+from tests.support.settings import API_TOKEN, emulator_settings
 from worker import tracing
 from worker.app import build_services
 from worker.config.model import parse_config
@@ -107,18 +108,6 @@ async def run_one_event(settings: Settings, body: bytes) -> dict[str, Any]:
     finally:
         for service in reversed(started):
             await service.stop()
-
-
-async def wait_ready(url: str) -> None:
-    async with asyncio.timeout(60), aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
 
 
 def traced_event(number: str) -> bytes:
@@ -288,7 +277,7 @@ async def test_bc_sync_run_exports_spans_over_otlp_http(
         BC_SYNC_QUEUE_PREFIX=settings.queue_prefix,
         BC_SYNC_EXCHANGE=settings.exchange,
         BC_SYNC_DATABASE_URL=settings.database_url.get_secret_value(),
-        BC_SYNC_SECRET_KEY=SECRET_KEY,
+        BC_SYNC_SECRET_KEY=KEY,
         BC_SYNC_HTTP_PORT=str(settings.http_port),
         BC_SYNC_LOG_FORMAT="json",
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",

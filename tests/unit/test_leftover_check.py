@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import _leftover_processes
+from tests.support.session_checks import leftover_processes
 
 
 def test_a_process_left_by_a_test_is_found_and_an_ended_one_is_not() -> None:
@@ -14,10 +14,10 @@ def test_a_process_left_by_a_test_is_found_and_an_ended_one_is_not() -> None:
         [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
     )
     try:
-        found = _leftover_processes()
+        found = leftover_processes()
         assert escaped.pid in found
         assert "time.sleep(60)" in found[escaped.pid]
     finally:
         escaped.kill()
         escaped.wait(timeout=10)
-    assert escaped.pid not in _leftover_processes()
+    assert escaped.pid not in leftover_processes()

@@ -1,15 +1,17 @@
-"""Small broker helpers for tests: publish like Moment does, read queues, wait for counts."""
+"""Broker helpers: publish like Moment does, read and drain queues, wait for counts, and drop
+what a test declared."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 
+from tests.support.wait import wait_for
 from worker.config.settings import Settings
+from worker.messaging.topology import Topology
 
 
 @dataclass
@@ -69,22 +71,52 @@ async def drain(settings: Settings, queue: str) -> list[Got]:
             out.append(Got(msg.body, dict(msg.headers or {}), msg.routing_key))
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll an async or sync predicate until it returns a truthy value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
 async def wait_depth(settings: Settings, queue: str, n: int, timeout: float = 15.0) -> None:
     async def ok() -> bool:
         return await depth(settings, queue) >= n
 
     await wait_for(ok, timeout)
+
+
+async def depth_or_zero(settings: Settings, queue: str) -> int:
+    try:
+        return await depth(settings, queue)
+    except Exception:
+        return 0  # not declared yet
+
+
+async def publish_many(settings: Settings, items: list[tuple[str, bytes]]) -> None:
+    """Publish ``(routing_key, body)`` to the events exchange in order, each confirmed."""
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(settings.exchange)
+        for routing_key, body in items:
+            await exchange.publish(
+                aio_pika.Message(
+                    body,
+                    content_type="application/cloudevents+json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=routing_key,
+            )
+
+
+async def apply_topology(settings: Settings) -> Topology:
+    topology = Topology.from_settings(settings)
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        await topology.apply(await connection.channel())
+    return topology
+
+
+async def drop_topology(s: Settings) -> None:
+    """Delete every queue and the exchange a test declared."""
+    topo = Topology.from_settings(s)
+    connection = await aio_pika.connect(s.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        for spec in topo.queues:
+            # quorum queues refuse if_unused/if_empty (stack-notes §3): pass False explicitly
+            await channel.queue_delete(spec.name, if_unused=False, if_empty=False)
+        await channel.exchange_delete(topo.exchange)

@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import make_settings
-from tests.rabbitmq_node import Node, free_port, throwaway_node
-from tests.unit.test_deploy_names import DEPLOY, REPO, defaults
+from tests.support.deploy import DEPLOY, REPO, defaults
+from tests.support.net import free_port
+from tests.support.rabbitmq_node import Node, throwaway_node
+from tests.support.settings import make_settings
 from worker.messaging.topology import Topology
 
 pytestmark = pytest.mark.slow
