@@ -1,6 +1,11 @@
 """The suite's fixtures and session checks, registered as plugins from ``tests/support`` (and the
 BC emulator's fixtures from the emulator program); no fixture is defined here."""
 
+import pytest
+
+# The helpers' asserts explain themselves too (imported by the plugins before pytest would).
+pytest.register_assert_rewrite("tests.support")
+
 pytest_plugins = [
     "tests.emulator.fixtures",
     "tests.support.fixtures_broker",

@@ -31,6 +31,7 @@ from tests.support.deploy import (
     exposed_metrics,
     instruction,
     k8s_objects,
+    read_env_file,
     secret,
 )
 from worker.api.app import ApiContext, create_app
@@ -112,12 +113,6 @@ def _interpolate(value: str, extra: dict[str, str]) -> str:
     return re.sub(
         r"\$\{([A-Z0-9_]+):-([^}]*)\}", lambda m: extra.get(m.group(1), m.group(2)), value
     )
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    pairs = (line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 @pytest.mark.parametrize("env_file", [None, "demo.env"])

@@ -18,10 +18,10 @@ from sqlalchemy import text as sa_text
 from tests.emulator.fixtures import EmulatorHandle
 from tests.support.amqp import drain
 from tests.support.db import KEY
-from tests.support.settings import make_settings
+from tests.support.settings import FAST_POLL, make_settings
 from tests.support.wait import wait_for
 from worker.app import bc_hub
-from worker.bc import BcHub, ClientOptions, RetryPolicy
+from worker.bc import BcHub
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config
 from worker.config.settings import Settings
@@ -43,10 +43,6 @@ from worker.sync.poller import ExpensePoller
 ORG = "org-expenses"
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 POSTGRES = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-# BC retries short enough that a throttling storm outlasts them within a test.
-FAST_BC = ClientOptions(
-    timeout_s=10, retry=RetryPolicy(max_attempts=3, max_wait_s=2, base_s=0.05, max_backoff_s=0.2)
-)
 # Seeded: 108001 line 1 (4005), 108002 (4006), 108003 both lines (4005, 4006); 108001's second
 # line has no project and P-INV100001 is a draft.
 SEEDED = {
@@ -89,7 +85,7 @@ class Expenses:
     async def poller(self, store: Store | None = None, **options: Any) -> ExpensePoller:
         """A poller with its own store handle, BC hub and publisher channel."""
         store = store or (self.stores[0] if self.stores else await self.store())
-        hub = bc_hub(self.settings, options=FAST_BC)
+        hub = bc_hub(self.settings, options=FAST_POLL)  # a throttling storm outlasts its retries
         self.hubs.append(hub)
         leases = Leases(store)
         ctx = SyncContext(self.settings, ConfigCache(store), hub, claims=leases, outcomes=store)

@@ -4,15 +4,14 @@ through the parser that ``worker/cli/main.py`` builds with :func:`register`."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.emulator.fixtures import EmulatorHandle
 from tests.support.amqp import drop_topology
+from tests.support.cli import json_out
 from tests.support.db import KEY
 from tests.support.settings import make_settings
 from worker.cli.poll import register
@@ -73,10 +72,6 @@ def printed(out: str) -> list[str]:
     return lines[start:]
 
 
-def printed_json(out: str) -> Any:
-    return json.loads("\n".join(printed(out)))
-
-
 async def run(settings: Settings, *argv: str) -> int:
     args = parser().parse_args(list(argv))
     return int(await args.func(args, settings))
@@ -86,7 +81,7 @@ async def test_poll_once_prints_what_it_published(
     cli_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert await run(cli_settings, "poll", "--once", "--json") == 0
-    [org] = printed_json(capsys.readouterr().out)["organizations"]
+    [org] = json_out(capsys.readouterr().out)["organizations"]
     assert (org["org"], org["status"], org["published"], org["skipped_lines"]) == (
         ORG,
         "ok",
@@ -101,7 +96,7 @@ async def test_poll_once_prints_what_it_published(
     assert table[1].split()[:3] == [ORG, "ok", "0"]  # nothing twice
 
     assert await run(cli_settings, "poll", "--once", "--org", "org-unknown", "--json") == 0
-    [unknown] = printed_json(capsys.readouterr().out)["organizations"]
+    [unknown] = json_out(capsys.readouterr().out)["organizations"]
     assert (unknown["status"], unknown["reason"]) == ("skipped", "not_configured")
 
 

@@ -19,7 +19,7 @@ from tests.support.amqp import drop_topology
 from tests.support.api import call
 from tests.support.factories import dialog
 from tests.support.net import free_port
-from tests.support.settings import AUTH, FAST, emulator_settings
+from tests.support.settings import AUTH, FAST_VERIFY, emulator_settings
 from worker.app import bc_hub, build_services
 from worker.config.model import parse_config
 from worker.config.settings import Settings
@@ -159,7 +159,7 @@ async def test_verify_reads_sales_invoices_only_when_payments_are_on(
     payments)."""
     settings = emulator_settings(tmp_path, emulator)
     await emulator.control.add_fault("status", status=503, path="/salesInvoices$", method="GET")
-    async with bc_hub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST_VERIFY) as hub:
         with pytest.raises(BcUnreachable):
             await verify(parse_config(payments_on()), hub)
         facts = await verify(parse_config(payments_on(import_payments=False)), hub)

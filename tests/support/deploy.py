@@ -182,3 +182,9 @@ def check_promql(expr: str, known: dict[str, set[str]], queues: set[str]) -> lis
             if label not in labels_in_expr | TARGET_LABELS:
                 problems.append(f"grouping by {label}, which none of {sorted(used)} has")
     return problems
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    pairs = (line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}

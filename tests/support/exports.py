@@ -10,6 +10,7 @@ at what landed in BC, the dead letters and the ``bc.*.exported`` events.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ import pytest
 from tests.emulator.fixtures import EmulatorHandle
 from tests.support import factories as f
 from tests.support.amqp import Got, depth, drain, drop_topology, publish
+from tests.support.cli import cli_env, run_cli
 from tests.support.db import KEY
 from tests.support.settings import FAST_EXPORTS, make_settings
 from tests.support.wait import wait_for
@@ -310,6 +312,11 @@ class Exports:
             return all([await depth(self.settings, name) == 0 for name in names])
 
         await wait_for(quiet, 15)
+
+
+async def bc_sync(exports: Exports, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``bc-sync ARGV`` in its own process, on the harness's broker, store and BC emulator."""
+    return await run_cli(cli_env(exports.settings, store_and_bc=True), cwd, *argv)
 
 
 @asynccontextmanager

@@ -26,6 +26,12 @@ FAST_VERIFY = dataclasses.replace(
     token_timeout_s=5,
     retry=RetryPolicy(max_attempts=2, max_wait_s=0.3, base_s=0.05, max_backoff_s=0.1),
 )
+# The expense and payment pollers' own ladder: short, a failing poll gives up soon.
+FAST_POLL = dataclasses.replace(
+    FAST, retry=RetryPolicy(max_attempts=3, max_wait_s=2, base_s=0.05, max_backoff_s=0.2)
+)
+# The retry loop alone (tests/unit/test_bc_retry.py): waits of milliseconds.
+FAST_RETRY = RetryPolicy(max_attempts=4, max_wait_s=1.0, base_s=0.001, max_backoff_s=0.01)
 # The export harness rides out storms of 429/503 within a test.
 FAST_EXPORTS = dataclasses.replace(
     FAST, retry=RetryPolicy(max_attempts=5, max_wait_s=6, base_s=0.05, max_backoff_s=0.4)
