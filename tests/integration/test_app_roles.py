@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -25,6 +26,7 @@ from tests.support.factories import dialog
 from tests.support.net import free_port
 from tests.support.settings import API_TOKEN, AUTH, emulator_settings
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import wait_for
 from worker.api.app import CONTEXT, ApiServer
 from worker.app import Runtime, build_services
 from worker.config.settings import Settings
@@ -125,16 +127,15 @@ async def test_every_role_in_one_process(
             )
 
         seen: dict[str, int] = {}
-        async with asyncio.timeout(30):
-            while not (seen.get("bc.customer.exported") and seen.get("bc.expense.imported")):
-                message = await outgoing.get(fail=False, no_ack=True)
-                if message is None:
-                    await asyncio.sleep(0.1)
-                    continue
+
+        async def both_seen() -> bool:
+            while message := await outgoing.get(fail=False, no_ack=True):
                 type_ = json.loads(message.body)["type"]
                 seen[type_] = seen.get(type_, 0) + 1
-            while not list((tmp_path / "outbox").glob("*.eml")):
-                await asyncio.sleep(0.1)
+            return bool(seen.get("bc.customer.exported") and seen.get("bc.expense.imported"))
+
+        await wait_for(both_seen, 30, 0.1)
+        await wait_for(lambda: list((tmp_path / "outbox").glob("*.eml")), 30, 0.1)
 
     customers = (await emulator.control.company_state(emulator.company_ref))["customers"]
     assert "10001" in {c["number"] for c in customers}
@@ -142,14 +143,17 @@ async def test_every_role_in_one_process(
     assert "ekonomi@example.se" in mail and "BC-ACCOUNT-MISSING" in mail
 
     # Successes reach the status table in batches (about once a second).
-    async with asyncio.timeout(10):
-        while True:
-            status, report = await call("GET", worker + PATH + "/status", headers=AUTH)
-            assert status == 200
-            objects = {o["object_type"]: o for o in report["objects"]}
-            if objects.get("customer", {}).get("last_success_at"):
-                break
-            await asyncio.sleep(0.2)
+    report: dict[str, Any] = {}
+    objects: dict[str, Any] = {}
+
+    async def customer_success() -> bool:
+        nonlocal report, objects
+        status, report = await call("GET", worker + PATH + "/status", headers=AUTH)
+        assert status == 200
+        objects = {o["object_type"]: o for o in report["objects"]}
+        return bool(objects.get("customer", {}).get("last_success_at"))
+
+    await wait_for(customer_success, 10, 0.2)
     assert report["configuration"]["configured"] is True
     assert objects["invoice"]["last_failure_code"] == "BC-ACCOUNT-MISSING"
     assert report["dead_letters"]["by_code"] == {"BC-ACCOUNT-MISSING": 1}

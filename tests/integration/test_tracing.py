@@ -32,6 +32,7 @@ from tests.support.api import wait_ready
 from tests.support.db import KEY
 from tests.support.net import free_port
 from tests.support.settings import API_TOKEN, emulator_settings
+from tests.support.wait import wait_for
 from worker import tracing
 from worker.app import build_services
 from worker.config.model import parse_config
@@ -100,9 +101,7 @@ async def run_one_event(settings: Settings, body: bytes) -> dict[str, Any]:
             await outgoing.bind(settings.exchange, "bc.customer.exported")
             exchange = await channel.get_exchange(settings.exchange)
             await exchange.publish(aio_pika.Message(body, delivery_mode=2), routing_key=CREATED)
-            async with asyncio.timeout(30):
-                while (message := await outgoing.get(fail=False, no_ack=True)) is None:
-                    await asyncio.sleep(0.05)
+            message = await wait_for(lambda: outgoing.get(fail=False, no_ack=True), 30)
             exported: dict[str, Any] = json.loads(message.body)
             return exported
     finally:
@@ -211,9 +210,10 @@ async def test_a_failing_event_is_an_error_span_with_its_code(
                 aio_pika.Message(json.dumps(envelope).encode()),
                 routing_key="moment.invoice.created",
             )
-            async with asyncio.timeout(30):
-                while not [s for s in spans.get_finished_spans() if s.name.startswith("consume ")]:
-                    await asyncio.sleep(0.05)
+            await wait_for(
+                lambda: [s for s in spans.get_finished_spans() if s.name.startswith("consume ")],
+                30,
+            )
     finally:
         for service in reversed(services):
             await service.stop()
@@ -314,11 +314,7 @@ async def test_bc_sync_run_exports_spans_over_otlp_http(
             }
 
         got: list[str] | None = None
-        try:
-            async with asyncio.timeout(30):
-                while f"consume {CREATED}" not in names():
-                    await asyncio.sleep(0.1)
-        except TimeoutError:
+        if not await wait_for(lambda: f"consume {CREATED}" in names(), 30, 0.1, fail=False):
             got = sorted(names())
     finally:
         if proc.returncode is None:
