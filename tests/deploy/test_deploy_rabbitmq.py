@@ -4,7 +4,7 @@ with its users and the generated topology, the production cluster.conf with
 cluster-advanced.config and policies.json, and an amqps:// listener with a private CA that the
 worker trusts through BC_SYNC_AMQP_CA_FILE.
 
-Each test runs a throw-away node (tests/rabbitmq_node.py: own name, ports and directory,
+Each test runs a throw-away node (tests/support/rabbitmq_node.py: own name, ports and directory,
 stopped by name). Skips where that is not possible.
 """
 

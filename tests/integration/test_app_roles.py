@@ -162,7 +162,11 @@ async def test_every_role_in_one_process(
     assert API_TOKEN not in json.dumps(report) and "client_secret" not in json.dumps(report)
 
     # The integration log on the same API: the dead-lettered invoice with its error.
-    await asyncio.sleep(1.2)  # its history is written in 1 s batches
+    async def history_written() -> bool:  # the ledger writes its history in 1 s batches
+        status, log = await call("GET", worker + PATH + "/objects/invoice/i-1866", headers=AUTH)
+        return status == 200 and "dead-lettered" in [s["step"] for s in log.get("history", [])]
+
+    await wait_for(history_written, 10, 0.1)
     status, log = await call("GET", worker + PATH + "/objects/invoice/i-1866", headers=AUTH)
     assert status == 200 and log["state"] == "failed"
     assert log["error"]["code"] == "BC-ACCOUNT-MISSING"

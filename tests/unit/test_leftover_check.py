@@ -1,5 +1,5 @@
-"""The end-of-run check (tests/conftest.py) sees a process a test started and left behind,
-even one that escaped into its own session, and not one that has ended."""
+"""The end-of-run check (tests/support/session_checks.py) sees a process a test started and left
+behind, even one that escaped into its own session, and not one that has ended."""
 
 from __future__ import annotations
 

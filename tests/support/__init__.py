@@ -1,0 +1,27 @@
+"""All test helpers, for the suite and the programs; the fixtures are conftest plugins."""
+
+__all__ = [
+    "amqp",
+    "api",
+    "cli",
+    "conformance",
+    "console",
+    "db",
+    "dead_letters",
+    "deploy",
+    "exports",
+    "factories",
+    "fixtures_broker",
+    "fixtures_console",
+    "fixtures_db",
+    "fixtures_exports",
+    "markers",
+    "net",
+    "notify",
+    "rabbitmq_node",
+    "session_checks",
+    "settings",
+    "smtp",
+    "tcp_proxy",
+    "wait",
+]
