@@ -24,6 +24,7 @@ from tests.support.amqp import drop_topology
 from tests.support.api import call
 from tests.support.factories import dialog
 from tests.support.net import free_port
+from tests.support.roles import running
 from tests.support.settings import API_TOKEN, AUTH, emulator_settings
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wait import wait_for
@@ -32,7 +33,6 @@ from worker.app import Runtime, build_services
 from worker.config.settings import Settings
 from worker.messaging.consumer import Consumer
 from worker.ops.sampler import DeadLetterSampler
-from worker.runtime import Service
 
 ORG = "org-roles"
 PATH = f"/v1/organizations/{ORG}/integrations/business-central"
@@ -57,18 +57,8 @@ async def app_settings(
 
 @pytest.fixture
 async def worker(app_settings: Settings) -> AsyncIterator[str]:
-    services: list[Service] = await build_services(
-        app_settings, ["consume", "poll", "api", "notify"]
-    )
-    started: list[Service] = []
-    try:
-        for service in services:
-            await service.start()
-            started.append(service)
+    async with running(app_settings, ["consume", "poll", "api", "notify"]):
         yield f"http://127.0.0.1:{app_settings.http_port}"
-    finally:
-        for service in reversed(started):
-            await service.stop()
 
 
 async def scrape(worker: str) -> dict[str, float]:

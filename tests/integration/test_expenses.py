@@ -18,7 +18,7 @@ from sqlalchemy import text as sa_text
 from tests.emulator.fixtures import EmulatorHandle
 from tests.support.amqp import drain
 from tests.support.db import KEY
-from tests.support.settings import FAST_POLL, make_settings
+from tests.support.settings import FAST_POLL, emulator_settings
 from tests.support.wait import wait_for
 from worker.app import bc_hub
 from worker.bc import BcHub
@@ -177,16 +177,7 @@ def lines_of(events: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
 async def expenses(
     amqp_url: str, tmp_path: Path, emulator: EmulatorHandle, db_url: str
 ) -> AsyncIterator[Expenses]:
-    settings = make_settings(
-        tmp_path,
-        amqp_url=amqp_url,
-        bc_api_url=emulator.url,
-        authority_url=emulator.url,
-        ca_file=emulator.ca_file,
-        client_id=emulator.client_id,
-        secret_key=KEY,
-        database_url=db_url,
-    )
+    settings = emulator_settings(tmp_path, emulator, amqp_url=amqp_url, database_url=db_url)
     connection = await aio_pika.connect_robust(amqp_url)
     channel = await connection.channel()
     exchange = await channel.declare_exchange(

@@ -13,7 +13,7 @@ from tests.emulator.fixtures import EmulatorHandle
 from tests.support.amqp import drop_topology
 from tests.support.cli import json_out
 from tests.support.db import KEY
-from tests.support.settings import make_settings
+from tests.support.settings import emulator_settings
 from worker.cli.poll import register
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config
@@ -33,15 +33,7 @@ def parser() -> argparse.ArgumentParser:
 async def cli_settings(
     amqp_url: str, tmp_path: Path, emulator: EmulatorHandle
 ) -> AsyncIterator[Settings]:
-    s = make_settings(
-        tmp_path,
-        amqp_url=amqp_url,
-        bc_api_url=emulator.url,
-        authority_url=emulator.url,
-        ca_file=emulator.ca_file,
-        client_id=emulator.client_id,
-        secret_key=KEY,
-    )
+    s = emulator_settings(tmp_path, emulator, amqp_url=amqp_url)
     store = Store.from_url(s.database_url, secrets=SecretBox([KEY]))
     await store.migrate()
     await store.configs.put(

@@ -18,20 +18,6 @@ PROJECT_UPDATED = "moment.project.updated"
 INVOICE_CREATED = "moment.invoice.created"
 
 
-def line(project: dict[str, Any] | None, **over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "description": "Consulting, November",
-        "quantity": 10,
-        "unit_price": 1200.0,
-        "discount_percent": 0,
-        "account_number": "3010",
-        "vat_code": "25",
-        "project": project,
-    }
-    body.update(over)
-    return body
-
-
 async def test_domestic_and_abroad_customers_land_with_their_posting_groups(
     exports: Exports,
 ) -> None:
@@ -175,9 +161,9 @@ async def test_invoice_is_posted_with_header_lines_and_department_from_the_objec
         cust=cust,
         your_reference="PO-77",
         lines=[
-            line(p1),
-            line(p2, description="Workshop", quantity=2, unit_price=950.5, discount_percent=10),
-            line(
+            f.line(p1),
+            f.line(p2, description="Workshop", quantity=2, unit_price=950.5, discount_percent=10),
+            f.line(
                 None,
                 description="Travel",
                 quantity=1,
@@ -251,7 +237,7 @@ async def test_department_from_a_tag_group_and_a_foreign_currency(exports: Expor
     p = f.project("4005", department="100", tag_code="300", cust=cust)
     await exports.send(
         INVOICE_CREATED,
-        {"invoice": f.invoice("7002", cust=cust, currency_code="EUR", lines=[line(p)])},
+        {"invoice": f.invoice("7002", cust=cust, currency_code="EUR", lines=[f.line(p)])},
     )
     posted = await exports.posted("7002")
     assert posted["currencyCode"] == "EUR"

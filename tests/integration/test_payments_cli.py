@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
 from tests.support import factories as f
-from tests.support.amqp import drain
+from tests.support.amqp import bound_queue, drain
 from tests.support.cli import printed_json
 from tests.support.exports import ORG, Exports, bc_sync
 from worker.sync.payments import PAID_EVENT, UPDATED_EVENT
@@ -27,15 +26,10 @@ def table(out: str) -> list[list[str]]:
 @pytest.fixture
 async def moment_queue(exports: Exports) -> AsyncIterator[str]:
     """A queue bound to the payment events, as Moment would have."""
-    name = exports.settings.queue("moment-payments-cli")
-    connection = await aio_pika.connect(exports.settings.amqp_url.get_secret_value())
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, durable=False, auto_delete=False)
-        for key in (PAID_EVENT, UPDATED_EVENT):
-            await queue.bind(exports.settings.exchange, key)
+    async with bound_queue(
+        exports.settings, "moment-payments-cli", [PAID_EVENT, UPDATED_EVENT]
+    ) as name:
         yield name
-        await channel.queue_delete(name)
 
 
 async def test_poll_once_payments_as_an_operator_runs_it(

@@ -18,12 +18,12 @@ from tests.support.amqp import drop_topology
 from tests.support.api import call
 from tests.support.factories import dialog
 from tests.support.net import free_port
+from tests.support.roles import running
 from tests.support.settings import AUTH, FAST_VERIFY, emulator_settings
 from tests.support.wait import wait_for
-from worker.app import bc_hub, build_services
+from worker.app import bc_hub
 from worker.config.model import parse_config
 from worker.config.settings import Settings
-from worker.runtime import Service
 from worker.setup.verify import BcUnreachable, verify
 
 ORG = "org-payments"
@@ -43,16 +43,8 @@ async def app_settings(
 
 @pytest.fixture
 async def worker(app_settings: Settings) -> AsyncIterator[str]:
-    services: list[Service] = await build_services(app_settings, ["consume", "poll", "api"])
-    started: list[Service] = []
-    try:
-        for service in services:
-            await service.start()
-            started.append(service)
+    async with running(app_settings, ["consume", "poll", "api"]):
         yield f"http://127.0.0.1:{app_settings.http_port}"
-    finally:
-        for service in reversed(started):
-            await service.stop()
 
 
 def payments_on(**over: Any) -> dict[str, Any]:

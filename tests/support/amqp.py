@@ -4,6 +4,8 @@ what a test declared."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,3 +122,18 @@ async def drop_topology(s: Settings) -> None:
             # quorum queues refuse if_unused/if_empty (stack-notes §3): pass False explicitly
             await channel.queue_delete(spec.name, if_unused=False, if_empty=False)
         await channel.exchange_delete(topo.exchange)
+
+
+@asynccontextmanager
+async def bound_queue(settings: Settings, suffix: str, keys: Iterable[str]) -> AsyncIterator[str]:
+    """A queue of the test bound to ``keys`` on the events exchange (what Moment's own queue
+    would get); its name, and it is deleted afterwards."""
+    name = settings.queue(suffix)
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=False, auto_delete=False)
+        for key in keys:
+            await queue.bind(settings.exchange, key)
+        yield name
+        await channel.queue_delete(name)

@@ -18,10 +18,10 @@ from tests.support import factories as f
 from tests.support.amqp import drop_topology
 from tests.support.exports import config_body
 from tests.support.net import free_port
+from tests.support.roles import running
 from tests.support.session_checks import SECRET_SCAN
 from tests.support.settings import emulator_settings
 from worker.api.app import CONTEXT
-from worker.app import build_services
 from worker.config.settings import Settings
 from worker.console.web import CONSOLE, ConsoleContext
 from worker.events.envelope import CONTENT_TYPE
@@ -37,15 +37,10 @@ SECRET_SCAN.add(OPS_TOKEN, READ_TOKEN)
 
 def invoice_on_account(number: str, account: str) -> dict[str, Any]:
     customer = f.customer("10000")
-    line = {
-        "description": "Licenser",
-        "quantity": 1,
-        "unit_price": 500.0,
-        "discount_percent": 0,
-        "account_number": account,
-        "vat_code": "25",
-        "project": f.project("4005", department="100", cust=customer),
-    }
+    project = f.project("4005", department="100", cust=customer)
+    line = f.line(
+        project, description="Licenser", quantity=1, unit_price=500.0, account_number=account
+    )
     return {"invoice": f.invoice(number, cust=customer, lines=[line])}
 
 
@@ -120,16 +115,10 @@ async def console_worker(
         http_port=port,
         **over,
     )
-    services: list[Service] = await build_services(settings, ["consume", "api"])
-    started: list[Service] = []
     try:
-        for service in services:
-            await service.start()
-            started.append(service)
-        yield ConsoleWorker(settings, emulator, f"http://127.0.0.1:{port}", services)
+        async with running(settings, ["consume", "api"]) as services:
+            yield ConsoleWorker(settings, emulator, f"http://127.0.0.1:{port}", services)
     finally:
-        for service in reversed(started):
-            await service.stop()
         await drop_topology(settings)
 
 

@@ -129,21 +129,25 @@ def invoice(
         "your_reference": "PO-77",
         "our_reference": "Anna",
         "customer": c,
-        "lines": lines
-        or [
-            {
-                "description": "Consulting, November",
-                "quantity": 10,
-                "unit_price": 1200.0,
-                "discount_percent": 0,
-                "account_number": "3010",
-                "vat_code": "25",
-                "project": project(cust=c),
-            }
-        ],
+        "lines": lines or [line(project(cust=c))],
     }
     inv.update(over)
     return inv
+
+
+def line(project: dict[str, Any] | None, **over: Any) -> dict[str, Any]:
+    """One invoice line: ten hours of consulting at 1,200 SEK on account 3010 (VAT 25)."""
+    body: dict[str, Any] = {
+        "description": "Consulting, November",
+        "quantity": 10,
+        "unit_price": 1200.0,
+        "discount_percent": 0,
+        "account_number": "3010",
+        "vat_code": "25",
+        "project": project,
+    }
+    body.update(over)
+    return body
 
 
 def now_iso() -> str:
