@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.support.fixtures_db",
     "tests.support.fixtures_exports",
     "tests.support.fixtures_console",
+    "tests.support.fixtures_smtp",
     "tests.support.markers",
     "tests.support.session_checks",
 ]

@@ -7,7 +7,6 @@ import asyncio
 import email
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
@@ -66,14 +65,6 @@ def report(
 
 def invoice_event(number: str) -> Any:
     return parse(f.body("moment.invoice.created", {"invoice": f.invoice(number)}, org=ORG))
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
 
 
 def notify_settings(tmp_path: Path, sink: SmtpSink | None, **over: Any) -> Settings:

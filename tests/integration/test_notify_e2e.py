@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
-import pytest
 
 from tests.support import factories as f
 from tests.support.amqp import publish
@@ -30,14 +28,6 @@ from worker.store import Store
 
 ORG = f.ORG
 TYPE = "moment.invoice.created"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
 
 
 async def test_a_dead_lettered_invoice_reaches_its_recipients_once(

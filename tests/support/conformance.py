@@ -1,5 +1,5 @@
 """BC documents made over the emulator's API v2.0 for the conformance tests: an account line
-and a draft sales invoice."""
+and draft sales invoices and credit memos."""
 
 from __future__ import annotations
 
@@ -21,16 +21,37 @@ def line(
     }
 
 
-async def new_invoice(
-    bc: BCClient, *lines: dict[str, Any], customer: str = "10000", ext: str = "M-1"
+async def new_document(
+    bc: BCClient,
+    entity: str,
+    *lines: dict[str, Any],
+    customer: str = "10000",
+    ext: str = "M-1",
+    **extra: Any,
 ) -> dict[str, Any]:
+    """A draft sales document (``salesInvoices``, ``salesCreditMemos``) with ``lines`` (one
+    account line by default), created over the API; the emulator's answer."""
+    path = entity if entity == "salesInvoices" else f"{entity}?$expand={entity[:-1]}Lines"
     resp = await bc.post(
-        "salesInvoices",
+        path,
         {
             "customerNumber": customer,
             "externalDocumentNumber": ext,
-            "salesInvoiceLines": list(lines or [line()]),
+            f"{entity[:-1]}Lines": list(lines or [line()]),
+            **extra,
         },
     )
     assert resp.status == 201, resp.body
     return resp.body  # type: ignore[no-any-return]
+
+
+async def new_invoice(
+    bc: BCClient, *lines: dict[str, Any], customer: str = "10000", ext: str = "M-1"
+) -> dict[str, Any]:
+    return await new_document(bc, "salesInvoices", *lines, customer=customer, ext=ext)
+
+
+async def new_credit_memo(
+    bc: BCClient, *lines: dict[str, Any], customer: str = "10000", ext: str = "CN-1", **extra: Any
+) -> dict[str, Any]:
+    return await new_document(bc, "salesCreditMemos", *lines, customer=customer, ext=ext, **extra)
