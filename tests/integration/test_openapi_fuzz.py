@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from tests.support.db import KEY
 from tests.support.dead_letters import Spec, make_dead_letters
 from tests.support.factories import dialog
 from tests.support.settings import API_TOKEN, make_settings
+from tests.support.wait import wait_for_sync
 from worker.api import contract, openapi
 from worker.config.settings import Settings
 
@@ -108,19 +108,18 @@ def _env(settings: Settings, emulator: EmulatorProcess) -> dict[str, str]:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(
                 f"bc-sync run exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             )
         try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return
+            return requests.get(url + "/readyz", timeout=2).status_code == 200
         except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the api role did not get ready:\n{log.read_text()[-3000:]}")
+            return False
+
+    if not wait_for_sync(ready, 60, 0.2, fail=False):
+        raise AssertionError(f"the api role did not get ready:\n{log.read_text()[-3000:]}")
 
 
 async def _seed_dead_letters(settings: Settings) -> None:
