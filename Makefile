@@ -78,7 +78,7 @@ validate: $(STAMP) $(NODE_STAMP)
 test: $(STAMP)
 	@$(call PYTEST_RUN,$(BIN)/pytest -q)
 
-## make test-lowest: the unit tests on the lowest version of every direct dependency
+## make test-lowest: the unit and deploy tests on the lowest version of every direct dependency
 ## (uv --resolution lowest-direct) in a separate venv; proves the floors in pyproject.toml
 test-lowest: | $(UV)
 	@test -x $(LOWEST)/bin/python || $(UV) venv -q -p $(PY) $(LOWEST)
@@ -89,7 +89,7 @@ test-lowest: | $(UV)
 	$(UV) pip install -q -p $(LOWEST)/bin/python --no-deps --no-build-isolation -e .
 	@grep -E '^(aio-pika|aiohttp|msal|pydantic|pydantic-settings|tenacity|structlog|sqlalchemy|aiosqlite|asyncpg|aiosmtplib|cryptography|prometheus-client|requests)==' \
 		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
-	@$(call PYTEST_RUN,BC_SYNC_TEST_LOWEST=1 $(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit)
+	@$(call PYTEST_RUN,BC_SYNC_TEST_LOWEST=1 $(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit tests/deploy)
 
 ## make lint: ruff (lint + format check), mypy --strict, and the import contracts of
 ## DESIGN §2 (import-linter, [tool.importlinter] in pyproject.toml)

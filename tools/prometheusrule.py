@@ -1,6 +1,6 @@
 """Write deploy/kubernetes/monitoring/prometheusrule.yaml from deploy/observability/alerts.yml,
 so the Prometheus Operator gets exactly the alerts that promtool tests (`make deploy-rules`;
-tests/unit/test_deploy_monitoring.py fails when the two drift apart)."""
+tests/deploy/test_deploy_monitoring.py fails when the two drift apart)."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from cryptography.fernet import Fernet
 
-from tests import factories as f
 from tests.emulator.seed import DEMO, demo_seed
 from tests.emulator.server import REPO_ROOT, ControlClient, EmulatorProcess, start_subprocess_async
+from tests.support import factories as f
 from worker.config.model import parse_config
 from worker.config.settings import Settings, load_settings
 from worker.messaging.topology import Topology

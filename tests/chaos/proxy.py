@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 
 class OutageProxy(TcpProxy):

@@ -40,10 +40,10 @@ import aio_pika
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from tests import factories as f
 from tests.chaos.proxy import OutageProxy
 from tests.emulator.seed import DEMO, _sverige
 from tests.emulator.server import CompanyRef, ControlClient
+from tests.support import factories as f
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config
 from worker.config.settings import load_settings

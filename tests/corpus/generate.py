@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests import factories as f
+from tests.support import factories as f
 
 HERE = Path(__file__).parent
 ORG = "corpus-org"

@@ -16,11 +16,9 @@ import json
 import logging
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aio_pika
@@ -28,6 +26,8 @@ import aiohttp
 from aio_pika.abc import AbstractConnection
 from cryptography.fernet import Fernet
 
+from tests.support.net import free_port
+from tests.support.wait import wait_for
 from worker.config.settings import Settings, SettingsError, load_settings
 from worker.log import configure
 from worker.messaging.tls import amqp_tls
@@ -40,12 +40,6 @@ NO_BROKER = (
     "one: `docker compose -f deploy/docker-compose.yml up -d rabbitmq` or "
     "`apt-get install rabbitmq-server && rabbitmq-server -detached`."
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _connect(settings: Settings) -> AbstractConnection | None:
@@ -144,7 +138,7 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: b
             secret_key=Fernet.generate_key().decode(),
             api_token=f"ops={token},support={support}:read",
             http_host="127.0.0.1",
-            http_port=_free_port(),
+            http_port=free_port(),
             smtp_url=None,
             outbox_dir=work / "outbox",
             retry_delays="1,2",
@@ -234,7 +228,7 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: b
                 depth = await channel.declare_queue(dead_queue, passive=True)
                 return (depth.declaration_result.message_count or 0) >= 1
 
-            complete = await _wait_for(done, WAIT_S)
+            complete = await wait_for(done, WAIT_S, 0.25, fail=False)
             if not complete:
                 counts = observed.counts()
                 missing = {t: f"{counts[t]}/{n}" for t, n in wanted.items() if counts[t] < n}
@@ -269,7 +263,7 @@ async def _run(connection: AbstractConnection, amqp: str, work: Path, *, keep: b
                     latest[1].get("paid_amount", latest[1].get("amount", 0))
                 ) >= float(PAID_AMOUNT)
 
-            paid = await _wait_for(paid_seen, 15)
+            paid = await wait_for(paid_seen, 15, 0.25, fail=False)
             latest = observed.latest(payment_events)
             if paid and latest is not None:
                 print(f"  Moment receives: {latest[0]}")
@@ -313,15 +307,6 @@ async def _keep_running(api: str, token: str, support: str) -> None:
         flush=True,
     )
     await asyncio.Event().wait()
-
-
-async def _wait_for(condition: Callable[[], Awaitable[bool]], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await condition():
-            return True
-        await asyncio.sleep(0.25)
-    return False
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests import factories as f
+from tests.support import factories as f
 
 ORG = "demo-org"
 MAIL_TO = "ekonomi@cronus.example"
 USER_ID = "moment-user-1001"
-# The month the demo's invoices are dated in (tests/factories.py: 2026-11-20): reconciled.
+# The month the demo's invoices are dated in (tests/support/factories.py: 2026-11-20): reconciled.
 PERIOD = ("2026-11-01", "2026-11-30")
 PAID_INVOICE = "1864"  # paid in part in BC during the demo
 PAID_AMOUNT = 5000

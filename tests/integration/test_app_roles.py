@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,29 +18,24 @@ import pytest
 from aiormq.exceptions import AMQPError
 from pydantic import SecretStr
 
-from tests import factories as f
-from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.factories import dialog
-from tests.integration.test_config_verify import API_TOKEN, emulator_settings
-from tests.tcp_proxy import TcpProxy
+from tests.support import factories as f
+from tests.support.amqp import drop_topology
+from tests.support.api import call
+from tests.support.factories import dialog
+from tests.support.net import free_port
+from tests.support.roles import running
+from tests.support.settings import API_TOKEN, AUTH, emulator_settings
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import wait_for
 from worker.api.app import CONTEXT, ApiServer
 from worker.app import Runtime, build_services
 from worker.config.settings import Settings
 from worker.messaging.consumer import Consumer
 from worker.ops.sampler import DeadLetterSampler
-from worker.runtime import Service
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ORG = "org-roles"
 PATH = f"/v1/organizations/{ORG}/integrations/business-central"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -63,23 +57,8 @@ async def app_settings(
 
 @pytest.fixture
 async def worker(app_settings: Settings) -> AsyncIterator[str]:
-    services: list[Service] = await build_services(
-        app_settings, ["consume", "poll", "api", "notify"]
-    )
-    started: list[Service] = []
-    try:
-        for service in services:
-            await service.start()
-            started.append(service)
+    async with running(app_settings, ["consume", "poll", "api", "notify"]):
         yield f"http://127.0.0.1:{app_settings.http_port}"
-    finally:
-        for service in reversed(started):
-            await service.stop()
-
-
-async def call(method: str, url: str, **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.request(method, url, **kw) as resp:
-        return resp.status, await resp.json(content_type=None)
 
 
 async def scrape(worker: str) -> dict[str, float]:
@@ -138,16 +117,15 @@ async def test_every_role_in_one_process(
             )
 
         seen: dict[str, int] = {}
-        async with asyncio.timeout(30):
-            while not (seen.get("bc.customer.exported") and seen.get("bc.expense.imported")):
-                message = await outgoing.get(fail=False, no_ack=True)
-                if message is None:
-                    await asyncio.sleep(0.1)
-                    continue
+
+        async def both_seen() -> bool:
+            while message := await outgoing.get(fail=False, no_ack=True):
                 type_ = json.loads(message.body)["type"]
                 seen[type_] = seen.get(type_, 0) + 1
-            while not list((tmp_path / "outbox").glob("*.eml")):
-                await asyncio.sleep(0.1)
+            return bool(seen.get("bc.customer.exported") and seen.get("bc.expense.imported"))
+
+        await wait_for(both_seen, 30, 0.1)
+        await wait_for(lambda: list((tmp_path / "outbox").glob("*.eml")), 30, 0.1)
 
     customers = (await emulator.control.company_state(emulator.company_ref))["customers"]
     assert "10001" in {c["number"] for c in customers}
@@ -155,14 +133,17 @@ async def test_every_role_in_one_process(
     assert "ekonomi@example.se" in mail and "BC-ACCOUNT-MISSING" in mail
 
     # Successes reach the status table in batches (about once a second).
-    async with asyncio.timeout(10):
-        while True:
-            status, report = await call("GET", worker + PATH + "/status", headers=AUTH)
-            assert status == 200
-            objects = {o["object_type"]: o for o in report["objects"]}
-            if objects.get("customer", {}).get("last_success_at"):
-                break
-            await asyncio.sleep(0.2)
+    report: dict[str, Any] = {}
+    objects: dict[str, Any] = {}
+
+    async def customer_success() -> bool:
+        nonlocal report, objects
+        status, report = await call("GET", worker + PATH + "/status", headers=AUTH)
+        assert status == 200
+        objects = {o["object_type"]: o for o in report["objects"]}
+        return bool(objects.get("customer", {}).get("last_success_at"))
+
+    await wait_for(customer_success, 10, 0.2)
     assert report["configuration"]["configured"] is True
     assert objects["invoice"]["last_failure_code"] == "BC-ACCOUNT-MISSING"
     assert report["dead_letters"]["by_code"] == {"BC-ACCOUNT-MISSING": 1}
@@ -171,7 +152,11 @@ async def test_every_role_in_one_process(
     assert API_TOKEN not in json.dumps(report) and "client_secret" not in json.dumps(report)
 
     # The integration log on the same API: the dead-lettered invoice with its error.
-    await asyncio.sleep(1.2)  # its history is written in 1 s batches
+    async def history_written() -> bool:  # the ledger writes its history in 1 s batches
+        status, log = await call("GET", worker + PATH + "/objects/invoice/i-1866", headers=AUTH)
+        return status == 200 and "dead-lettered" in [s["step"] for s in log.get("history", [])]
+
+    await wait_for(history_written, 10, 0.1)
     status, log = await call("GET", worker + PATH + "/objects/invoice/i-1866", headers=AUTH)
     assert status == 200 and log["state"] == "failed"
     assert log["error"]["code"] == "BC-ACCOUNT-MISSING"

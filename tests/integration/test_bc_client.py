@@ -4,6 +4,7 @@ bc-contract.md, error mapping, company names, TLS trust."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import AVDELNING_ID, DEMO, PROJEKT_ID
 from tests.emulator.server import CompanyRef, ControlClient, EmulatorProcess
 from tests.emulator.tls import generate
+from tests.support.settings import FAST, emulator_settings
 from worker.app import bc_hub
 from worker.bc import (
     BcAuthError,
@@ -31,28 +33,15 @@ from worker.bc import (
     BcServiceNotPublished,
     BcUnavailable,
     BcValidationError,
-    ClientOptions,
     LineDimension,
-    RetryPolicy,
 )
 from worker.bc.auth import TokenProvider
 from worker.bc.http import Principal, Transport
-from worker.config.settings import Settings, load_settings
-
-FAST = ClientOptions(
-    timeout_s=10, retry=RetryPolicy(max_attempts=4, max_wait_s=10, base_s=0.05, max_backoff_s=0.5)
-)
-
-
-def emulator_settings(url: str, ca_file: Path | None) -> Settings:
-    return load_settings(
-        bc_api_url=url, authority_url=url, ca_file=ca_file, client_id=DEMO.client_id, _env_file=None
-    )
 
 
 @pytest.fixture
-async def hub(emulator: EmulatorHandle) -> AsyncIterator[BcHub]:
-    async with bc_hub(emulator_settings(emulator.url, emulator.ca_file), options=FAST) as h:
+async def hub(emulator: EmulatorHandle, tmp_path: Path) -> AsyncIterator[BcHub]:
+    async with bc_hub(emulator_settings(tmp_path, emulator), options=FAST) as h:
         yield h
 
 
@@ -469,7 +458,7 @@ async def test_a_fixed_secret_is_used_at_once(hub: BcHub) -> None:
 async def test_untrusted_certificate_fails_closed(emulator: EmulatorHandle, tmp_path: Path) -> None:
     other_ca = generate(tmp_path, ("127.0.0.1",)).cert
     for ca in (other_ca, None):  # another CA, or only the system's
-        async with bc_hub(emulator_settings(emulator.url, ca), options=FAST) as hub:
+        async with bc_hub(emulator_settings(tmp_path, emulator, ca_file=ca), options=FAST) as hub:
             with pytest.raises(BcUnavailable) as info:
                 await demo(hub).get_token()
             assert info.value.code == "TlsError" and not info.value.retryable
@@ -538,7 +527,9 @@ async def _round_trip(proc: EmulatorProcess, name: str) -> None:
         )
         ref = CompanyRef(DEMO.tenant_id, DEMO.environment, name)
         company = await control.company_state(ref)
-        async with bc_hub(emulator_settings(proc.url, proc.ca_file), options=FAST) as hub:
+        with tempfile.TemporaryDirectory() as tmp:  # hypothesis: no function-scoped tmp_path
+            hub_settings = emulator_settings(Path(tmp), proc)
+        async with bc_hub(hub_settings, options=FAST) as hub:
             # Users paste the name URL-encoded; both forms must reach the same company.
             inputs = [quote(name, safe="")]
             if "%" not in name:

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
+from tests.support.settings import FAST, emulator_settings
 from worker.app import bc_hub
 from worker.bc import (
     BcConnection,
@@ -21,30 +22,19 @@ from worker.bc import (
     ClientOptions,
     RetryPolicy,
 )
-from worker.config.settings import Settings, load_settings
-
-FAST = ClientOptions(
-    timeout_s=10, retry=RetryPolicy(max_attempts=4, max_wait_s=10, base_s=0.05, max_backoff_s=0.5)
-)
 
 TENANT_B = "5e8a1f20-7c3d-4b6e-9f01-a2b3c4d5e6f7"
 CLIENT_B = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 SECRET_B = "tenant-b-secret-value"
 
 
-def emulator_settings(url: str, ca_file: Path) -> Settings:
-    return load_settings(
-        bc_api_url=url, authority_url=url, ca_file=ca_file, client_id=DEMO.client_id, _env_file=None
-    )
-
-
-def make_hub(emulator: EmulatorHandle, options: ClientOptions = FAST) -> BcHub:
-    return bc_hub(emulator_settings(emulator.url, emulator.ca_file), options=options)
+def make_hub(tmp_path: Path, emulator: EmulatorHandle, options: ClientOptions = FAST) -> BcHub:
+    return bc_hub(emulator_settings(tmp_path, emulator), options=options)
 
 
 @pytest.fixture
-async def hub(emulator: EmulatorHandle) -> AsyncIterator[BcHub]:
-    async with make_hub(emulator) as h:
+async def hub(emulator: EmulatorHandle, tmp_path: Path) -> AsyncIterator[BcHub]:
+    async with make_hub(tmp_path, emulator) as h:
         yield h
 
 
@@ -120,11 +110,13 @@ async def test_ambiguous_failure_of_a_create_is_not_repeated(
     assert await conn.find_customer("10000") is not None
 
 
-async def test_hanging_bc_gives_up_within_the_timeout(emulator: EmulatorHandle) -> None:
+async def test_hanging_bc_gives_up_within_the_timeout(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
     options = ClientOptions(
         timeout_s=0.5, retry=RetryPolicy(max_attempts=2, max_wait_s=1, base_s=0.05)
     )
-    async with make_hub(emulator, options) as hub:
+    async with make_hub(tmp_path, emulator, options) as hub:
         conn = demo(hub)
         await conn.company_id()
         await emulator.control.add_fault("hang", path="/customers")

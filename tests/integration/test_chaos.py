@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.soak import SoakConfig, run_soak
-from tests.conftest import SECRET_SCAN
 from tests.emulator.server import EmulatorProcess
+from tests.support.session_checks import SECRET_SCAN
 
 pytestmark = pytest.mark.slow
 

@@ -15,12 +15,13 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from tests.db_support import MakeStore
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.factories import dialog
-from tests.integration.test_config_verify import API_TOKEN, FAST, closed_port_url, emulator_settings
-from tests.integration.test_dlq_support import Spec, make_dead_letters
+from tests.support.db import MakeStore
+from tests.support.dead_letters import Spec, make_dead_letters
+from tests.support.factories import dialog
+from tests.support.net import closed_port_url
+from tests.support.settings import API_TOKEN, FAST_VERIFY, emulator_settings
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.api.config_routes import add_routes
 from worker.app import bc_hub
@@ -76,7 +77,7 @@ async def api(
     store = make_store()
     await store.migrate()
     settings = emulator_settings(tmp_path, emulator)
-    async with bc_hub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST_VERIFY) as hub:
         async for api in start_api(settings, store, hub):
             yield api
 
@@ -209,7 +210,7 @@ async def test_bc_unreachable_is_502_with_a_retry_hint(
     await store.migrate()
     url = closed_port_url()
     settings = emulator_settings(tmp_path, emulator, bc_api_url=url, authority_url=url)
-    async with bc_hub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST_VERIFY) as hub:
         async for api in start_api(settings, store, hub):
             status, body, headers = await api.call("PUT", PATH, json=dialog())
             assert status == 502
@@ -330,7 +331,7 @@ async def test_status_shows_outcomes_and_dead_letters(
     api_settings = emulator_settings(tmp_path, emulator, amqp_url=settings.amqp_url).model_copy(
         update={"queue_prefix": settings.queue_prefix, "exchange": settings.exchange}
     )
-    async with bc_hub(api_settings, options=FAST) as hub:
+    async with bc_hub(api_settings, options=FAST_VERIFY) as hub:
         async for api in start_api(api_settings, store, hub):
             status, body, _ = await api.call("GET", PATH + "/status")
             assert status == 200
@@ -356,7 +357,7 @@ async def test_the_routes_find_store_hub_and_cache_on_the_runtime(
     store = make_store()
     await store.migrate()
     settings = emulator_settings(tmp_path, emulator)
-    async with bc_hub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST_VERIFY) as hub:
         cache = ConfigCache(store, ttl=3600)
         assert await cache.config(ORG) is None  # cached as "not configured" for an hour
         runtime = SimpleNamespace(store=store, hub=hub, configs=cache)
@@ -386,7 +387,7 @@ async def test_status_counts_dead_letters_from_one_scan_not_one_per_call(
         update={"queue_prefix": settings.queue_prefix, "exchange": settings.exchange}
     )
     counts = DeadLetterCounts(DeadLetters(api_settings), max_age_s=3600)
-    async with bc_hub(api_settings, options=FAST) as hub:
+    async with bc_hub(api_settings, options=FAST_VERIFY) as hub:
         ctx = ApiContext(api_settings, config=ConfigService(store, hub), dead_letter_counts=counts)
         server = ApiServer(create_app(ctx, [add_routes]), "127.0.0.1", 0)
         await server.start()

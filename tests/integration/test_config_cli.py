@@ -14,8 +14,10 @@ from structlog.testing import capture_logs
 
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.factories import dialog
-from tests.integration.test_config_verify import closed_port_url, emulator_settings
+from tests.support.cli import json_out
+from tests.support.factories import dialog
+from tests.support.net import closed_port_url
+from tests.support.settings import emulator_settings
 from worker.cli.common import ExitCode
 from worker.cli.config import register
 from worker.config.settings import Settings
@@ -33,13 +35,6 @@ async def run(settings: Settings, *argv: str) -> int:
     args = parser().parse_args(list(argv))
     code: int = await args.func(args, settings)
     return code
-
-
-def json_out(text: str) -> Any:
-    """The JSON a command printed (unconfigured structlog may print lines before it)."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line[:1] in "{[")
-    return json.loads("\n".join(lines[start:]))
 
 
 @pytest.fixture

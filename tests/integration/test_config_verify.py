@@ -1,67 +1,36 @@
 """Verify on save against the emulator (real HTTPS, real msal): every situation a Moment admin
 can get wrong gives an error on the right field, in words that say what to do.
 
-The helpers here (settings, hub, config bodies, hostile companies) are shared with
-test_config_api.py and test_config_cli.py.
+The settings and BC options come from tests/support/settings.py.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.conftest import make_settings
 from tests.emulator.fixtures import EmulatorHandle
 from tests.emulator.seed import DEMO
-from tests.factories import dialog
+from tests.support.factories import dialog
+from tests.support.net import closed_port_url
+from tests.support.settings import FAST_VERIFY, emulator_settings, make_settings
 from worker.app import bc_hub
-from worker.bc import BcHub, ClientOptions, RetryPolicy
+from worker.bc import BcHub
 from worker.config.model import ConfigValidationError, FieldError, parse_config
-from worker.config.settings import Settings
 from worker.setup.verify import BcUnreachable, did_you_mean, verify
 
-FAST = ClientOptions(
-    timeout_s=10,
-    token_timeout_s=5,
-    retry=RetryPolicy(max_attempts=2, max_wait_s=0.3, base_s=0.05, max_backoff_s=0.1),
-)
-SECRET_KEY = Fernet.generate_key().decode()
-API_TOKEN = "tok-9c8b7a6f5e4d3c2b"
 OTHER_TENANT = "0b5e9a1c-2d3f-4a5b-8c7d-9e0f1a2b3c4d"
 
 # Company names that break naive URL building: '/', quotes, '&', '%', '#', '?', non-ASCII.
 HOSTILE = ["A/B", "O'Brien & Co", "Företag Åäö AB", "100% Konsult #1?", "Zoë+Ürsula's (EU)"]
 
 
-def emulator_settings(tmp_path: Path, emulator: EmulatorHandle, **over: Any) -> Settings:
-    values: dict[str, Any] = {
-        "bc_api_url": emulator.url,
-        "authority_url": emulator.url,
-        "ca_file": emulator.ca_file,
-        "client_id": emulator.client_id,
-        "secret_key": SECRET_KEY,
-        "api_token": f"backoffice={API_TOKEN}",
-    }
-    values.update(over)
-    return make_settings(tmp_path, **values)
-
-
-def closed_port_url() -> str:
-    """An https URL on which nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"https://127.0.0.1:{port}"
-
-
 @pytest.fixture
 async def hub(tmp_path: Path, emulator: EmulatorHandle) -> AsyncIterator[BcHub]:
-    async with bc_hub(emulator_settings(tmp_path, emulator), options=FAST) as h:
+    async with bc_hub(emulator_settings(tmp_path, emulator), options=FAST_VERIFY) as h:
         yield h
 
 
@@ -272,7 +241,7 @@ async def test_the_other_company_without_services_verifies_without_customer_and_
 async def test_bc_unreachable_is_not_a_config_error(tmp_path: Path) -> None:
     url = closed_port_url()
     settings = make_settings(tmp_path, bc_api_url=url, authority_url=url, client_id=DEMO.client_id)
-    async with bc_hub(settings, options=FAST) as dead:
+    async with bc_hub(settings, options=FAST_VERIFY) as dead:
         with pytest.raises(BcUnreachable) as caught:
             await verify(parse_config(dialog()), dead)
     assert "could not be reached" in caught.value.message

@@ -13,23 +13,19 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from tests.amqp_support import depth
-from tests.integration.console_support import (
+from tests.support.amqp import depth
+from tests.support.console import (
     OPS_TOKEN,
     ORG,
     READ_TOKEN,
     Browser,
     ConsoleWorker,
-    browser,
     invoice_on_account,
-    wait_until,
-    worker,
 )
+from tests.support.wait import wait_for
 from worker.errors import CATALOGUE
 from worker.ops.dlq.runs import IndexReconciler
 from worker.store import utcnow
-
-__all__ = ["browser", "worker"]  # fixtures
 
 
 async def dead_lettered_invoice(worker: ConsoleWorker, number: str = "1866") -> str:
@@ -40,7 +36,7 @@ async def dead_lettered_invoice(worker: ConsoleWorker, number: str = "1866") -> 
     async def indexed() -> Any:
         return await worker.console.index.get(event_id)
 
-    await wait_until(indexed)
+    await wait_for(indexed, 20, 0.1)
     return event_id
 
 
@@ -260,7 +256,7 @@ async def test_replay_a_group_after_fixing_the_cause(
     [audit] = [e for e in logs if e["event"] == "audit"]
     assert audit["action"] == "dlq.replay" and audit["actor"] == "console:ops"
     assert audit["replayed"] == 1
-    assert await wait_until(lambda: worker.posted_invoice("1866"))
+    assert await wait_for(lambda: worker.posted_invoice("1866"), 20, 0.1)
     assert await worker.console.index.totals() == (0, 0)
     status, text = await browser.get(f"/console/operations/{op_id}")
     assert "Finished: 1 of 1 replayed" in text

@@ -13,17 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from tests.amqp_support import depth
-from tests.integration.console_support import (
-    OPS_TOKEN,
-    READ_TOKEN,
-    ConsoleWorker,
-    invoice_on_account,
-    wait_until,
-    worker,
-)
-
-__all__ = ["worker"]  # fixture
+from tests.support.amqp import depth
+from tests.support.console import OPS_TOKEN, READ_TOKEN, ConsoleWorker, invoice_on_account
+from tests.support.wait import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -84,7 +76,7 @@ async def make_dead_letter(worker: ConsoleWorker, number: str) -> str:
     async def indexed() -> object:
         return await worker.console.index.get(event_id)
 
-    await wait_until(indexed)
+    await wait_for(indexed, 20, 0.1)
     return event_id
 
 
@@ -139,7 +131,7 @@ async def test_fix_the_cause_then_replay_the_group_from_the_page(
     await expect(page.locator("progress")).to_have_attribute("value", "1")
     await shot(page, "replay-finished")
 
-    assert await wait_until(lambda: worker.posted_invoice("1866"), timeout=20)
+    assert await wait_for(lambda: worker.posted_invoice("1866"), 20, 0.1)
     await page.get_by_role("link", name="Back to the dead letters").click()
     await expect(page.get_by_text("No active dead letters.")).to_be_visible()
     assert await depth(worker.settings, worker.settings.queue("dead")) == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.bench.console_pages import PAGES, measure, seed
-from tests.db_support import MakeStore
+from tests.support.db import MakeStore
 
 LETTERS = 100_000
 ORGS = 1_000

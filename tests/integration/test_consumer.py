@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import depth, drain, publish, wait_depth, wait_for
-from tests.conftest import make_settings
-from tests.tcp_proxy import TcpProxy
+from tests.support import factories as f
+from tests.support.amqp import depth, drain, publish, wait_depth
+from tests.support.settings import make_settings
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import wait_for
 from worker.config.settings import Settings
 from worker.errors import Permanent, Transient
 from worker.events.envelope import Event
@@ -246,7 +247,7 @@ async def test_consumer_reconnects_after_connection_cut(amqp_url: str, tmp_path:
     finally:
         await consumer.stop()
         await proxy.stop()
-        from tests.conftest import drop_topology
+        from tests.support.amqp import drop_topology
 
         await drop_topology(direct)
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import aio_pika
 import pytest
-from cryptography.fernet import Fernet
 
-from tests import factories as f
-from tests.amqp_support import Got, depth, wait_for
-from tests.conftest import drop_topology, make_settings
 from tests.corpus import Case, cases
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support import factories as f
+from tests.support.amqp import Got, depth, drop_topology
+from tests.support.settings import emulator_settings
+from tests.support.wait import wait_for
 from worker.app import Runtime
 from worker.config.model import parse_config
 from worker.config.settings import Settings
@@ -55,14 +55,10 @@ class Outcomes(Observer):
 async def corpus_settings(
     amqp_url: str, tmp_path: Path, emulator: EmulatorHandle
 ) -> AsyncIterator[Settings]:
-    s = make_settings(
+    s = emulator_settings(
         tmp_path,
+        emulator,
         amqp_url=amqp_url,
-        bc_api_url=emulator.url,
-        authority_url=emulator.url,
-        ca_file=emulator.ca_file,
-        client_id=emulator.client_id,
-        secret_key=Fernet.generate_key().decode(),
         retry_delays=(0.2, 0.4),
         prefetch=8,
     )

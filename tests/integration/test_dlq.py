@@ -11,18 +11,18 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import depth, drain, publish, wait_depth, wait_for
-from tests.integration.test_dlq_support import (
+from tests.support import factories as f
+from tests.support.amqp import apply_topology, depth, drain, publish, wait_depth
+from tests.support.dead_letters import (
     CREATED,
     UPDATED,
     Scripted,
     Spec,
-    apply_topology,
     dead_ids,
     ids_of,
     make_dead_letters,
 )
+from tests.support.wait import wait_for
 from worker.config.settings import Settings
 from worker.errors import CATALOGUE, Permanent
 from worker.messaging import headers as H

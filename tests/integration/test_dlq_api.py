@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from tests.amqp_support import depth
-from tests.integration.test_dlq_support import Spec, dead_ids, make_dead_letters
+from tests.support.amqp import depth
+from tests.support.dead_letters import Spec, dead_ids, make_dead_letters
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.api.ops_routes import add_routes
 from worker.config.settings import Settings

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.amqp_support import depth
-from tests.integration.test_dlq_support import REPO, Spec, cli_env, dead_ids, make_dead_letters
+from tests.support.amqp import depth
+from tests.support.cli import REPO, cli_env, json_out, run_cli
+from tests.support.dead_letters import Spec, dead_ids, make_dead_letters
 from worker.cli import build_parser
 from worker.config.settings import Settings
 from worker.errors import CATALOGUE
@@ -32,31 +31,10 @@ async def run(settings: Settings, *argv: str) -> int:
     return code
 
 
-def json_out(text: str) -> Any:
-    """The JSON a command printed (in-process, unconfigured structlog also prints to stdout)."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line[:1] in "{[")
-    return json.loads("\n".join(lines[start:]))
-
-
 async def run_process(
     settings: Settings, cwd: Path, *argv: str
 ) -> subprocess.CompletedProcess[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "dlq",
-        *argv,
-        env=cli_env(settings),
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,  # no terminal to ask on
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
+    return await run_cli(cli_env(settings), cwd, "dlq", *argv)
 
 
 async def test_list_prints_a_table_json_and_counts(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tests.amqp_support import depth, drain, wait_for
-from tests.integration.test_dlq_support import Spec, cli_env, ids_of, make_dead_letters
+from tests.support.amqp import depth, drain
+from tests.support.cli import cli_env
+from tests.support.dead_letters import Spec, ids_of, make_dead_letters
+from tests.support.wait import wait_for
 from worker.config.settings import Settings
 from worker.ops import dlq
 

@@ -8,45 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
 
 import pytest
 
 from tests.emulator.entities import escape_enum, odatav4_name
 from tests.emulator.fixtures import BCClient, EmulatorHandle
+from tests.support.conformance import line, new_invoice
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 WEAK_ETAG = re.compile(r'^W/"[A-Za-z0-9+/=]+"$')
 CORRELATION = re.compile(r"  CorrelationId:  [0-9a-f-]{36}\.$")
-
-
-def line(
-    account: str = "3010", qty: float = 1, price: float = 100, tax: str = "25", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "lineType": "Account",
-        "lineObjectNumber": account,
-        "quantity": qty,
-        "unitPrice": price,
-        "taxCode": tax,
-        **extra,
-    }
-
-
-async def new_invoice(
-    bc: BCClient, *lines: dict[str, Any], customer: str = "10000", ext: str = "M-1"
-) -> dict[str, Any]:
-    resp = await bc.post(
-        "salesInvoices",
-        {
-            "customerNumber": customer,
-            "externalDocumentNumber": ext,
-            "salesInvoiceLines": list(lines or [line()]),
-        },
-    )
-    assert resp.status == 201, resp.body
-    return resp.body  # type: ignore[no-any-return]
 
 
 # ---- §1, §3, §5.1: roots, errors, conventions ----------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.emulator.fixtures import BCClient, EmulatorHandle
-from tests.integration.test_emulator_conformance_api import line, new_invoice
+from tests.support.conformance import line, new_credit_memo, new_invoice
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 
@@ -92,22 +92,6 @@ CREDIT_MEMO_LINE_FIELDS = [
     "itemVariantId",
     "locationId",
 ]
-
-
-async def new_credit_memo(
-    bc: BCClient, *lines: dict[str, Any], customer: str = "10000", ext: str = "CN-1", **extra: Any
-) -> dict[str, Any]:
-    resp = await bc.post(
-        "salesCreditMemos?$expand=salesCreditMemoLines",
-        {
-            "customerNumber": customer,
-            "externalDocumentNumber": ext,
-            "salesCreditMemoLines": list(lines or [line()]),
-            **extra,
-        },
-    )
-    assert resp.status == 201, resp.body
-    return resp.body  # type: ignore[no-any-return]
 
 
 async def posted_invoice(bc: BCClient, *lines: dict[str, Any], **kw: Any) -> dict[str, Any]:

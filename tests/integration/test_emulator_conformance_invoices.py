@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.emulator.fixtures import BCClient, EmulatorHandle
-from tests.integration.test_emulator_conformance_api import line, new_invoice
+from tests.support.conformance import line, new_invoice
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 

@@ -15,12 +15,13 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy import text as sa_text
 
-from tests.amqp_support import drain, wait_for
-from tests.conftest import make_settings
-from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support.amqp import drain
+from tests.support.db import KEY
+from tests.support.settings import FAST_POLL, emulator_settings
+from tests.support.wait import wait_for
 from worker.app import bc_hub
-from worker.bc import BcHub, ClientOptions, RetryPolicy
+from worker.bc import BcHub
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config
 from worker.config.settings import Settings
@@ -42,10 +43,6 @@ from worker.sync.poller import ExpensePoller
 ORG = "org-expenses"
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 POSTGRES = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-# BC retries short enough that a throttling storm outlasts them within a test.
-FAST_BC = ClientOptions(
-    timeout_s=10, retry=RetryPolicy(max_attempts=3, max_wait_s=2, base_s=0.05, max_backoff_s=0.2)
-)
 # Seeded: 108001 line 1 (4005), 108002 (4006), 108003 both lines (4005, 4006); 108001's second
 # line has no project and P-INV100001 is a draft.
 SEEDED = {
@@ -88,7 +85,7 @@ class Expenses:
     async def poller(self, store: Store | None = None, **options: Any) -> ExpensePoller:
         """A poller with its own store handle, BC hub and publisher channel."""
         store = store or (self.stores[0] if self.stores else await self.store())
-        hub = bc_hub(self.settings, options=FAST_BC)
+        hub = bc_hub(self.settings, options=FAST_POLL)  # a throttling storm outlasts its retries
         self.hubs.append(hub)
         leases = Leases(store)
         ctx = SyncContext(self.settings, ConfigCache(store), hub, claims=leases, outcomes=store)
@@ -180,16 +177,7 @@ def lines_of(events: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
 async def expenses(
     amqp_url: str, tmp_path: Path, emulator: EmulatorHandle, db_url: str
 ) -> AsyncIterator[Expenses]:
-    settings = make_settings(
-        tmp_path,
-        amqp_url=amqp_url,
-        bc_api_url=emulator.url,
-        authority_url=emulator.url,
-        ca_file=emulator.ca_file,
-        client_id=emulator.client_id,
-        secret_key=KEY,
-        database_url=db_url,
-    )
+    settings = emulator_settings(tmp_path, emulator, amqp_url=amqp_url, database_url=db_url)
     connection = await aio_pika.connect_robust(amqp_url)
     channel = await connection.channel()
     exchange = await channel.declare_exchange(

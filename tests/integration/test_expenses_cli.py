@@ -4,16 +4,16 @@ through the parser that ``worker/cli/main.py`` builds with :func:`register`."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import drop_topology, make_settings
-from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support.amqp import drop_topology
+from tests.support.cli import json_out
+from tests.support.db import KEY
+from tests.support.settings import emulator_settings
 from worker.cli.poll import register
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config
@@ -33,15 +33,7 @@ def parser() -> argparse.ArgumentParser:
 async def cli_settings(
     amqp_url: str, tmp_path: Path, emulator: EmulatorHandle
 ) -> AsyncIterator[Settings]:
-    s = make_settings(
-        tmp_path,
-        amqp_url=amqp_url,
-        bc_api_url=emulator.url,
-        authority_url=emulator.url,
-        ca_file=emulator.ca_file,
-        client_id=emulator.client_id,
-        secret_key=KEY,
-    )
+    s = emulator_settings(tmp_path, emulator, amqp_url=amqp_url)
     store = Store.from_url(s.database_url, secrets=SecretBox([KEY]))
     await store.migrate()
     await store.configs.put(
@@ -72,10 +64,6 @@ def printed(out: str) -> list[str]:
     return lines[start:]
 
 
-def printed_json(out: str) -> Any:
-    return json.loads("\n".join(printed(out)))
-
-
 async def run(settings: Settings, *argv: str) -> int:
     args = parser().parse_args(list(argv))
     return int(await args.func(args, settings))
@@ -85,7 +73,7 @@ async def test_poll_once_prints_what_it_published(
     cli_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert await run(cli_settings, "poll", "--once", "--json") == 0
-    [org] = printed_json(capsys.readouterr().out)["organizations"]
+    [org] = json_out(capsys.readouterr().out)["organizations"]
     assert (org["org"], org["status"], org["published"], org["skipped_lines"]) == (
         ORG,
         "ok",
@@ -100,7 +88,7 @@ async def test_poll_once_prints_what_it_published(
     assert table[1].split()[:3] == [ORG, "ok", "0"]  # nothing twice
 
     assert await run(cli_settings, "poll", "--once", "--org", "org-unknown", "--json") == 0
-    [unknown] = printed_json(capsys.readouterr().out)["organizations"]
+    [unknown] = json_out(capsys.readouterr().out)["organizations"]
     assert (unknown["status"], unknown["reason"]) == ("skipped", "not_configured")
 
 

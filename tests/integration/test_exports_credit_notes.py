@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import wait_for
 from tests.emulator.fixtures import BCClient
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.exports import ORG, Exports
+from tests.support.wait import wait_for
 from worker.events.models import CreditNoteExportedData, ExportedData
 from worker.messaging import headers as H
 

@@ -15,9 +15,9 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from typing import Any
 
-from tests import factories as f
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
-from tests.integration.test_notify_support import make_service
+from tests.support import factories as f
+from tests.support.exports import ORG, Exports
+from tests.support.notify import make_service
 from worker.errors import CATALOGUE
 from worker.messaging import headers as H
 from worker.notify import NotificationRepository

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tests import factories as f
-from tests.amqp_support import depth, wait_for
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.amqp import depth
+from tests.support.exports import ORG, Exports
+from tests.support.wait import wait_for
 from worker.messaging import headers as H
 
 INVOICE_CREATED = "moment.invoice.created"

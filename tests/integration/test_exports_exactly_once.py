@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import wait_for
-from tests.integration.exports_support import Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.exports import Exports
+from tests.support.wait import wait_for
 
 INVOICE_CREATED = "moment.invoice.created"
 CUSTOMER_CREATED = "moment.customer.created"

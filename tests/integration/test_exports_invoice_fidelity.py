@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests import factories as f
 from tests.emulator.fixtures import BCClient
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.exports import ORG, Exports
 from worker import metrics
 from worker.events.models import ExportedData
 from worker.messaging import headers as H

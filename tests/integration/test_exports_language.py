@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from tests import factories as f
 from tests.emulator.fixtures import BCClient, EmulatorHandle
-from tests.integration.exports_support import Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.exports import Exports
 from worker.bc.auth import TokenProvider
 from worker.bc.errors import from_response
 from worker.messaging import headers as H

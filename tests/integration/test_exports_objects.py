@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests import factories as f
-from tests.amqp_support import wait_for
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.exports import ORG, Exports
+from tests.support.wait import wait_for
 from worker.events.models import ExportedData
 
 CUSTOMER_CREATED = "moment.customer.created"
@@ -16,20 +16,6 @@ CUSTOMER_UPDATED = "moment.customer.updated"
 PROJECT_CREATED = "moment.project.created"
 PROJECT_UPDATED = "moment.project.updated"
 INVOICE_CREATED = "moment.invoice.created"
-
-
-def line(project: dict[str, Any] | None, **over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "description": "Consulting, November",
-        "quantity": 10,
-        "unit_price": 1200.0,
-        "discount_percent": 0,
-        "account_number": "3010",
-        "vat_code": "25",
-        "project": project,
-    }
-    body.update(over)
-    return body
 
 
 async def test_domestic_and_abroad_customers_land_with_their_posting_groups(
@@ -175,9 +161,9 @@ async def test_invoice_is_posted_with_header_lines_and_department_from_the_objec
         cust=cust,
         your_reference="PO-77",
         lines=[
-            line(p1),
-            line(p2, description="Workshop", quantity=2, unit_price=950.5, discount_percent=10),
-            line(
+            f.line(p1),
+            f.line(p2, description="Workshop", quantity=2, unit_price=950.5, discount_percent=10),
+            f.line(
                 None,
                 description="Travel",
                 quantity=1,
@@ -251,7 +237,7 @@ async def test_department_from_a_tag_group_and_a_foreign_currency(exports: Expor
     p = f.project("4005", department="100", tag_code="300", cust=cust)
     await exports.send(
         INVOICE_CREATED,
-        {"invoice": f.invoice("7002", cust=cust, currency_code="EUR", lines=[line(p)])},
+        {"invoice": f.invoice("7002", cust=cust, currency_code="EUR", lines=[f.line(p)])},
     )
     posted = await exports.posted("7002")
     assert posted["currencyCode"] == "EUR"

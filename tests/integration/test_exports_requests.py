@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests import factories as f
-from tests.integration.exports_support import Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.exports import Exports
 
 
 async def _measure(exports: Exports, type_: str, data: dict[str, Any]) -> list[dict[str, Any]]:

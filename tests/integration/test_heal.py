@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tests import factories as f
-from tests.amqp_support import wait_for
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.exports_support import ORG, Exports, account_invoice, open_exports
-from tests.integration.test_notify_support import make_service
+from tests.support import factories as f
+from tests.support.clock import WallClock
+from tests.support.exports import ORG, Exports, account_invoice, open_exports
+from tests.support.notify import make_service
+from tests.support.wait import wait_for
 from worker.messaging import headers as H
 from worker.notify import NotificationRecorder, NotificationRepository
 from worker.ops import dlq
@@ -170,7 +171,8 @@ async def test_a_heal_that_fails_again_waits_until_the_cause_looked_fixed_again(
     exports = harness
     event_id = await exports.send("moment.invoice.created", account_invoice("1867", "9998"))
     assert await exports.done(event_id) == ["dead_lettered"]
-    service = healer(exports)
+    clock = WallClock()
+    service = healer(exports, clock=clock)
     [missing] = await service.probe_once()
     assert (missing.checked, missing.replayed) == ({"gl_account::9998": False}, 0)
     # A heal that failed again: the copy went back with the healer's marks (as the consumer
@@ -197,7 +199,7 @@ async def test_a_heal_that_fails_again_waits_until_the_cause_looked_fixed_again(
 
     # The account goes and comes back: the cause looked fixed again, so one more replay.
     await exports.emulator.control.delete("gl_account", "9998", at=exports.emulator.company_ref)
-    await asyncio.sleep(1.1)  # past the heal mark
+    clock.advance(1.1)  # past the heal mark
     [gone] = await service.probe_once()
     assert (gone.checked, gone.replayed) == ({"gl_account::9998": False}, 0)
     await exports.add_gl_account("9998")

@@ -15,17 +15,12 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests import factories as f
-from tests.amqp_support import publish, wait_for
-from tests.conftest import drop_topology, make_settings
-from tests.integration.test_dlq_support import (
-    CREATED,
-    Scripted,
-    Spec,
-    apply_topology,
-    make_dead_letters,
-)
-from tests.tcp_proxy import TcpProxy
+from tests.support import factories as f
+from tests.support.amqp import apply_topology, drop_topology, publish
+from tests.support.dead_letters import CREATED, Scripted, Spec, make_dead_letters
+from tests.support.settings import make_settings
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.wait import wait_for
 from worker import metrics
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.config.settings import Settings

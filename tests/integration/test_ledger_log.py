@@ -12,12 +12,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from tests.integration.exports_support import (  # noqa: F401
-    ORG,
-    Exports,
-    account_invoice,
-    exports_fixture,
-)
+from tests.support.exports import ORG, Exports, account_invoice
 from worker.api import config_routes, objects_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.cli import build_parser

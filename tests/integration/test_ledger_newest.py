@@ -15,15 +15,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tests import factories as f
-from tests.amqp_support import wait_for
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.exports_support import (  # noqa: F401
-    ORG,
-    Exports,
-    exports_fixture,
-    open_exports,
-)
+from tests.support import factories as f
+from tests.support.exports import ORG, Exports, open_exports
+from tests.support.wait import wait_for
 from worker.ops import dlq
 from worker.sync.ledger import LedgerRepository, LogFilters
 

@@ -8,17 +8,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import Got, drain
-from tests.integration.exports_support import (  # noqa: F401
-    ORG,
-    Exports,
-    account_invoice,
-    exports_fixture,
-)
+from tests.support import factories as f
+from tests.support.amqp import Got, bound_queue, drain
+from tests.support.exports import ORG, Exports, account_invoice
 from worker.events.envelope import parse
 from worker.events.handlers import Outcome
 from worker.events.models import OUTGOING, SyncStatusData
@@ -31,14 +25,8 @@ STATUS = "bc.sync.status"
 
 @pytest.fixture
 async def status_queue(exports: Exports) -> AsyncIterator[str]:
-    name = exports.settings.queue("test-status")
-    connection = await aio_pika.connect(exports.settings.amqp_url.get_secret_value())
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, durable=False)
-        await queue.bind(exports.settings.exchange, STATUS)
+    async with bound_queue(exports.settings, "test-status", [STATUS]) as name:
         yield name
-        await channel.queue_delete(name)
 
 
 async def statuses(exports: Exports, queue: str, *, settle: float = 0.5) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ import asyncio
 import email
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
@@ -16,18 +15,13 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import wait_for
-from tests.conftest import make_settings
-from tests.db_support import MakeStore
 from tests.emulator import tls
-from tests.integration.test_notify_support import (
-    CLIENT_SECRET,
-    SMTP_PASSWORD,
-    SmtpSink,
-    config,
-    make_service,
-)
+from tests.support import factories as f
+from tests.support.db import MakeStore
+from tests.support.notify import CLIENT_SECRET, config, make_service
+from tests.support.settings import make_settings
+from tests.support.smtp import SMTP_PASSWORD, SmtpSink
+from tests.support.wait import wait_for
 from worker.config.settings import Settings
 from worker.events.envelope import parse
 from worker.events.handlers import FailureReport, Outcome
@@ -71,14 +65,6 @@ def report(
 
 def invoice_event(number: str) -> Any:
     return parse(f.body("moment.invoice.created", {"invoice": f.invoice(number)}, org=ORG))
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
 
 
 def notify_settings(tmp_path: Path, sink: SmtpSink | None, **over: Any) -> Settings:
@@ -210,15 +196,14 @@ async def test_a_resolved_object_appears_in_the_next_digest(
 ) -> None:
     await setup_org(store, [{"email": ADMIN}])
     recorder = NotificationRecorder(NotificationRepository(store))
-    service = make_service(notify_settings(tmp_path, smtp, digest_window_s=0.01), store)
+    service = make_service(notify_settings(tmp_path, smtp, digest_window_s=60), store)
 
     await recorder.on_failure(report("1866"))
     assert await service.run_once() == 1
     await recorder.on_success(invoice_event("1866"), Outcome.ok())
     await recorder.on_success(invoice_event("1866"), Outcome.ok())  # redelivery: reported once
     await recorder.on_success(invoice_event("1867"), Outcome.ok())  # never failed: not reported
-    await asyncio.sleep(0.02)  # let the (tiny) window pass
-    assert await service.run_once() == 1
+    assert await service.run_once(now=utcnow() + timedelta(seconds=61)) == 1  # the window passed
 
     assert len(smtp.received) == 2
     second = smtp.received[1]
@@ -527,20 +512,18 @@ async def test_old_sent_digests_are_purged_but_open_failures_stay_resolvable(
     await setup_org(store, [{"email": ADMIN}])
     repo = NotificationRepository(store)
     recorder = NotificationRecorder(repo)
-    service = make_service(notify_settings(tmp_path, smtp, digest_window_s=0.01), store)
+    service = make_service(notify_settings(tmp_path, smtp, digest_window_s=60), store)
     await recorder.on_failure(report("1"))
     await recorder.on_failure(report("2"))
     assert await service.run_once() == 1
     await recorder.on_success(invoice_event("1"), Outcome.ok())
-    await asyncio.sleep(0.02)
-    assert await service.run_once() == 1
+    assert await service.run_once(now=utcnow() + timedelta(seconds=61)) == 1  # a window later
 
     later = utcnow() + timedelta(days=31)
     assert await repo.purge(keep_s=30 * 86400, keep_open_s=90 * 86400, now=later) > 0
     # Invoice 2 never succeeded: its failure is kept, and its late success is still news.
     await recorder.on_success(invoice_event("2"), Outcome.ok())
-    await asyncio.sleep(0.02)
-    assert await service.run_once() == 1
+    assert await service.run_once(now=utcnow() + timedelta(seconds=122)) == 1  # another window
     assert "Invoice 2 was transferred" in smtp.received[-1].part("plain")
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
-import pytest
 
-from tests import factories as f
-from tests.amqp_support import publish, wait_for
-from tests.conftest import make_settings
-from tests.db_support import KEY
-from tests.integration.test_notify_support import SmtpSink, config, make_service
+from tests.support import factories as f
+from tests.support.amqp import publish
+from tests.support.db import KEY
+from tests.support.notify import config, make_service
+from tests.support.settings import make_settings
+from tests.support.smtp import SmtpSink
+from tests.support.wait import wait_for
 from worker.config.crypto import SecretBox
 from worker.config.settings import Settings
 from worker.errors import Permanent, Transient
@@ -28,14 +28,6 @@ from worker.store import Store
 
 ORG = f.ORG
 TYPE = "moment.invoice.created"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpSink]:
-    sink = SmtpSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
 
 
 async def test_a_dead_lettered_invoice_reaches_its_recipients_once(

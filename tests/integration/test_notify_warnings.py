@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from tests import factories as f
-from tests.db_support import MakeStore
+from tests.support import factories as f
+from tests.support.db import MakeStore
 from worker.events.envelope import parse
 from worker.events.handlers import DataWarning, FailureReport, Outcome
 from worker.notify import NotificationRecorder, NotificationRepository

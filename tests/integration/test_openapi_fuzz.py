@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import drop_topology, make_settings
 from tests.emulator.server import EmulatorProcess
-from tests.factories import dialog
-from tests.integration.test_config_verify import API_TOKEN, SECRET_KEY
-from tests.integration.test_dlq_support import Spec, make_dead_letters
+from tests.support.amqp import drop_topology
+from tests.support.db import KEY
+from tests.support.dead_letters import Spec, make_dead_letters
+from tests.support.factories import dialog
+from tests.support.settings import API_TOKEN, make_settings
+from tests.support.wait import wait_for_sync
 from worker.api import contract, openapi
 from worker.config.settings import Settings
 
@@ -95,7 +96,7 @@ def _env(settings: Settings, emulator: EmulatorProcess) -> dict[str, str]:
         BC_SYNC_AUTHORITY_URL=emulator.url,
         BC_SYNC_CA_FILE=str(emulator.ca_file),
         BC_SYNC_CLIENT_ID=str(settings.client_id),
-        BC_SYNC_SECRET_KEY=SECRET_KEY,
+        BC_SYNC_SECRET_KEY=KEY,
         BC_SYNC_API_TOKEN=f"backoffice={API_TOKEN}",
         BC_SYNC_HTTP_HOST="127.0.0.1",
         BC_SYNC_HTTP_PORT=str(settings.http_port),
@@ -107,19 +108,18 @@ def _env(settings: Settings, emulator: EmulatorProcess) -> dict[str, str]:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(
                 f"bc-sync run exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             )
         try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return
+            return requests.get(url + "/readyz", timeout=2).status_code == 200
         except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the api role did not get ready:\n{log.read_text()[-3000:]}")
+            return False
+
+    if not wait_for_sync(ready, 60, 0.2, fail=False):
+        raise AssertionError(f"the api role did not get ready:\n{log.read_text()[-3000:]}")
 
 
 async def _seed_dead_letters(settings: Settings) -> None:
@@ -183,7 +183,7 @@ def live_api(
         asyncio.run(drop_topology(settings))
     assert proc.returncode == 0, log.read_text()[-3000:]
     text = log.read_text()
-    for secret in (DEMO.client_secret, API_TOKEN, SECRET_KEY):
+    for secret in (DEMO.client_secret, API_TOKEN, KEY):
         assert secret not in text
 
 

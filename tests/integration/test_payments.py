@@ -16,9 +16,10 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import drain, wait_for
-from tests.integration.exports_support import ORG, Exports, Worker, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.amqp import drain
+from tests.support.exports import ORG, Exports, Worker
+from tests.support.wait import wait_for
 from worker.events.handlers import FailureReport, Observer
 from worker.events.models import ExportedData
 from worker.messaging.publisher import Publisher

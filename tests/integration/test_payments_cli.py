@@ -4,66 +4,17 @@ the BC emulator."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import drain
-from tests.db_support import KEY
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
+from tests.support import factories as f
+from tests.support.amqp import bound_queue, drain
+from tests.support.cli import printed_json
+from tests.support.exports import ORG, Exports, bc_sync
 from worker.sync.payments import PAID_EVENT, UPDATED_EVENT
-
-
-def env_of(exports: Exports) -> dict[str, str]:
-    s = exports.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BC_SYNC_")}
-    env.update(
-        BC_SYNC_AMQP_URL=s.amqp_url.get_secret_value(),
-        BC_SYNC_QUEUE_PREFIX=s.queue_prefix,
-        BC_SYNC_EXCHANGE=s.exchange,
-        BC_SYNC_DATABASE_URL=s.database_url.get_secret_value(),
-        BC_SYNC_SECRET_KEY=KEY,
-        BC_SYNC_BC_API_URL=s.bc_api_url,
-        BC_SYNC_AUTHORITY_URL=s.authority_url,
-        BC_SYNC_CA_FILE=str(s.ca_file),
-        BC_SYNC_CLIENT_ID=s.client_id or "",
-        BC_SYNC_LOG_FORMAT="json",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-async def bc_sync(exports: Exports, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.cli",
-        *argv,
-        env=env_of(exports),
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
-
-
-def printed_json(out: str) -> Any:
-    """The JSON document the command printed (JSON log lines go to stdout too)."""
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line == "{")
-    return json.loads("\n".join(lines[start:]))
 
 
 def table(out: str) -> list[list[str]]:
@@ -75,15 +26,10 @@ def table(out: str) -> list[list[str]]:
 @pytest.fixture
 async def moment_queue(exports: Exports) -> AsyncIterator[str]:
     """A queue bound to the payment events, as Moment would have."""
-    name = exports.settings.queue("moment-payments-cli")
-    connection = await aio_pika.connect(exports.settings.amqp_url.get_secret_value())
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, durable=False, auto_delete=False)
-        for key in (PAID_EVENT, UPDATED_EVENT):
-            await queue.bind(exports.settings.exchange, key)
+    async with bound_queue(
+        exports.settings, "moment-payments-cli", [PAID_EVENT, UPDATED_EVENT]
+    ) as name:
         yield name
-        await channel.queue_delete(name)
 
 
 async def test_poll_once_payments_as_an_operator_runs_it(

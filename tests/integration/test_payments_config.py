@@ -4,7 +4,6 @@ sending ``bc.invoice.paid``, and the ``payments`` section of the status route.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,16 +12,18 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.factories import dialog
-from tests.integration.test_app_roles import AUTH, call, free_port
-from tests.integration.test_config_verify import FAST, emulator_settings
-from worker.app import bc_hub, build_services
+from tests.support import factories as f
+from tests.support.amqp import drop_topology
+from tests.support.api import call
+from tests.support.factories import dialog
+from tests.support.net import free_port
+from tests.support.roles import running
+from tests.support.settings import AUTH, FAST_VERIFY, emulator_settings
+from tests.support.wait import wait_for
+from worker.app import bc_hub
 from worker.config.model import parse_config
 from worker.config.settings import Settings
-from worker.runtime import Service
 from worker.setup.verify import BcUnreachable, verify
 
 ORG = "org-payments"
@@ -42,16 +43,8 @@ async def app_settings(
 
 @pytest.fixture
 async def worker(app_settings: Settings) -> AsyncIterator[str]:
-    services: list[Service] = await build_services(app_settings, ["consume", "poll", "api"])
-    started: list[Service] = []
-    try:
-        for service in services:
-            await service.start()
-            started.append(service)
+    async with running(app_settings, ["consume", "poll", "api"]):
         yield f"http://127.0.0.1:{app_settings.http_port}"
-    finally:
-        for service in reversed(started):
-            await service.stop()
 
 
 def payments_on(**over: Any) -> dict[str, Any]:
@@ -125,13 +118,16 @@ async def test_saved_in_the_dialog_then_paid_invoices_reach_moment(
     assert paid["data"]["bc_number"] == exported["data"]["bc_number"]
     assert paid["data"]["amount"] == exported["data"]["total_including_tax"]
 
-    async with asyncio.timeout(10):
-        while True:
-            status, report = await call("GET", worker + PATH + "/status", headers=AUTH)
-            section = report["payments"]
-            if section.get("invoices", {}).get("paid") == 1 and section["polled"]:
-                break
-            await asyncio.sleep(0.1)
+    report: dict[str, Any] = {}
+    section: dict[str, Any] = {}
+
+    async def paid_and_polled() -> bool:
+        nonlocal report, section
+        _, report = await call("GET", worker + PATH + "/status", headers=AUTH)
+        section = report["payments"]
+        return bool(section.get("invoices", {}).get("paid") == 1 and section["polled"])
+
+    await wait_for(paid_and_polled, 10, 0.1)
     assert section["paused"] is False and section["last_error_code"] is None
     assert section["last_success_at"] and section["last_poll_at"]
     assert section["invoices"] == {"open": 0, "paid": 1}
@@ -139,15 +135,15 @@ async def test_saved_in_the_dialog_then_paid_invoices_reach_moment(
 
 
 async def _next_of(queue: aio_pika.abc.AbstractQueue, type_: str) -> dict[str, Any]:
-    async with asyncio.timeout(20):
-        while True:
-            message = await queue.get(fail=False, no_ack=True)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
+    async def next_of_type() -> dict[str, Any] | None:
+        while message := await queue.get(fail=False, no_ack=True):
             event: dict[str, Any] = json.loads(message.body)
             if event["type"] == type_:
                 return event
+        return None
+
+    found: dict[str, Any] = await wait_for(next_of_type, 20)
+    return found
 
 
 async def test_verify_reads_sales_invoices_only_when_payments_are_on(
@@ -158,7 +154,7 @@ async def test_verify_reads_sales_invoices_only_when_payments_are_on(
     payments)."""
     settings = emulator_settings(tmp_path, emulator)
     await emulator.control.add_fault("status", status=503, path="/salesInvoices$", method="GET")
-    async with bc_hub(settings, options=FAST) as hub:
+    async with bc_hub(settings, options=FAST_VERIFY) as hub:
         with pytest.raises(BcUnreachable):
             await verify(parse_config(payments_on()), hub)
         facts = await verify(parse_config(payments_on(import_payments=False)), hub)

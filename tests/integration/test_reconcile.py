@@ -24,9 +24,9 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from tests import factories as f
-from tests.integration.exports_support import ORG, Exports, exports_fixture  # noqa: F401
-from tests.integration.test_payments_cli import bc_sync, printed_json
+from tests.support import factories as f
+from tests.support.cli import printed_json
+from tests.support.exports import ORG, Exports, bc_sync
 from worker.api import config_routes, reconcile_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.cli import build_parser

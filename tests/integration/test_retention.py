@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from worker.notify.retention import Retention
 from worker.notify.store import NotificationRepository, notification_digests, notification_items
 from worker.store import Store

@@ -21,9 +21,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from tests.conftest import SECRET_SCAN, make_settings
-from tests.db_support import MakeStore
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support.db import MakeStore
+from tests.support.session_checks import SECRET_SCAN
+from tests.support.settings import make_settings
 from worker.api import openapi, ops_routes
 from worker.api.app import ApiContext, ApiServer, create_app
 from worker.app import bc_hub

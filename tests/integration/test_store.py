@@ -17,45 +17,12 @@ from cryptography.fernet import Fernet
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from tests.db_support import KEY, MakeStore
+from tests.support.db import KEY, MakeStore
+from tests.support.factories import SECRET, config, secret_of
 from worker.config.crypto import SecretBox, SecretDecryptError
-from worker.config.model import ConfigValidationError, IntegrationConfig, parse_config
+from worker.config.model import ConfigValidationError
 from worker.store import MIGRATIONS, Migration, Store, StoredConfigError
 from worker.store.migrations import check_steps, run_migrations
-
-SECRET = "Qx8~k3.PLAINTEXT-client-secret-4711"
-
-
-def config(**changes: Any) -> IntegrationConfig:
-    data: dict[str, Any] = {
-        "tenant_id": "7c2d9a4e-1b3f-4c5d-8e6f-0a1b2c3d4e5f",
-        "client_secret": SECRET,
-        "environment": "Production",
-        "company_name": "CRONUS%20Sverige%20AB",
-        "export_customers": True,
-        "customer_posting_groups": {
-            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
-            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
-        },
-        "export_projects": True,
-        "project_dimension": "PROJEKT",
-        "import_expenses": True,
-        "expenses_from_date": "2026-01-01",
-        "expense_activity": "Inköp",
-        "expenses_billable": True,
-        "notification_recipients": [{"user_id": "u-17"}, {"email": "ekonomi@example.se"}],
-        "notes": "Set up by Anna",
-    }
-    data.update(changes)
-    return parse_config(data)
-
-
-def secret_of(stored: Any) -> str:
-    assert stored is not None
-    assert stored.config.client_secret is not None
-    value: str = stored.config.client_secret.get_secret_value()
-    return value
-
 
 # --- configs ------------------------------------------------------------------------------------
 

@@ -12,22 +12,12 @@ from typing import Any
 
 from sqlalchemy import event
 
-from tests.db_support import MakeStore
-from tests.integration.test_store import config, secret_of
+from tests.support.clock import Clock
+from tests.support.db import MakeStore
+from tests.support.factories import config, secret_of
 from worker.store import ConfigCache, Store
 
 TTL = 5.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @contextmanager

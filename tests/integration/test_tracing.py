@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import aiohttp
 import pytest
 import structlog
 from aiohttp import web
@@ -26,11 +25,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from structlog.testing import LogCapture
 
-from tests import factories as f
-from tests.conftest import drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.test_app_roles import free_port
-from tests.integration.test_config_verify import API_TOKEN, SECRET_KEY, emulator_settings
+from tests.support import factories as f
+from tests.support.amqp import drop_topology
+from tests.support.api import wait_ready
+from tests.support.db import KEY
+from tests.support.net import free_port
+from tests.support.settings import API_TOKEN, emulator_settings
+from tests.support.wait import wait_for
 from worker import tracing
 from worker.app import build_services
 from worker.config.model import parse_config
@@ -99,26 +101,12 @@ async def run_one_event(settings: Settings, body: bytes) -> dict[str, Any]:
             await outgoing.bind(settings.exchange, "bc.customer.exported")
             exchange = await channel.get_exchange(settings.exchange)
             await exchange.publish(aio_pika.Message(body, delivery_mode=2), routing_key=CREATED)
-            async with asyncio.timeout(30):
-                while (message := await outgoing.get(fail=False, no_ack=True)) is None:
-                    await asyncio.sleep(0.05)
+            message = await wait_for(lambda: outgoing.get(fail=False, no_ack=True), 30)
             exported: dict[str, Any] = json.loads(message.body)
             return exported
     finally:
         for service in reversed(started):
             await service.stop()
-
-
-async def wait_ready(url: str) -> None:
-    async with asyncio.timeout(60), aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
 
 
 def traced_event(number: str) -> bytes:
@@ -222,9 +210,10 @@ async def test_a_failing_event_is_an_error_span_with_its_code(
                 aio_pika.Message(json.dumps(envelope).encode()),
                 routing_key="moment.invoice.created",
             )
-            async with asyncio.timeout(30):
-                while not [s for s in spans.get_finished_spans() if s.name.startswith("consume ")]:
-                    await asyncio.sleep(0.05)
+            await wait_for(
+                lambda: [s for s in spans.get_finished_spans() if s.name.startswith("consume ")],
+                30,
+            )
     finally:
         for service in reversed(services):
             await service.stop()
@@ -288,7 +277,7 @@ async def test_bc_sync_run_exports_spans_over_otlp_http(
         BC_SYNC_QUEUE_PREFIX=settings.queue_prefix,
         BC_SYNC_EXCHANGE=settings.exchange,
         BC_SYNC_DATABASE_URL=settings.database_url.get_secret_value(),
-        BC_SYNC_SECRET_KEY=SECRET_KEY,
+        BC_SYNC_SECRET_KEY=KEY,
         BC_SYNC_HTTP_PORT=str(settings.http_port),
         BC_SYNC_LOG_FORMAT="json",
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
@@ -325,11 +314,7 @@ async def test_bc_sync_run_exports_spans_over_otlp_http(
             }
 
         got: list[str] | None = None
-        try:
-            async with asyncio.timeout(30):
-                while f"consume {CREATED}" not in names():
-                    await asyncio.sleep(0.1)
-        except TimeoutError:
+        if not await wait_for(lambda: f"consume {CREATED}" in names(), 30, 0.1, fail=False):
             got = sorted(names())
     finally:
         if proc.returncode is None:

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from tests.support.clock import Clock
 from worker.bc.errors import BcThrottled, BcUnavailable
 from worker.bc.limits import (
     BREAKER_FAILURES,
@@ -17,14 +18,6 @@ from worker.bc.limits import (
     Limiters,
     SubjectLimiter,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_at_most_five_in_flight() -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.settings import FAST_RETRY
 from worker.bc.errors import BcAuthError, BcThrottled, BcUnavailable, BcValidationError
 from worker.bc.retry import RetryPolicy, call, parse_retry_after, retrying
 
@@ -72,14 +73,11 @@ async def run(
 IMPLS = pytest.mark.parametrize("impl", ["call", "tenacity"])
 
 
-FAST = RetryPolicy(max_attempts=4, max_wait_s=1.0, base_s=0.001, max_backoff_s=0.01)
-
-
 @IMPLS
 async def test_transient_errors_are_retried_until_success(impl: str) -> None:
     op = Flaky(BcThrottled("429", retry_after=0.01), BcUnavailable("503"))
     slept: list[float] = []
-    assert await run(op, FAST, slept, impl=impl) == "done"
+    assert await run(op, FAST_RETRY, slept, impl=impl) == "done"
     assert op.calls == 3
     assert slept[0] >= 0.01  # Retry-After honoured
 
@@ -88,8 +86,8 @@ async def test_transient_errors_are_retried_until_success(impl: str) -> None:
 async def test_attempts_are_bounded(impl: str) -> None:
     op = Flaky(*(BcUnavailable("503") for _ in range(10)))
     with pytest.raises(BcUnavailable):
-        await run(op, FAST, impl=impl)
-    assert op.calls == FAST.max_attempts
+        await run(op, FAST_RETRY, impl=impl)
+    assert op.calls == FAST_RETRY.max_attempts
 
 
 @IMPLS
@@ -113,7 +111,7 @@ async def test_long_retry_after_is_handed_to_the_caller_at_once(impl: str) -> No
 async def test_non_retryable_errors_are_raised_at_once(error: Exception, impl: str) -> None:
     op = Flaky(error)
     with pytest.raises(type(error)):
-        await run(op, FAST, impl=impl)
+        await run(op, FAST_RETRY, impl=impl)
     assert op.calls == 1
 
 
@@ -138,6 +136,6 @@ async def test_both_loops_sleep_alike() -> None:
     errors = [BcUnavailable("503"), BcThrottled("429", retry_after=0.01), BcUnavailable("503")]
     slept_call: list[float] = []
     slept_tenacity: list[float] = []
-    assert await run(Flaky(*errors), FAST, slept_call, impl="call") == "done"
-    assert await run(Flaky(*errors), FAST, slept_tenacity, impl="tenacity") == "done"
+    assert await run(Flaky(*errors), FAST_RETRY, slept_call, impl="call") == "done"
+    assert await run(Flaky(*errors), FAST_RETRY, slept_tenacity, impl="tenacity") == "done"
     assert slept_call == slept_tenacity

@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from tests.factories import dialog
+from tests.support.factories import dialog
 from worker.config.model import (
     ConfigValidationError,
     FieldError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests import factories as f
+from tests.support import factories as f
 from worker.events.models import Customer
 from worker.sync import transforms as t
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from tests import factories as f
+from tests.support import factories as f
 from worker.errors import InvalidEvent
 from worker.events import schemas
 from worker.events.envelope import CloudEvent, parse

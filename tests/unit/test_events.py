@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import factories as f
+from tests.support import factories as f
 from worker.errors import InvalidEvent
 from worker.events import schemas
 from worker.events.envelope import build, parse

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests import factories as f
+from tests.support import factories as f
 from worker.errors import InvalidEvent
 from worker.events.envelope import parse
 from worker.messaging import headers as H

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from tests.conftest import make_settings
-from tests.factories import dialog
+from tests.support.factories import dialog
+from tests.support.settings import make_settings
 from worker.api import contract, openapi
 from worker.api.app import ApiContext, create_app
 from worker.config.model import parse_config, parse_connection_fields

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests import factories as f
+from tests.support import factories as f
 from worker.messaging import headers as H
 from worker.ops.dlq import DeadLetter, FilterError, Filters, group_counts, jsonable, parse_time
 

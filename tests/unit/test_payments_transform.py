@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import dialog
+from tests.support.factories import dialog
 from worker.bc.models import SalesInvoiceBalance
 from worker.bc.odata import MAX_OR_TERMS, Guid, one_of
 from worker.config.model import (

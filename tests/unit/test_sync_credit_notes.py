@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests import factories as f
+from tests.support import factories as f
 from worker.bc import BcValidationError
 from worker.bc.models import SalesCreditMemo
 from worker.events.envelope import Event

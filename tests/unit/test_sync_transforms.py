@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import factories as f
+from tests.support import factories as f
 from worker.bc import BcValidationError
 from worker.errors import Permanent
 from worker.events.models import Customer, Invoice, Project

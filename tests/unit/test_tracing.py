@@ -12,7 +12,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests import factories as f
+from tests.support import factories as f
 from worker import tracing
 from worker.errors import InvalidEvent
 from worker.events import schemas

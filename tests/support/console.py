@@ -1,29 +1,27 @@
-"""Helpers for the console tests (no tests here): a real worker (``bc-sync run`` roles consume
+"""Helpers for the console tests: a real worker (``bc-sync run`` roles consume
 and api, real broker, store and emulator) and an HTTP client that signs in like a browser."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import aiohttp
-import pytest
 
-from tests import factories as f
-from tests.conftest import SECRET_SCAN, drop_topology
 from tests.emulator.fixtures import EmulatorHandle
-from tests.integration.exports_support import config_body
-from tests.integration.test_config_verify import emulator_settings
+from tests.support import factories as f
+from tests.support.amqp import drop_topology
+from tests.support.exports import config_body
+from tests.support.net import free_port
+from tests.support.roles import running
+from tests.support.session_checks import SECRET_SCAN
+from tests.support.settings import emulator_settings
 from worker.api.app import CONTEXT
-from worker.app import build_services
 from worker.config.settings import Settings
 from worker.console.web import CONSOLE, ConsoleContext
 from worker.events.envelope import CONTENT_TYPE
@@ -37,37 +35,12 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 SECRET_SCAN.add(OPS_TOKEN, READ_TOKEN)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[Any]], timeout: float = 20.0, step: float = 0.1
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
-
-
 def invoice_on_account(number: str, account: str) -> dict[str, Any]:
     customer = f.customer("10000")
-    line = {
-        "description": "Licenser",
-        "quantity": 1,
-        "unit_price": 500.0,
-        "discount_percent": 0,
-        "account_number": account,
-        "vat_code": "25",
-        "project": f.project("4005", department="100", cust=customer),
-    }
+    project = f.project("4005", department="100", cust=customer)
+    line = f.line(
+        project, description="Licenser", quantity=1, unit_price=500.0, account_number=account
+    )
     return {"invoice": f.invoice(number, cust=customer, lines=[line])}
 
 
@@ -142,25 +115,11 @@ async def console_worker(
         http_port=port,
         **over,
     )
-    services: list[Service] = await build_services(settings, ["consume", "api"])
-    started: list[Service] = []
     try:
-        for service in services:
-            await service.start()
-            started.append(service)
-        yield ConsoleWorker(settings, emulator, f"http://127.0.0.1:{port}", services)
+        async with running(settings, ["consume", "api"]) as services:
+            yield ConsoleWorker(settings, emulator, f"http://127.0.0.1:{port}", services)
     finally:
-        for service in reversed(started):
-            await service.stop()
         await drop_topology(settings)
-
-
-@pytest.fixture
-async def worker(
-    tmp_path: Path, emulator: EmulatorHandle, amqp_url: str
-) -> AsyncIterator[ConsoleWorker]:
-    async for w in console_worker(tmp_path, emulator, amqp_url):
-        yield w
 
 
 class Browser:
@@ -207,12 +166,3 @@ class Browser:
             if cookie.key == "bcsync_session":
                 return cookie.value
         return None
-
-
-@pytest.fixture
-async def browser(worker: ConsoleWorker) -> AsyncIterator[Browser]:
-    b = Browser(worker.url)
-    try:
-        yield b
-    finally:
-        await b.close()

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from tests.unit.test_deploy_names import (
+from tests.support.deploy import (
     DEPLOY,
     K8S,
     K8S_EXAMPLE,

@@ -1,43 +1,21 @@
-"""Database fixtures shared by every test that needs the store: real SQLite files and a real
-PostgreSQL server (``DATABASE_URL``, default ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``).
-Each test run creates its own PostgreSQL database and drops it at the end.
+"""Database fixtures (a conftest plugin): real SQLite files and a real PostgreSQL server
+(``DATABASE_URL``, default ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``). Each test
+run creates its own PostgreSQL database and drops it at the end.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets as random
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
+from tests.support.db import KEY, MakeStore, admin_url, asyncpg_dsn, run_in_thread
 from worker.config.crypto import SecretBox
 from worker.store import Store
-
-KEY = Fernet.generate_key().decode()
-
-MakeStore = Callable[..., Store]
-
-
-def admin_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def run_in_thread(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine to completion from sync code, even while an event loop is running."""
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, coro).result()
 
 
 @pytest.fixture(scope="session")
@@ -49,14 +27,14 @@ def pg_database() -> Iterator[str]:
     name = f"bcsync_test_{random.token_hex(6)}"
 
     async def create() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(admin), timeout=5)
+        conn = await asyncpg.connect(asyncpg_dsn(admin), timeout=5)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
 
     async def drop() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(admin), timeout=5)
+        conn = await asyncpg.connect(asyncpg_dsn(admin), timeout=5)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
@@ -79,7 +57,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield f"sqlite+aiosqlite:///{tmp_path / 'state' / 'bc-sync.db'}"
         return
     url: str = request.getfixturevalue("pg_database")
-    conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+    conn = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
     try:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from tests.unit.test_deploy_names import (
+from tests.support.deploy import (
     K8S_MONITORING,
     OBS,
     container,

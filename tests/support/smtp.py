@@ -1,12 +1,10 @@
-"""Helpers for the notification tests: a real SMTP server (aiosmtpd, in the test's event loop)
-that can refuse or defer chosen recipients and require a login, and a digest-service factory.
-"""
+"""A real SMTP server (aiosmtpd, in the test's event loop) that can refuse or defer chosen
+recipients and require a login."""
 
 from __future__ import annotations
 
 import asyncio
 import email
-import socket
 import ssl
 import warnings
 from dataclasses import dataclass
@@ -16,23 +14,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from worker.config.model import IntegrationConfig, parse_config
-from worker.config.settings import Settings
-from worker.notify.mail import Mailer
-from worker.notify.service import DigestService, EventPublisher
-from worker.notify.store import NotificationRepository
-from worker.store import ConfigCache, Leases, Store
+from tests.support.net import free_port
 
 SMTP_USER = "notify"
 SMTP_PASSWORD = "smtp-pa55-Zq8rT1"
-CLIENT_SECRET = "cs~Very.Secret_ClientValue-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -140,39 +125,3 @@ class SmtpSink:
 
     def to(self, address: str) -> list[Received]:
         return [r for r in self.received if address in r.rcpt_tos]
-
-
-def config(recipients: list[Any], **changes: Any) -> IntegrationConfig:
-    data: dict[str, Any] = {
-        "tenant_id": "7c2d9a4e-1b3f-4c5d-8e6f-0a1b2c3d4e5f",
-        "client_secret": CLIENT_SECRET,
-        "environment": "Production",
-        "company_name": "CRONUS%20Sverige%20AB",
-        "export_invoices": True,
-        "department_dimension": "AVDELNING",
-        "department_source": "department",
-        "notification_recipients": recipients,
-    }
-    data.update(changes)
-    return parse_config(data)
-
-
-def make_service(
-    settings: Settings,
-    store: Store,
-    *,
-    publisher: EventPublisher | None = None,
-    mailer: Mailer | None = None,
-    **kwargs: Any,
-) -> DigestService:
-    kwargs.setdefault("retry_base_s", 0.01)
-    kwargs.setdefault("tick_s", 0.05)
-    return DigestService(
-        settings,
-        NotificationRepository(store),
-        ConfigCache(store, ttl=0),
-        Leases(store),
-        publisher=publisher,
-        mailer=mailer,
-        **kwargs,
-    )

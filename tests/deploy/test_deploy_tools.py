@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_deploy_names import (
+from tests.support.deploy import (
     K8S,
     K8S_EXAMPLE,
     K8S_MONITORING,

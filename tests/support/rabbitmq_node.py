@@ -5,7 +5,8 @@ The server script switches to the `rabbitmq` user in a new session, so killing o
 process group does not reach the Erlang VM (beam.smp) or the epmd it may start. A node is
 therefore stopped with `rabbitmqctl -n NODE stop`; whatever of it is still there afterwards
 (found by the node name in its environment) is killed by pid, and so is an epmd that this
-node started. tests/conftest.py fails the run if any process the tests started is left.
+node started. tests/support/session_checks.py fails the run if any process the tests started
+is left.
 """
 
 from __future__ import annotations
@@ -15,25 +16,20 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.net import free_port
+from tests.support.wait import wait_for_sync
+
 NODE_PREFIX = "bcsyncdeploy"
 _counter = itertools.count(1)
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -156,9 +152,5 @@ def stop(node: Node) -> None:
         for pid in left:
             with suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + 5
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = node_processes(node.name)
-        if not left:
+        if wait_for_sync(lambda: not node_processes(node.name), 5, 0.05, fail=False):
             return

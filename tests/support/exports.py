@@ -2,14 +2,15 @@
 registry → real BC client (msal) → the BC emulator over HTTPS, with the integration config saved
 in a real store.
 
-``exports`` (fixture) yields an :class:`Exports`: start one or more in-process workers (each a
-:class:`worker.app.Runtime` with its own broker connection, store handle and BC hub, all on the
-same database), publish Moment events, and look at what landed in BC, the dead letters and the
-``bc.*.exported`` events.
+``exports`` (fixture, :mod:`tests.support.fixtures_exports`) yields an :class:`Exports`: start
+one or more in-process workers (each a :class:`worker.app.Runtime` with its own broker
+connection, store handle and BC hub, all on the same database), publish Moment events, and look
+at what landed in BC, the dead letters and the ``bc.*.exported`` events.
 """
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,13 +21,14 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests import factories as f
-from tests.amqp_support import Got, depth, drain, publish, wait_for
-from tests.conftest import drop_topology, make_settings
-from tests.db_support import KEY
 from tests.emulator.fixtures import EmulatorHandle
+from tests.support import factories as f
+from tests.support.amqp import Got, depth, drain, drop_topology, publish
+from tests.support.cli import cli_env, run_cli
+from tests.support.db import KEY
+from tests.support.settings import FAST_EXPORTS, make_settings
+from tests.support.wait import wait_for
 from worker.app import Runtime, bc_hub
-from worker.bc import ClientOptions, RetryPolicy
 from worker.config.model import IntegrationConfig, parse_config
 from worker.config.settings import Settings
 from worker.events.envelope import Event
@@ -38,10 +40,6 @@ from worker.sync import registry
 from worker.sync.status import StatusObserver
 
 ORG = f.ORG
-# In-process BC retries short enough for storms to pass within a test.
-FAST_BC = ClientOptions(
-    timeout_s=10, retry=RetryPolicy(max_attempts=5, max_wait_s=6, base_s=0.05, max_backoff_s=0.4)
-)
 EXPORTED_KEYS = (
     "bc.customer.exported",
     "bc.project.exported",
@@ -128,7 +126,7 @@ class Exports:
     async def start_worker(self) -> Worker:
         runtime = await Runtime.open(self.settings)
         await runtime.hub.close()
-        runtime.hub = bc_hub(self.settings, options=FAST_BC)
+        runtime.hub = bc_hub(self.settings, options=FAST_EXPORTS)
         consumer = Consumer(
             self.settings,
             registry(runtime.sync_context()),
@@ -316,17 +314,9 @@ class Exports:
         await wait_for(quiet, 15)
 
 
-@pytest.fixture(name="exports")
-async def exports_fixture(
-    request: pytest.FixtureRequest, amqp_url: str, tmp_path: Path, emulator: EmulatorHandle
-) -> AsyncIterator[Exports]:
-    """One worker started, the demo config saved; more workers via ``start_worker()``.
-
-    The store is SQLite; parametrize indirectly with ``"postgresql"`` for the shared server.
-    ``@pytest.mark.retry_delays(…)`` sets another retry ladder (default 0.2, 0.4, 0.8 s).
-    """
-    async with open_exports(request, amqp_url, tmp_path, emulator) as harness:
-        yield harness
+async def bc_sync(exports: Exports, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``bc-sync ARGV`` in its own process, on the harness's broker, store and BC emulator."""
+    return await run_cli(cli_env(exports.settings, store_and_bc=True), cwd, *argv)
 
 
 @asynccontextmanager

@@ -1,29 +1,23 @@
-"""Helpers for the dead-letter tests (no tests here): real dead letters made by failing events
+"""Dead-letter helpers: real dead letters made by failing events
 through a real :class:`Consumer`, and ways to read the queues without our own code."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aio_pika
-
-from tests import factories as f
-from tests.amqp_support import Got, depth, drain, wait_depth
+from tests.support import factories as f
+from tests.support.amqp import Got, depth_or_zero, drain, publish_many, wait_depth
 from worker.config.settings import Settings
 from worker.errors import Permanent, Transient
 from worker.events.envelope import Event
 from worker.events.handlers import Outcome
 from worker.messaging.consumer import Consumer
-from worker.messaging.topology import Topology
 
 CREATED = "moment.customer.created"
 UPDATED = "moment.customer.updated"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -75,23 +69,6 @@ def failure(spec: Spec) -> Exception:
     return Permanent(spec.code, message, bc_status=400, bc_code="Application_DialogException")
 
 
-async def publish_many(settings: Settings, items: list[tuple[str, bytes]]) -> None:
-    """Publish ``(routing_key, body)`` to the events exchange in order, each confirmed."""
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(settings.exchange)
-        for routing_key, body in items:
-            await exchange.publish(
-                aio_pika.Message(
-                    body,
-                    content_type="application/cloudevents+json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=routing_key,
-            )
-
-
 async def make_dead_letters(settings: Settings, specs: list[Spec]) -> list[str]:
     """Send each event through a real consumer whose handler fails it; returns the event ids
     in dead-letter queue order (prefetch 1 keeps the publish order)."""
@@ -107,21 +84,6 @@ async def make_dead_letters(settings: Settings, specs: list[Spec]) -> list[str]:
     return [s.id for s in specs]
 
 
-async def depth_or_zero(settings: Settings, queue: str) -> int:
-    try:
-        return await depth(settings, queue)
-    except Exception:
-        return 0  # not declared yet
-
-
-async def apply_topology(settings: Settings) -> Topology:
-    topology = Topology.from_settings(settings)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
-    async with connection:
-        await topology.apply(await connection.channel())
-    return topology
-
-
 async def dead_ids(settings: Settings) -> list[str]:
     """Event ids in the dead-letter queue, in order, taking them out (acked)."""
     return ids_of(await drain(settings, settings.queue("dead")))
@@ -129,15 +91,3 @@ async def dead_ids(settings: Settings) -> list[str]:
 
 def ids_of(messages: list[Got]) -> list[str]:
     return [str(json.loads(m.body)["id"]) for m in messages]
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        BC_SYNC_AMQP_URL=settings.amqp_url.get_secret_value(),
-        BC_SYNC_QUEUE_PREFIX=settings.queue_prefix,
-        BC_SYNC_EXCHANGE=settings.exchange,
-        BC_SYNC_LOG_FORMAT="json",
-        PYTHONUNBUFFERED="1",
-    )
-    return env

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rabbitmq_node import free_port
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CI_RUN = REPO / ".ci" / "run"

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.emulator.seed import DEMO
+from worker.config.model import IntegrationConfig, parse_config
 
 ORG = "org-acme"
 
@@ -128,21 +129,25 @@ def invoice(
         "your_reference": "PO-77",
         "our_reference": "Anna",
         "customer": c,
-        "lines": lines
-        or [
-            {
-                "description": "Consulting, November",
-                "quantity": 10,
-                "unit_price": 1200.0,
-                "discount_percent": 0,
-                "account_number": "3010",
-                "vat_code": "25",
-                "project": project(cust=c),
-            }
-        ],
+        "lines": lines or [line(project(cust=c))],
     }
     inv.update(over)
     return inv
+
+
+def line(project: dict[str, Any] | None, **over: Any) -> dict[str, Any]:
+    """One invoice line: ten hours of consulting at 1,200 SEK on account 3010 (VAT 25)."""
+    body: dict[str, Any] = {
+        "description": "Consulting, November",
+        "quantity": 10,
+        "unit_price": 1200.0,
+        "discount_percent": 0,
+        "account_number": "3010",
+        "vat_code": "25",
+        "project": project,
+    }
+    body.update(over)
+    return body
 
 
 def now_iso() -> str:
@@ -177,3 +182,39 @@ def body(type_: str, data: dict[str, Any], **kw: Any) -> bytes:
 
 def customer_event(number: str = "10006", **kw: Any) -> bytes:
     return body("moment.customer.created", {"customer": customer(number)}, **kw)
+
+
+# --- a stored integration config (the store tests) -----------------------------------------
+SECRET = "Qx8~k3.PLAINTEXT-client-secret-4711"
+
+
+def config(**changes: Any) -> IntegrationConfig:
+    """A parsed config with customers, projects, expenses and recipients (secret ``SECRET``)."""
+    data: dict[str, Any] = {
+        "tenant_id": "7c2d9a4e-1b3f-4c5d-8e6f-0a1b2c3d4e5f",
+        "client_secret": SECRET,
+        "environment": "Production",
+        "company_name": "CRONUS%20Sverige%20AB",
+        "export_customers": True,
+        "customer_posting_groups": {
+            "domestic": {"gen_bus_posting_group": "INRIKES", "customer_posting_group": "KUNDER"},
+            "abroad": {"gen_bus_posting_group": "EXPORT", "customer_posting_group": "KUNDER-EXP"},
+        },
+        "export_projects": True,
+        "project_dimension": "PROJEKT",
+        "import_expenses": True,
+        "expenses_from_date": "2026-01-01",
+        "expense_activity": "Inköp",
+        "expenses_billable": True,
+        "notification_recipients": [{"user_id": "u-17"}, {"email": "ekonomi@example.se"}],
+        "notes": "Set up by Anna",
+    }
+    data.update(changes)
+    return parse_config(data)
+
+
+def secret_of(stored: Any) -> str:
+    assert stored is not None
+    assert stored.config.client_secret is not None
+    value: str = stored.config.client_secret.get_secret_value()
+    return value

@@ -4,7 +4,7 @@ with its users and the generated topology, the production cluster.conf with
 cluster-advanced.config and policies.json, and an amqps:// listener with a private CA that the
 worker trusts through BC_SYNC_AMQP_CA_FILE.
 
-Each test runs a throw-away node (tests/rabbitmq_node.py: own name, ports and directory,
+Each test runs a throw-away node (tests/support/rabbitmq_node.py: own name, ports and directory,
 stopped by name). Skips where that is not possible.
 """
 
@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import make_settings
-from tests.rabbitmq_node import Node, free_port, throwaway_node
-from tests.unit.test_deploy_names import DEPLOY, REPO, defaults
+from tests.support.deploy import DEPLOY, REPO, defaults
+from tests.support.net import free_port
+from tests.support.rabbitmq_node import Node, throwaway_node
+from tests.support.settings import make_settings
 from worker.messaging.topology import Topology
 
 pytestmark = pytest.mark.slow
