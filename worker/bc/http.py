@@ -321,7 +321,7 @@ class Transport:
             ) as resp:
                 raw = await resp.read()
                 outcome = str(resp.status)
-                return resp.status, dict(resp.headers), raw
+                return resp.status, resp.headers, raw  # a read-only view: no copy
         except aiohttp.ClientConnectorCertificateError as exc:
             outcome = "tls_error"
             raise BcUnavailable(
