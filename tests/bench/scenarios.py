@@ -201,16 +201,21 @@ async def run_ours(
 # --- baselines ----------------------------------------------------------------------------
 
 
-async def run_raw(bench: Bench, count: int) -> dict[str, Any]:
-    """Baseline (a): bare aio-pika + aiohttp POST to a zero-latency server, both subprocesses."""
-    assert bench.connection is not None
-    queue_name = f"bench-{bench.run_tag}-raw"
-    channel = await bench.connection.channel(publisher_confirms=True)
-    await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
-    body = customer_event("raw", "10001").body
+async def _program(module: str, *args: str, timeout: float) -> dict[str, Any]:
+    """Run a baseline program (``python -m module args``): its last stdout line, as JSON."""
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-m", module, *args, stdout=subprocess.PIPE, cwd=REPO_ROOT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def _fill_queue(channel: Any, queue_name: str, bodies: Sequence[bytes]) -> None:
+    """Persistent messages into a queue (default exchange), 100 confirms in flight."""
     window = asyncio.Semaphore(100)
 
-    async def one() -> None:
+    async def one(body: bytes) -> None:
         try:
             await channel.default_exchange.publish(
                 aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
@@ -220,19 +225,27 @@ async def run_raw(bench: Bench, count: int) -> dict[str, Any]:
             window.release()
 
     tasks = []
-    for _ in range(count):
+    for body in bodies:
         await window.acquire()
-        tasks.append(asyncio.create_task(one()))
+        tasks.append(asyncio.create_task(one(body)))
     await asyncio.gather(*tasks)
+
+
+async def run_raw(bench: Bench, count: int) -> dict[str, Any]:
+    """Baseline (a): bare aio-pika + aiohttp POST to a zero-latency server, both subprocesses."""
+    assert bench.connection is not None
+    queue_name = f"bench-{bench.run_tag}-raw"
+    channel = await bench.connection.channel(publisher_confirms=True)
+    await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
+    body = customer_event("raw", "10001").body
+    await _fill_queue(channel, queue_name, [body] * count)
     server = subprocess.Popen(
         [PY, "-m", "tests.bench.raw", "server"], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
     )
     try:
         assert server.stdout is not None
         port = int((await asyncio.to_thread(server.stdout.readline)).split()[1])
-        proc = await asyncio.create_subprocess_exec(
-            PY,
-            "-m",
+        result = await _program(
             "tests.bench.raw",
             "consume",
             "--amqp",
@@ -243,11 +256,8 @@ async def run_raw(bench: Bench, count: int) -> dict[str, Any]:
             f"http://127.0.0.1:{port}/customers",
             "--count",
             str(count),
-            stdout=subprocess.PIPE,
-            cwd=REPO_ROOT,
+            timeout=300,
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), 300)
-        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     finally:
         server.terminate()
         server.wait(10)
@@ -283,27 +293,10 @@ async def run_fair(bench: Bench, orgs: Sequence[Org], count: int, prefetch: int)
     await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
     await channel.declare_queue(results_name, durable=True)
     events = [customer_event(orgs[k % len(orgs)].org_id, f"F{k}") for k in range(count)]
-    window = asyncio.Semaphore(100)
-
-    async def one(body: bytes) -> None:
-        try:
-            await channel.default_exchange.publish(
-                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=queue_name,
-            )
-        finally:
-            window.release()
-
-    tasks = []
-    for e in events:
-        await window.acquire()
-        tasks.append(asyncio.create_task(one(e.body)))
-    await asyncio.gather(*tasks)
+    await _fill_queue(channel, queue_name, [e.body for e in events])
     orgs_file = _credentials_file(bench, orgs, "fair")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            PY,
-            "-m",
+        result = await _program(
             "tests.bench.fair",
             "--amqp",
             bench.amqp_url,
@@ -321,11 +314,8 @@ async def run_fair(bench: Bench, orgs: Sequence[Org], count: int, prefetch: int)
             str(count),
             "--prefetch",
             str(prefetch),
-            stdout=subprocess.PIPE,
-            cwd=REPO_ROOT,
+            timeout=300,
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), 300)
-        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     finally:
         await channel.queue_delete(queue_name)
         await channel.queue_delete(results_name)
@@ -348,9 +338,7 @@ async def run_naive(bench: Bench, orgs: Sequence[Org], seconds: float) -> dict[s
         )
     orgs_file = _credentials_file(bench, orgs, "naive")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            PY,
-            "-m",
+        result = await _program(
             "tests.bench.naive",
             "--amqp",
             bench.amqp_url,
@@ -364,11 +352,8 @@ async def run_naive(bench: Bench, orgs: Sequence[Org], seconds: float) -> dict[s
             str(bench.ca_file),
             "--duration",
             str(seconds),
-            stdout=subprocess.PIPE,
-            cwd=REPO_ROOT,
+            timeout=seconds + 120,
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), seconds + 120)
-        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     finally:
         await channel.queue_delete(queue_name)
         await channel.close()
@@ -380,6 +365,14 @@ async def run_naive(bench: Bench, orgs: Sequence[Org], seconds: float) -> dict[s
 
 def _f(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
+
+
+def _load_row(
+    name: str, messages: int, request_rate: float, rate: float, cpu_s: float, requests: int
+) -> list[Any]:
+    """A row of scenario 1: rates, the program's CPU seconds and its CPU µs per request."""
+    per_request = cpu_s / max(1, requests) * 1e6
+    return [name, messages, _f(request_rate), _f(rate), _f(cpu_s), _f(per_request, 0)]
 
 
 async def overhead(bench: Bench, sizes: Sizes, orgs: Sequence[Org]) -> Table:
@@ -398,36 +391,32 @@ async def overhead(bench: Bench, sizes: Sizes, orgs: Sequence[Org]) -> Table:
         "1. Overhead at zero BC latency (customers, 50 orgs)",
         ["loop", "messages", "HTTP requests/s", "messages/s", "CPU s", "CPU µs per request"],
     )
-    table.rows.append(
-        [
+    table.rows += [
+        _load_row(
             "raw: aio-pika + 1 aiohttp POST",
             raw["count"],
-            _f(raw["rate"]),
-            _f(raw["rate"]),
-            _f(raw["cpu_s"]),
-            _f(raw["cpu_s"] / max(1, raw["count"]) * 1e6, 0),
-        ]
-    )
-    table.rows.append(
-        [
+            raw["rate"],
+            raw["rate"],
+            raw["cpu_s"],
+            raw["count"],
+        ),
+        _load_row(
             "fair: aio-pika + aiohttp, the same 3 BC calls over TLS, confirmed result",
             fair["count"],
-            _f(fair["request_rate"]),
-            _f(fair["rate"]),
-            _f(fair["cpu_s"]),
-            _f(fair["cpu_s"] / max(1, fair["requests"]) * 1e6, 0),
-        ]
-    )
-    table.rows.append(
-        [
+            fair["request_rate"],
+            fair["rate"],
+            fair["cpu_s"],
+            fair["requests"],
+        ),
+        _load_row(
             "bc-sync (3 BC calls per customer, emulator over TLS)",
             ours.exported,
-            _f(ours.bc_rate),
-            _f(ours.rate),
-            _f(ours.worker_cpu_s),
-            _f(ours.worker_cpu_s / max(1, ours.bc_requests) * 1e6, 0),
-        ]
-    )
+            ours.bc_rate,
+            ours.rate,
+            ours.worker_cpu_s,
+            ours.bc_requests,
+        ),
+    ]
     table.goals.append(("our BC requests/s ÷ raw requests/s ≥ 0.6", ratio >= 0.6, f"{ratio:.2f}"))
     table.goals.append(
         ("our BC requests/s ÷ fair requests/s ≥ 0.8", fair_ratio >= 0.8, f"{fair_ratio:.2f}")
