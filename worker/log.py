@@ -6,6 +6,7 @@ consumer, so every line logged while handling a message carries it without threa
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import structlog
 from opentelemetry import trace
 
@@ -39,24 +41,50 @@ REDACTED = "[REDACTED]"
 _SECRET_HINTS = ("bearer", "eyj", "://", "access_token", "password", "secret")
 
 # Literal secrets registered at run time (client secrets of loaded configs, the API token), so
-# that even an unexpected place that prints one gets it masked.
+# that even an unexpected place that prints one gets it masked. A tuple, replaced on register:
+# a thread that redacts never iterates a set another thread is adding to.
 _known_secrets: set[str] = set()
+_secret_list: tuple[str, ...] = ()
 
 # Field name -> "is a secret key"; names are few (code and context keys), the bound keeps a
 # stray unbounded set of names from growing it.
 _secret_key_memo: dict[str, bool] = {}
 _SECRET_KEY_MEMO_MAX = 4096
 
+# Short text -> its redacted form. Most logged values repeat (organization, event id and type
+# on every line of an event, routing keys, outcomes), and each one is otherwise searched for
+# every known secret, one per configured organization. A new dict when a secret is
+# registered (a result computed before may hold it); emptied when full.
+_text_memo: dict[str, str] = {}
+_TEXT_MEMO_MAX = 4096
+_TEXT_MEMO_LEN = 256
+
 
 def register_secret(value: str | None) -> None:
     """Mask this exact value in every future log line (ignores short values)."""
-    if value and len(value) >= 6:
+    global _secret_list, _text_memo
+    if value and len(value) >= 6 and value not in _known_secrets:
         _known_secrets.add(value)
+        _secret_list = (*_secret_list, value)
+        _text_memo = {}
 
 
 def redact_text(text: str) -> str:
     """Mask secret-looking fragments and known secrets in free text."""
-    for secret in _known_secrets:
+    if len(text) > _TEXT_MEMO_LEN:
+        return _redact_text(text)
+    memo = _text_memo
+    out = memo.get(text)
+    if out is None:
+        out = _redact_text(text)
+        if len(memo) >= _TEXT_MEMO_MAX:
+            memo.clear()
+        memo[text] = out
+    return out
+
+
+def _redact_text(text: str) -> str:
+    for secret in _secret_list:
         if secret in text:
             text = text.replace(secret, REDACTED)
     lowered = text.lower()
@@ -97,8 +125,11 @@ def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: remove secrets and tokens from every field."""
-    for key in list(event_dict):
-        event_dict[key] = _redact_value(key, event_dict[key])
+    for key, value in list(event_dict.items()):
+        if value.__class__ is str:  # most fields: skip _redact_value's type tests
+            event_dict[key] = REDACTED if _is_secret_key(key) else redact_text(value)
+        else:
+            event_dict[key] = _redact_value(key, value)
     return event_dict
 
 
@@ -115,35 +146,69 @@ def add_trace_ids(
     return event_dict
 
 
+def _json_line(obj: Any, **kw: Any) -> str:
+    """structlog's JSON serializer: orjson (~5x faster than ``json``), ``json`` for what orjson
+    refuses (an integer beyond 64 bits); ``kw["default"]`` is structlog's repr fallback."""
+    try:
+        return orjson.dumps(obj, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(obj, **kw)
+
+
+class _StderrLogger:
+    """structlog's output: one line to whatever ``sys.stderr`` is at call time (test capture
+    swaps it), without the stdlib logging machinery (records, handlers, formatter) that
+    structlog's own lines needed before (``make bench``: one line per event)."""
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _STDERR
+
+
+_STDERR = _StderrLogger()
+
+
 def configure(fmt: str | None = None, level: str = "INFO") -> None:
-    """Set up structlog and route stdlib logging (aio-pika, aiohttp) through the same output."""
+    """Set up structlog and route stdlib logging (aio-pika, aiohttp) through the same output.
+
+    structlog's lines take its own path (filter by level, processors, render, write); lines of
+    stdlib loggers get the same processors through a :class:`ProcessorFormatter`."""
     use_json = (fmt or ("console" if sys.stderr.isatty() else "json")) == "json"
-    shared: list[Any] = [
+    head: list[Any] = [
         structlog.contextvars.merge_contextvars,
         add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.stdlib.ExtraAdder(),
+    ]
+    tail: list[Any] = [
         structlog.processors.format_exc_info
         if use_json
         else structlog.processors.StackInfoRenderer(),
         redact,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*head, *tail, renderer],
+        logger_factory=_stderr_logger,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )
     handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            # A stdlib record's extra= fields, as structlog's own lines carry their fields.
+            foreign_pre_chain=[*head, structlog.stdlib.ExtraAdder(), *tail],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )

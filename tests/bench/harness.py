@@ -188,7 +188,13 @@ class Bench:
         self.amqp_url = amqp_url
         self.work = work
         self.secret_key = Fernet.generate_key().decode()
-        self.db_url = db_url or f"sqlite+aiosqlite:///{work / 'bench.db'}"
+        # BENCH_DATABASE_URL: the workers' store elsewhere (e.g. an empty PostgreSQL database,
+        # to see what SQLite's thread hops cost); SQLite in the work directory by default.
+        self.db_url = (
+            db_url
+            or os.environ.get("BENCH_DATABASE_URL")
+            or f"sqlite+aiosqlite:///{work / 'bench.db'}"
+        )
         self.emulator: EmulatorProcess | None = None
         self.control: ControlClient | None = None
         self.store: Store | None = None

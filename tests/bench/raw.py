@@ -3,7 +3,8 @@ to a zero-latency aiohttp server, ack after the answer (stack-notes §4 case c).
 
 ``python -m tests.bench.raw server`` prints ``PORT <n>`` and serves until SIGTERM;
 ``python -m tests.bench.raw consume --amqp URL --queue Q --url URL --count N`` consumes N
-messages and prints one JSON line ``{"count", "seconds", "rate"}``.
+messages and prints one JSON line ``{"count", "seconds", "rate", "cpu_s"}`` (``cpu_s``: this
+process's CPU time from the first message to the last).
 """
 
 from __future__ import annotations
@@ -49,23 +50,27 @@ async def consume(amqp: str, queue_name: str, url: str, count: int, prefetch: in
     queue = await channel.get_queue(queue_name, ensure=False)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=prefetch))
     done = asyncio.Event()
-    state = {"n": 0, "first": 0.0, "last": 0.0}
+    state = {"n": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0, "cpu1": 0.0}
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         if not state["first"]:
             state["first"] = time.perf_counter()
+            state["cpu0"] = time.process_time()
         async with session.post(url, data=message.body) as resp:
             await resp.read()
         await message.ack()
         state["n"] += 1
         state["last"] = time.perf_counter()
+        state["cpu1"] = time.process_time()
         if state["n"] >= count:
             done.set()
 
     await queue.consume(on_message)
     await done.wait()
     seconds = state["last"] - state["first"]
-    print(json.dumps({"count": count, "seconds": seconds, "rate": (count - 1) / seconds}))
+    cpu = state["cpu1"] - state["cpu0"]
+    rate = (count - 1) / seconds
+    print(json.dumps({"count": count, "seconds": seconds, "rate": rate, "cpu_s": cpu}))
     await session.close()
     await connection.close()
 

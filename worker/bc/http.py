@@ -10,7 +10,6 @@ whose find-then-create logic stays exactly-once.
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 from collections.abc import Awaitable, Mapping
@@ -24,7 +23,7 @@ import structlog
 from pydantic import SecretStr
 from yarl import URL
 
-from worker import tracing
+from worker import codec, tracing
 from worker.bc.auth import TokenProvider
 from worker.bc.errors import BcAuthError, BcError, BcUnavailable, from_response
 from worker.bc.limits import LimitConfig, Limiters
@@ -171,7 +170,7 @@ class Transport:
             raise ValueError("refusing to send a BC token to another host")
         method = method.upper()
         repeatable = method in IDEMPOTENT if idempotent is None else idempotent
-        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        payload = None if body is None else codec.dumps(body)
 
         def on_retry(exc: BaseException, sleep: float) -> None:
             reason = str(exc.status) if isinstance(exc, BcError) and exc.status else None
@@ -322,7 +321,7 @@ class Transport:
             ) as resp:
                 raw = await resp.read()
                 outcome = str(resp.status)
-                return resp.status, dict(resp.headers), raw
+                return resp.status, resp.headers, raw  # a read-only view: no copy
         except aiohttp.ClientConnectorCertificateError as exc:
             outcome = "tls_error"
             raise BcUnavailable(
@@ -395,7 +394,7 @@ def _json(raw: bytes, status: int) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return codec.loads(raw)
     except ValueError as exc:
         raise BcUnavailable(
             f"Business Central answered HTTP {status} with a body that is not JSON.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from worker import tracing
+from worker import codec, tracing
 from worker.errors import InvalidEvent
 from worker.events.models import ALL_TYPES, INCOMING, KEY_MAX, ORG_ID_MAX, Envelope, Model
 
@@ -242,7 +241,7 @@ def parse(body: bytes, *, routing_key: str | None = None) -> Event[Any]:
     if len(body) > MAX_BODY_BYTES:
         raise InvalidEvent(f"message body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
     try:
-        raw = json.loads(body)
+        raw = codec.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidEvent(f"body is not JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -290,4 +289,4 @@ def build(
         **tracing.trace_context(),
         "data": payload.model_dump(mode="json"),
     }
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+    return codec.dumps(envelope)
