@@ -82,23 +82,33 @@ CHECK_REQUESTS = 2
 READ_OVERLAP = timedelta(minutes=5)
 LOOKUP_CHUNK = 500  # line ids per "already published?" query
 
-expense_polls = Table(
-    "expense_polls",
-    metadata,
-    Column("org_id", String(100), primary_key=True),
-    # Newest lastModifiedDateTime of a round whose lines were all published and confirmed.
-    Column("watermark", UtcDateTime),
-    # What the watermark was built with: an earlier from date or another project dimension
-    # invalidates it (the ids keep the re-read from re-sending).
-    Column("from_date", String(10)),
-    Column("project_dimension", String(20)),
-    Column("last_poll_at", UtcDateTime),
-    Column("last_success_at", UtcDateTime),
-    Column("last_error_code", String(100)),
-    Column("last_error_message", Text),
-    Column("paused_at", UtcDateTime),
-    Column("paused_version", Integer),  # config version that was paused: a save resumes
-)
+
+def poll_state_table(name: str, *built_with: Column[Any]) -> Table:
+    """A poll-state table (one row per organization, read by :class:`PollStates`).
+
+    ``watermark``: the newest ``lastModifiedDateTime`` of a round (BC's clock) the import
+    finished. It is valid for the ``from_date`` (and the ``built_with`` columns) it was built
+    with: another from date invalidates it. ``paused_version``: the config version that was
+    paused (a save resumes)."""
+    return Table(
+        name,
+        metadata,
+        Column("org_id", String(100), primary_key=True),
+        Column("watermark", UtcDateTime),
+        Column("from_date", String(10)),
+        *built_with,
+        Column("last_poll_at", UtcDateTime),
+        Column("last_success_at", UtcDateTime),
+        Column("last_error_code", String(100)),
+        Column("last_error_message", Text),
+        Column("paused_at", UtcDateTime),
+        Column("paused_version", Integer),
+    )
+
+
+# The watermark covers rounds whose lines were all published and confirmed; another project
+# dimension invalidates it too (the ids keep the re-read from re-sending).
+expense_polls = poll_state_table("expense_polls", Column("project_dimension", String(20)))
 
 published_expenses = Table(
     "published_expenses",

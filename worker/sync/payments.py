@@ -47,7 +47,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
     and_,
     case,
     func,
@@ -67,7 +66,7 @@ from worker.events.models import (
 from worker.metrics import PAYMENT_EVENTS, PAYMENTS_POLLER_LAG
 from worker.store import StoredConfig, check_org_id, utcnow
 from worker.store.migrations import UtcDateTime, metadata
-from worker.sync.expenses import EventSink, PollResult, PollStates
+from worker.sync.expenses import EventSink, PollResult, PollStates, poll_state_table
 from worker.sync.poller import Poller, PollFailure, _KeepAlive
 
 log = structlog.get_logger(__name__)
@@ -99,20 +98,8 @@ PAUSE_CODES = frozenset(
     }
 )
 
-payment_polls = Table(
-    "payment_polls",
-    metadata,
-    Column("org_id", String(100), primary_key=True),
-    # Newest lastModifiedDateTime of a round's changes read (BC's clock).
-    Column("watermark", UtcDateTime),
-    Column("from_date", String(10)),
-    Column("last_poll_at", UtcDateTime),
-    Column("last_success_at", UtcDateTime),
-    Column("last_error_code", String(100)),
-    Column("last_error_message", Text),
-    Column("paused_at", UtcDateTime),
-    Column("paused_version", Integer),
-)
+# The watermark: the newest lastModifiedDateTime of a round's changes read.
+payment_polls = poll_state_table("payment_polls")
 
 invoice_payments = Table(
     "invoice_payments",
