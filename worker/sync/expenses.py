@@ -408,25 +408,14 @@ class ExpenseState(PollStates):
             for line in lines
             if line.invoice_id
         ]
-        if not rows:
-            return
-        stmt = (
-            update(t)
-            .where(
-                and_(
-                    t.c.org_id == check_org_id(org_id),
-                    t.c.line_id == bindparam("k_line"),
-                    t.c.invoice_id.is_(None),
-                )
-            )
-            .values(
-                invoice_id=bindparam("v_invoice"),
-                document_number=bindparam("v_document"),
-                project_number=bindparam("v_project"),
-            )
+        await self._update_lines(
+            org_id,
+            rows,
+            t.c.invoice_id,
+            invoice_id=bindparam("v_invoice"),
+            document_number=bindparam("v_document"),
+            project_number=bindparam("v_project"),
         )
-        async with self._store.write() as conn:
-            await conn.execute(stmt, rows)
 
     async def record_invoices(
         self, org_id: str, invoices: Mapping[str, str], *, at: datetime | None = None
@@ -519,18 +508,32 @@ class ExpenseState(PollStates):
         (a line withdrawn already keeps its first record)."""
         t = published_expenses
         rows = [{"k_line": lid.lower(), "eid": eid} for lid, eid in lines]
+        await self._update_lines(
+            org_id,
+            rows,
+            t.c.withdrawn_at,
+            withdrawn_at=at or utcnow(),
+            withdrawn_event_id=bindparam("eid"),
+        )
+
+    async def _update_lines(
+        self, org_id: str, rows: list[dict[str, Any]], unset: Column[Any], **values: Any
+    ) -> None:
+        """Set ``values`` on the published lines of ``rows`` (``k_line``: the line id) whose
+        ``unset`` column is still empty, so a line's first record stays."""
         if not rows:
             return
+        t = published_expenses
         stmt = (
             update(t)
             .where(
                 and_(
                     t.c.org_id == check_org_id(org_id),
                     t.c.line_id == bindparam("k_line"),
-                    t.c.withdrawn_at.is_(None),
+                    unset.is_(None),
                 )
             )
-            .values(withdrawn_at=at or utcnow(), withdrawn_event_id=bindparam("eid"))
+            .values(**values)
         )
         async with self._store.write() as conn:
             await conn.execute(stmt, rows)
