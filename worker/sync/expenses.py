@@ -617,18 +617,24 @@ class PollResult:
     watermark: datetime | None = None
     event_ids: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, int]:
+        """What the round counted (its log line and its part of :meth:`to_dict`)."""
         return {
-            "org": self.org,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
             "published": self.published,
             "already_published": self.already_published,
             "skipped_lines": self.skipped_lines,
             "pages": self.pages,
             "withdrawn": self.withdrawn,
             "checked": self.checked,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "org": self.org,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            **self.counts(),
             "watermark": self.watermark.isoformat() if self.watermark else None,
         }
 
@@ -730,12 +736,7 @@ async def poll_org(
     log.info(
         "expenses.polled",
         org=org,
-        published=result.published,
-        already_published=result.already_published,
-        skipped_lines=result.skipped_lines,
-        withdrawn=result.withdrawn,
-        checked=result.checked,
-        pages=result.pages,
+        **result.counts(),
         watermark=newest.isoformat() if newest else None,
     )
     return result

@@ -441,12 +441,8 @@ class PaymentPollResult(PollResult):
     requests: int = 0  # BC reads of the round (token and company lookups not counted)
     event_types: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, int]:
         return {
-            "org": self.org,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
             "published": self.published,
             "paid": self.paid,
             "payment_updated": self.updated,
@@ -454,7 +450,6 @@ class PaymentPollResult(PollResult):
             "not_ours": self.not_ours,
             "missing": self.missing,
             "bc_requests": self.requests,
-            "watermark": self.watermark.isoformat() if self.watermark else None,
         }
 
 
@@ -552,12 +547,7 @@ async def poll_org(
     log.info(
         "payments.polled",
         org=org,
-        paid=result.paid,
-        payment_updated=result.updated,
-        checked=result.checked,
-        not_ours=result.not_ours,
-        missing=result.missing,
-        bc_requests=result.requests,
+        **result.counts(),
         watermark=newest.isoformat() if newest else None,
     )
     return result
