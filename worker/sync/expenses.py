@@ -456,14 +456,20 @@ class ExpenseState(PollStates):
     async def mark_checked(
         self, org_id: str, invoice_ids: Iterable[str], *, at: datetime | None = None
     ) -> None:
+        await self._update_invoices(org_id, invoice_ids, checked_at=at or utcnow())
+
+    async def _update_invoices(
+        self, org_id: str, invoice_ids: Iterable[str], *where: Any, **values: Any
+    ) -> None:
+        """Set ``values`` on these re-checked invoices (those that also match ``where``)."""
         t = expense_invoices
         ids = sorted({i.lower() for i in invoice_ids})
         if not ids:
             return
         stmt = (
             update(t)
-            .where(and_(t.c.org_id == check_org_id(org_id), t.c.invoice_id.in_(ids)))
-            .values(checked_at=at or utcnow())
+            .where(and_(t.c.org_id == check_org_id(org_id), t.c.invoice_id.in_(ids), *where))
+            .values(**values)
         )
         async with self._store.write() as conn:
             await conn.execute(stmt)
@@ -542,24 +548,14 @@ class ExpenseState(PollStates):
         self, org_id: str, invoice_ids: Iterable[str], *, at: datetime | None = None
     ) -> None:
         """These invoices are cancelled and their lines withdrawn: no more re-checks."""
-        t = expense_invoices
-        ids = sorted({i.lower() for i in invoice_ids})
-        if not ids:
-            return
         at = at or utcnow()
-        stmt = (
-            update(t)
-            .where(
-                and_(
-                    t.c.org_id == check_org_id(org_id),
-                    t.c.invoice_id.in_(ids),
-                    t.c.canceled_at.is_(None),
-                )
-            )
-            .values(canceled_at=at, checked_at=at)
+        await self._update_invoices(
+            org_id,
+            invoice_ids,
+            expense_invoices.c.canceled_at.is_(None),
+            canceled_at=at,
+            checked_at=at,
         )
-        async with self._store.write() as conn:
-            await conn.execute(stmt)
 
 
 def _lower(value: str | None) -> str | None:
