@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
-from typing import Protocol
+from contextlib import suppress
+from typing import Any, Protocol
 
 import structlog
 
@@ -20,6 +21,40 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has ended (its cancellation is expected)."""
+    if task is None:
+        return
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+class FlushEvery:
+    """A buffer that a background task writes once per ``_interval`` seconds and once more when
+    it stops, so a stop loses nothing. Subclasses set ``_interval`` and define :meth:`flush`."""
+
+    _interval: float
+    _task: asyncio.Task[None] | None = None
+
+    async def flush(self) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+        await self.flush()
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -64,6 +64,65 @@ def _etag(row: Row) -> str:
     return _s(row, "@odata.etag")
 
 
+# The head of every sales document row (invoices, credit memos, their ``$select`` views).
+_HEAD_FIELDS = ("id", "number", "externalDocumentNumber", "customerNumber", "status")
+
+
+def _head(row: Row, *, lower_id: bool = False) -> tuple[str, str, str, str, str]:
+    """(id, number, external document number, customer number, decoded status)."""
+    doc_id = _s(row, "id")
+    return (
+        doc_id.lower() if lower_id else doc_id,
+        _s(row, "number"),
+        _s(row, "externalDocumentNumber"),
+        _s(row, "customerNumber"),
+        _enum(row, "status"),
+    )
+
+
+def _sales_lines(row: Row, key: str) -> tuple[SalesInvoiceLine, ...]:
+    """The expanded lines of a sales document (none when BC did not expand them)."""
+    lines = row.get(key)
+    if not isinstance(lines, list):
+        return ()
+    return tuple(SalesInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
+
+
+class _DraftOrPosted:
+    """What the status of a sales invoice or credit memo tells about posting.
+
+    The API status ([BCApps] SalesInvoiceAggregator.Codeunit.al, bc-api Corrections 4; the
+    credit memos' GraphMgtSalCrMemoBuf.Codeunit.al maps the Sales Header status the same way):
+    - ``Draft``: unposted, Sales Header status Open (editable);
+    - ``In Review``: unposted, Pending Approval (someone must approve it in BC);
+    - ``Paid``, ``Canceled``, ``Corrective``: posted (a credit memo applied in full is Paid);
+    - ``Open``: EITHER posted OR an unposted draft that is Released / Pending Prepayment.
+    The aggregate's own ``Posted`` flag is not on the API pages, and the ``Open`` case cannot
+    be told apart by any field they show (the number series is not readable through API v2.0
+    either); ``Microsoft.NAV.post`` decides it: BC posts a released draft and refuses a posted
+    document (GetDraftInvoice tests ``Rec.Posted``: "The action can be applied to a draft
+    invoice only."). See worker/sync/documents.py.
+    """
+
+    __slots__ = ()
+    status: str
+
+    @property
+    def is_draft(self) -> bool:
+        """Unposted and editable (status ``Draft``)."""
+        return self.status == "Draft"
+
+    @property
+    def in_review(self) -> bool:
+        """Unposted and pending approval in BC (status ``In Review``)."""
+        return self.status == "In Review"
+
+    @property
+    def surely_posted(self) -> bool:
+        """A status only posted documents have (``Open`` is not one of them)."""
+        return self.status in ("Paid", "Canceled", "Corrective")
+
+
 @dataclass(frozen=True, slots=True)
 class Company:
     id: str
@@ -259,7 +318,7 @@ class SalesInvoiceLine:
 
 
 @dataclass(frozen=True, slots=True)
-class SalesInvoice:
+class SalesInvoice(_DraftOrPosted):
     id: str
     number: str  # the draft number, renamed to the posted number after posting
     external_document_number: str
@@ -276,51 +335,17 @@ class SalesInvoice:
 
     @classmethod
     def from_row(cls, row: Row) -> SalesInvoice:
-        lines = row.get("salesInvoiceLines")
         return cls(
-            _s(row, "id"),
-            _s(row, "number"),
-            _s(row, "externalDocumentNumber"),
-            _s(row, "customerNumber"),
-            _enum(row, "status"),
+            *_head(row),
             _date(row, "invoiceDate"),
             _date(row, "postingDate"),
             _date(row, "dueDate"),
             _s(row, "currencyCode"),
             _dec(row, "totalAmountIncludingTax"),
             _etag(row),
-            tuple(SalesInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
-            if isinstance(lines, list)
-            else (),
+            _sales_lines(row, "salesInvoiceLines"),
             _dec(row, "totalAmountExcludingTax"),
         )
-
-    # What the API status tells about posting ([BCApps] SalesInvoiceAggregator.Codeunit.al,
-    # bc-api Corrections 4). The aggregate's own ``Posted`` flag is not on the API page
-    # (APIV2SalesInvoices.Page.al), so ``status`` is all a read shows:
-    # - ``Draft``: unposted, Sales Header status Open (editable);
-    # - ``In Review``: unposted, Pending Approval (someone must approve it in BC);
-    # - ``Paid``, ``Canceled``, ``Corrective``: posted;
-    # - ``Open``: EITHER posted OR an unposted draft that is Released / Pending Prepayment.
-    # The ``Open`` case cannot be told apart by any field the page shows (the number series is
-    # not readable through API v2.0 either); ``Microsoft.NAV.post`` decides it: BC posts a
-    # released draft and refuses a posted invoice (GetDraftInvoice tests ``Rec.Posted``: "The
-    # action can be applied to a draft invoice only."). See worker/sync/invoices.py.
-
-    @property
-    def is_draft(self) -> bool:
-        """Unposted and editable (status ``Draft``)."""
-        return self.status == "Draft"
-
-    @property
-    def in_review(self) -> bool:
-        """Unposted and pending approval in BC (status ``In Review``)."""
-        return self.status == "In Review"
-
-    @property
-    def surely_posted(self) -> bool:
-        """A status only posted invoices have (``Open`` is not one of them)."""
-        return self.status in ("Paid", "Canceled", "Corrective")
 
 
 class SalesDocument(Protocol):
@@ -351,7 +376,7 @@ class SalesDocument(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class SalesCreditMemo:
+class SalesCreditMemo(_DraftOrPosted):
     """A sales credit memo ([BCApps] APIV2SalesCreditMemos.Page.al): drafts and posted ones in
     one set, like sales invoices. ``invoice_id``/``invoice_number``: the posted invoice it is
     applied to (empty GUID / blank when none)."""
@@ -372,13 +397,8 @@ class SalesCreditMemo:
 
     @classmethod
     def from_row(cls, row: Row) -> SalesCreditMemo:
-        lines = row.get("salesCreditMemoLines")
         return cls(
-            _s(row, "id"),
-            _s(row, "number"),
-            _s(row, "externalDocumentNumber"),
-            _s(row, "customerNumber"),
-            _enum(row, "status"),
+            *_head(row),
             _date(row, "creditMemoDate"),
             _s(row, "currencyCode"),
             _dec(row, "totalAmountExcludingTax"),
@@ -386,27 +406,8 @@ class SalesCreditMemo:
             _s(row, "invoiceId"),
             _s(row, "invoiceNumber"),
             _etag(row),
-            tuple(SalesInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
-            if isinstance(lines, list)
-            else (),
+            _sales_lines(row, "salesCreditMemoLines"),
         )
-
-    # The status tells what it tells of an invoice (GraphMgtSalCrMemoBuf.Codeunit.al maps the
-    # Sales Header status like SalesInvoiceAggregator does): ``Open`` is a posted credit memo or
-    # a released draft, and ``Microsoft.NAV.post`` decides ("The action can be applied to a draft
-    # credit memo only." for a posted one). A posted one applied in full shows ``Paid``.
-
-    @property
-    def is_draft(self) -> bool:
-        return self.status == "Draft"
-
-    @property
-    def in_review(self) -> bool:
-        return self.status == "In Review"
-
-    @property
-    def surely_posted(self) -> bool:
-        return self.status in ("Paid", "Canceled", "Corrective")
 
     @property
     def applied(self) -> bool:
@@ -560,11 +561,7 @@ class SalesInvoiceBalance:
     last_modified: datetime | None
 
     FIELDS = (
-        "id",
-        "number",
-        "externalDocumentNumber",
-        "customerNumber",
-        "status",
+        *_HEAD_FIELDS,
         "postingDate",
         "currencyCode",
         "totalAmountIncludingTax",
@@ -575,11 +572,7 @@ class SalesInvoiceBalance:
     @classmethod
     def from_row(cls, row: Row) -> SalesInvoiceBalance:
         return cls(
-            _s(row, "id").lower(),
-            _s(row, "number"),
-            _s(row, "externalDocumentNumber"),
-            _s(row, "customerNumber"),
-            _enum(row, "status"),
+            *_head(row, lower_id=True),
             _date(row, "postingDate"),
             _s(row, "currencyCode"),
             _dec(row, "totalAmountIncludingTax"),
@@ -611,11 +604,7 @@ class PostedDocument:
     total_amount_including_tax: Decimal
 
     FIELDS = (
-        "id",
-        "number",
-        "externalDocumentNumber",
-        "customerNumber",
-        "status",
+        *_HEAD_FIELDS,
         "postingDate",
         "currencyCode",
         "totalAmountExcludingTax",
@@ -625,11 +614,7 @@ class PostedDocument:
     @classmethod
     def from_row(cls, row: Row) -> PostedDocument:
         return cls(
-            _s(row, "id").lower(),
-            _s(row, "number"),
-            _s(row, "externalDocumentNumber"),
-            _s(row, "customerNumber"),
-            _enum(row, "status"),
+            *_head(row, lower_id=True),
             _date(row, "postingDate"),
             _s(row, "currencyCode"),
             _dec(row, "totalAmountExcludingTax"),

@@ -152,7 +152,7 @@ def add_command(
     """A sub-command running ``func``; with the ``ORG`` argument and ``--json`` when asked."""
     parser = subparsers.add_parser(name, help=help_, description=description, epilog=epilog)
     if org:
-        parser.add_argument("org", help="Moment organization id")
+        parser.add_argument("org", metavar="ORG", help="the Moment organization id")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=func)

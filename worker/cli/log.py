@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from worker.cli.common import format_table
+from worker.cli.common import add_command, format_table
 from worker.config.settings import Settings
 from worker.log import redact_text
 from worker.ops.integration_log import IntegrationLog, LogFilterError, parse_filters
@@ -39,14 +39,16 @@ STEP_COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``log`` to the ``bc-sync`` sub-commands."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "log",
-        help="the integration log: each Moment object's state in Business Central",
+        cmd_log,
+        "the integration log: each Moment object's state in Business Central",
         description="Where each Moment object of an organization stands in Business Central "
         "(pending, retrying, synced, failed, skipped, waiting), newest change first. With "
         "--number, each match's steps are listed too.",
+        org=True,
     )
-    parser.add_argument("org", metavar="ORG", help="the Moment organization id")
     parser.add_argument("--type", choices=OBJECT_TYPES, help="only this object type")
     parser.add_argument("--state", choices=STATES, help="only objects in this state")
     parser.add_argument("--number", help="only this Moment number (or Moment id)")
@@ -54,8 +56,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--limit", type=int, default=50, help=f"at most this many objects (1-{PAGE_MAX})"
     )
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(func=cmd_log)
     return parser
 
 

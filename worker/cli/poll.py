@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker.app import Runtime
-from worker.cli.common import ExitCode, err, format_table, positive
+from worker.cli.common import ExitCode, add_command, err, format_table, positive
 from worker.config.settings import Settings
 from worker.log import redact_text
 from worker.sync.expenses import PollResult
@@ -43,9 +43,11 @@ PAYMENT_COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``poll`` to the ``bc-sync`` sub-commands."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "poll",
-        help="import expenses (or, with --payments, payments) from Business Central now",
+        cmd_poll,
+        "import expenses (or, with --payments, payments) from Business Central now",
         description="Run one expense-import round: publish a bc.expense.imported event for "
         "every new purchase invoice line posted on the project dimension. With --payments, "
         "one payment-import round instead: bc.invoice.paid and bc.invoice.payment_updated "
@@ -63,9 +65,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--org", help="only this Moment organization (polled even when paused; import must be on)"
     )
-    parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--page-size", type=positive, help=argparse.SUPPRESS)
-    parser.set_defaults(func=cmd_poll)
     return parser
 
 

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from worker.app import bc_hub
 from worker.bc import BcError
-from worker.cli.common import ExitCode, err, format_table, guard, print_json
+from worker.cli.common import ExitCode, add_command, err, format_table, guard, print_json
 from worker.config.settings import Settings
 from worker.log import redact_text
 from worker.ops.reconcile import (
@@ -58,23 +58,25 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``reconcile`` to the ``bc-sync`` sub-commands."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "reconcile",
-        help="compare a period's invoices and credit notes in Moment with Business Central",
+        cmd_reconcile,
+        "compare a period's invoices and credit notes in Moment with Business Central",
         description="Every invoice and credit note Moment sent in the period (by document "
         "date) against BC's posted sales invoices and credit memos: missing_in_bc, "
         "duplicated_in_bc, different, unknown_in_bc, matched. Read-only in Business Central.",
         epilog="Exit codes: 0 everything matched, 1 a row needs a look (or the run failed), "
         "2 bad arguments, 3 Business Central could not be reached.",
+        org=True,
+        json_flag=False,  # --json and --csv exclude each other
     )
-    parser.add_argument("org", metavar="ORG", help="the Moment organization id")
     parser.add_argument("--from", dest="from_date", required=True, help="first day (YYYY-MM-DD)")
     parser.add_argument("--to", dest="to_date", required=True, help="last day (YYYY-MM-DD)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the whole report as JSON")
     out.add_argument("--csv", metavar="FILE", help="write the rows as CSV (- for stdout)")
     parser.add_argument("--page-size", type=int, default=None, help=argparse.SUPPRESS)
-    parser.set_defaults(func=cmd_reconcile)
     return parser
 
 

@@ -91,28 +91,36 @@ def _is_stored(info: ValidationInfo) -> bool:
 # Field normalisers. Each returns the normalised value or raises a ``_fail`` error.
 
 
-def _text(value: object) -> str | None:
-    """Trimmed one-line text; blank means "not set"."""
+def _trimmed(value: object, bad: re.Pattern[str], bad_says: str) -> str | None:
+    """Trimmed text; blank means "not set"; text with ``bad`` characters is refused."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise _fail("invalid", "must be text.")
-    value = value.strip()
-    if not value:
+    text = value.strip()
+    if not text:
         return None
-    if _BAD_CHARS.search(value):
-        raise _fail("invalid", "must be one line without control characters.")
-    return value
+    if bad.search(text):
+        raise _fail("invalid", bad_says)
+    return text
+
+
+def _at_most(text: str | None, limit: int, why: str = "") -> str | None:
+    if text is not None and len(text) > limit:
+        raise _fail(
+            "too_long", "can be at most {max_length} characters" + why + ".", max_length=limit
+        )
+    return text
+
+
+def _text(value: object) -> str | None:
+    """Trimmed one-line text; blank means "not set"."""
+    return _trimmed(value, _BAD_CHARS, "must be one line without control characters.")
 
 
 def _limited(limit: int, why: str = "") -> Callable[[object], str | None]:
     def check(value: object) -> str | None:
-        text = _text(value)
-        if text is not None and len(text) > limit:
-            raise _fail(
-                "too_long", "can be at most {max_length} characters" + why + ".", max_length=limit
-            )
-        return text
+        return _at_most(_text(value), limit, why)
 
     return check
 
@@ -271,18 +279,9 @@ def _from_date(value: object) -> object:
 
 
 def _notes(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _fail("invalid", "must be text.")
-    text = value.strip()
-    if not text:
-        return None
-    if _BAD_TEXT_CHARS.search(text):
-        raise _fail("invalid", "must not contain control characters other than line breaks.")
-    if len(text) > NOTES_MAX:
-        raise _fail("too_long", "can be at most {max_length} characters.", max_length=NOTES_MAX)
-    return text
+    """Trimmed text of several lines; blank means "not set"."""
+    says = "must not contain control characters other than line breaks."
+    return _at_most(_trimmed(value, _BAD_TEXT_CHARS, says), NOTES_MAX)
 
 
 def is_valid_email(address: str) -> bool:

@@ -278,9 +278,26 @@ def _text_groups(groups: Sequence[FailureGroup]) -> list[str]:
             lines.append("   For example:" if shown < group.count else "   Affected items:")
             lines += [f"   - {_example_line(e)}" for e in group.examples]
             if more > 0:
-                lines.append(f"   … and {more} more.")
+                lines.append(f"   {_more(more)}")
         lines.append("")
     return lines
+
+
+RESOLVED_TITLE = "Resolved since the last message"
+
+
+def _more(more: int) -> str:
+    """The line after a list cut short."""
+    return f"… and {more} more."
+
+
+def _resolved(content: DigestContent) -> list[str]:
+    """One sentence per resolved object shown (both bodies say the same)."""
+    return [
+        f"{object_label(x.object_type, x.moment_number)} was transferred to Business Central "
+        "after all."
+        for x in content.resolved
+    ]
 
 
 def render_text(content: DigestContent) -> str:
@@ -308,15 +325,10 @@ def render_text(content: DigestContent) -> str:
     if not content.failed_total and not content.warned_total and not content.waiting_total:
         lines.append("")
     if content.resolved:
-        lines.append("Resolved since the last message:")
-        lines += [
-            f"- {object_label(e.object_type, e.moment_number)} was transferred to Business "
-            "Central after all."
-            for e in content.resolved
-        ]
-        more = content.resolved_total - len(content.resolved)
-        if more > 0:
-            lines.append(f"… and {more} more.")
+        lines.append(f"{RESOLVED_TITLE}:")
+        lines += [f"- {sentence}" for sentence in _resolved(content)]
+        if (more := content.resolved_total - len(content.resolved)) > 0:
+            lines.append(_more(more))
         lines.append("")
     lines.append(f"The integration settings are in Moment under {SETTINGS_PATH}.")
     if content.failed_total or not (content.warned_total or content.waiting_total):
@@ -345,7 +357,7 @@ def _html_groups(groups: Sequence[FailureGroup]) -> list[str]:
             out += [f"<li>{e(_example_line(x))}</li>" for x in group.examples]
             more = group.count - len(group.examples)
             if more > 0:
-                out.append(f"<li>… and {more} more.</li>")
+                out.append(f"<li>{_more(more)}</li>")
             out.append("</ul>")
         out.append("</li>")
     out.append("</ol>")
@@ -378,15 +390,10 @@ def render_html(content: DigestContent) -> str:
         out.append(f"<p>{e(_waiting_intro(content))}</p>")
         out += _html_groups(content.waiting)
     if content.resolved:
-        out.append("<p><strong>Resolved since the last message:</strong></p><ul>")
-        out += [
-            f"<li>{e(object_label(x.object_type, x.moment_number))} was transferred to "
-            "Business Central after all.</li>"
-            for x in content.resolved
-        ]
-        more = content.resolved_total - len(content.resolved)
-        if more > 0:
-            out.append(f"<li>… and {more} more.</li>")
+        out.append(f"<p><strong>{RESOLVED_TITLE}:</strong></p><ul>")
+        out += [f"<li>{e(sentence)}</li>" for sentence in _resolved(content)]
+        if (more := content.resolved_total - len(content.resolved)) > 0:
+            out.append(f"<li>{_more(more)}</li>")
         out.append("</ul>")
     settings = f"<p>The integration settings are in Moment under {e(SETTINGS_PATH)}."
     if content.failed_total or not (content.warned_total or content.waiting_total):

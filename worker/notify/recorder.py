@@ -11,7 +11,7 @@ import structlog
 
 from worker.events.envelope import Event
 from worker.events.handlers import FailureReport, Observer, Outcome, WaitingReport, subject_of
-from worker.notify.store import WAITING, NotificationRepository
+from worker.notify.store import WAITING, NewItem, NotificationRepository
 
 log = structlog.get_logger(__name__)
 
@@ -68,15 +68,7 @@ class NotificationRecorder(Observer):
             # Without an organization there is nobody to tell; ops see it in the dead letters.
             log.warning("notify.without_organization", code=report.code)
             return
-        await self.repository.add_failure(
-            report.org,
-            code=report.code,
-            message=report.message,
-            object_type=report.object_type,
-            moment_id=report.moment_id,
-            moment_number=report.moment_number,
-            event_id=report.event_id,
-        )
+        await self.repository.add_failure(report.org, **_item(report))
         cached = self._open.get(report.org)
         if cached is not None and report.object_type and report.moment_id:
             cached[1].add((report.object_type, report.moment_id))
@@ -84,16 +76,7 @@ class NotificationRecorder(Observer):
     async def on_waiting(self, report: WaitingReport) -> None:
         """A person must act in BC (e.g. approve an invoice): it reaches the digest as a
         warning line, never as an open failure, so a later success resolves nothing."""
-        await self.repository.add_warning(
-            report.org,
-            code=report.code,
-            message=report.message,
-            object_type=report.object_type,
-            moment_id=report.moment_id,
-            moment_number=report.moment_number,
-            event_id=report.event_id,
-            kind=WAITING,
-        )
+        await self.repository.add_warning(report.org, kind=WAITING, **_item(report))
 
     async def on_success(self, event: Event[Any], outcome: Outcome) -> None:
         if outcome.kind != "succeeded":
@@ -118,3 +101,15 @@ class NotificationRecorder(Observer):
         await self.repository.resolve(
             event.org, object_type, moment_id, moment_number=number, event_id=event.id
         )
+
+
+def _item(report: FailureReport | WaitingReport) -> NewItem:
+    """The notification item of a failed or waiting delivery."""
+    return NewItem(
+        code=report.code,
+        message=report.message,
+        object_type=report.object_type,
+        moment_id=report.moment_id,
+        moment_number=report.moment_number,
+        event_id=report.event_id,
+    )

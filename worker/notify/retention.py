@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +31,7 @@ from sqlalchemy import delete, select, tuple_
 from worker import metrics
 from worker.config.settings import Settings
 from worker.notify.store import NotificationRepository
+from worker.runtime import cancel_and_wait
 from worker.store import Store
 from worker.store.leases import Leases
 from worker.sync.expenses import published_expenses
@@ -95,11 +95,8 @@ class Retention:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         await asyncio.sleep(FIRST_RUN_S)

@@ -50,6 +50,7 @@ from worker.notify.store import (
     recipient_key,
     utcnow,
 )
+from worker.runtime import cancel_and_wait
 from worker.store import Leases, Store
 
 log = structlog.get_logger(__name__)
@@ -133,9 +134,7 @@ class DigestService:
             # Let a send in progress finish (an SMTP timeout is the longest it can take).
             await asyncio.wait_for(asyncio.shield(self._task), 35.0)
         except TimeoutError:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         self._task = None
 
     async def _loop(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 
 from sqlalchemy import (
     BigInteger,
@@ -98,6 +98,33 @@ def _clip(value: str | None, limit: int) -> str | None:
     return value[:limit] if value else value
 
 
+class NewItem(TypedDict, total=False):
+    """What a failure or warning item says: its code and message, and the object when known."""
+
+    code: Required[str]
+    message: Required[str]
+    object_type: str | None
+    moment_id: str | None
+    moment_number: str | None
+    event_id: str | None
+    at: datetime | None  # when it happened (now by default)
+
+
+def _item_row(org_id: str, kind: str, item: NewItem) -> dict[str, Any]:
+    """The ``notification_items`` row of an item, each value cut to its column."""
+    return {
+        "org_id": org_id[:100],
+        "kind": kind,
+        "code": item["code"][:100],
+        "object_type": _clip(item.get("object_type"), 50),
+        "moment_id": _clip(item.get("moment_id"), 200),
+        "moment_number": _clip(item.get("moment_number"), 200),
+        "event_id": _clip(item.get("event_id"), 200),
+        "message": clean_message(item["message"]),
+        "occurred_at": item.get("at") or utcnow(),
+    }
+
+
 def clean_message(message: str | None) -> str:
     """One line, no secrets, no stack trace, bounded: safe to put in a mail."""
     text = (message or "").split("Traceback (most recent call last)", 1)[0]
@@ -162,78 +189,32 @@ class NotificationRepository:
 
     # --- recording -------------------------------------------------------------------------
 
-    async def add_failure(
-        self,
-        org_id: str,
-        *,
-        code: str,
-        message: str,
-        object_type: str | None = None,
-        moment_id: str | None = None,
-        moment_number: str | None = None,
-        event_id: str | None = None,
-        at: datetime | None = None,
-    ) -> None:
+    async def add_failure(self, org_id: str, **item: Unpack[NewItem]) -> None:
         async with self._store.write() as conn:
-            await conn.execute(
-                insert(self.items).values(
-                    org_id=org_id[:100],
-                    kind=FAILURE,
-                    code=code[:100],
-                    object_type=_clip(object_type, 50),
-                    moment_id=_clip(moment_id, 200),
-                    moment_number=_clip(moment_number, 200),
-                    event_id=_clip(event_id, 200),
-                    message=clean_message(message),
-                    occurred_at=at or utcnow(),
-                )
-            )
+            await conn.execute(insert(self.items).values(**_item_row(org_id, FAILURE, item)))
 
     async def add_warning(
-        self,
-        org_id: str,
-        *,
-        code: str,
-        message: str,
-        object_type: str | None = None,
-        moment_id: str | None = None,
-        moment_number: str | None = None,
-        event_id: str | None = None,
-        at: datetime | None = None,
-        kind: str = WARNING,
+        self, org_id: str, *, kind: str = WARNING, **item: Unpack[NewItem]
     ) -> None:
         """Record a warning (or, with ``kind=WAITING``, an object waiting for a person in BC);
         the same object reported again with the same code before the next digest updates that
         line (the latest message wins, its first time stays)."""
         t = self.items
-        values = {
-            "message": clean_message(message),
-            "moment_number": _clip(moment_number, 200),
-            "event_id": _clip(event_id, 200),
-        }
+        row = _item_row(org_id, kind, item)
         async with self._store.write() as conn:
-            if object_type and moment_id:
+            if row["object_type"] and row["moment_id"]:
                 pending = and_(
-                    t.c.org_id == org_id[:100],
+                    t.c.org_id == row["org_id"],
                     t.c.kind == kind,
-                    t.c.code == code[:100],
-                    t.c.object_type == object_type[:50],
-                    t.c.moment_id == moment_id[:200],
+                    t.c.code == row["code"],
+                    t.c.object_type == row["object_type"],
+                    t.c.moment_id == row["moment_id"],
                     t.c.digest_id.is_(None),
                 )
-                if (await conn.execute(update(t).where(pending).values(**values))).rowcount:
+                latest = {k: row[k] for k in ("message", "moment_number", "event_id")}
+                if (await conn.execute(update(t).where(pending).values(**latest))).rowcount:
                     return
-            await conn.execute(
-                insert(t).values(
-                    org_id=org_id[:100],
-                    kind=kind,
-                    code=code[:100],
-                    object_type=_clip(object_type, 50),
-                    moment_id=_clip(moment_id, 200),
-                    occurred_at=at or utcnow(),
-                    **values,
-                )
-            )
+            await conn.execute(insert(t).values(**row))
 
     async def open_failures(self, org_id: str) -> set[tuple[str, str]]:
         """(object type, Moment id) of the organization's failures not resolved yet."""

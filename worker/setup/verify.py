@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -488,6 +489,19 @@ def _check_choices(config: IntegrationConfig, facts: VerifiedFacts) -> list[Fiel
     return errors
 
 
+@asynccontextmanager
+async def _answer_within(timeout_s: float, then: str) -> AsyncIterator[None]:
+    """:class:`BcUnreachable` when BC's answers take longer than ``timeout_s`` in all; ``then``
+    ends the sentence (what to do)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError:
+        raise BcUnreachable(
+            f"Business Central did not answer within {timeout_s:g} seconds{then}"
+        ) from None
+
+
 async def verify(
     config: IntegrationConfig,
     hub: BcHub,
@@ -501,27 +515,21 @@ async def verify(
     Raises :class:`ConfigValidationError` with every problem found, or :class:`BcUnreachable`.
     """
     subject, secret = _start(config, hub, secret)
-    try:
-        async with asyncio.timeout(timeout_s):
-            conn = _connection(hub, subject, secret)
-            # The token first: Entra's answer names the tenant or the secret precisely.
-            await _one(conn.get_token(), subject)
-            # Lists the companies once (then cached by the hub); not found names the others.
-            company_id = await _one(conn.company_id(), subject)
-            company = Company(company_id, config.company_name, "")
-            facts, errors = await _company_facts(
-                conn,
-                subject,
-                company,
-                posting_groups=config.export_customers,
-                dimension_values=config.export_projects,
-                sales_invoices=config.import_payments,
-            )
-    except TimeoutError:
-        raise BcUnreachable(
-            f"Business Central did not answer within {timeout_s:g} seconds. Nothing was saved; "
-            "try again in a minute."
-        ) from None
+    async with _answer_within(timeout_s, ". Nothing was saved; try again in a minute."):
+        conn = _connection(hub, subject, secret)
+        # The token first: Entra's answer names the tenant or the secret precisely.
+        await _one(conn.get_token(), subject)
+        # Lists the companies once (then cached by the hub); not found names the others.
+        company_id = await _one(conn.company_id(), subject)
+        company = Company(company_id, config.company_name, "")
+        facts, errors = await _company_facts(
+            conn,
+            subject,
+            company,
+            posting_groups=config.export_customers,
+            dimension_values=config.export_projects,
+            sales_invoices=config.import_payments,
+        )
     if facts is not None:
         errors.extend(_check_choices(config, facts))
     if errors or facts is None:
@@ -542,22 +550,17 @@ async def options(
     a page that is not published are ``issues`` of an otherwise complete answer.
     """
     subject, secret = _start(fields, hub, secret)
-    try:
-        async with asyncio.timeout(timeout_s):
-            conn = _connection(hub, subject, secret)
-            companies = await _companies(conn, subject)
-            answer = Options(companies)
-            if fields.company_name is None:
-                return answer
-            company = _find(companies, fields.company_name)
-            if company is None:
-                answer.issues.append(company_not_found(subject, [c.name for c in companies]))
-                return answer
-            answer.facts, answer.issues = await _company_facts(
-                conn, subject, company, posting_groups=True, dimension_values=True
-            )
+    async with _answer_within(timeout_s, "; try again in a minute."):
+        conn = _connection(hub, subject, secret)
+        companies = await _companies(conn, subject)
+        answer = Options(companies)
+        if fields.company_name is None:
             return answer
-    except TimeoutError:
-        raise BcUnreachable(
-            f"Business Central did not answer within {timeout_s:g} seconds; try again in a minute."
-        ) from None
+        company = _find(companies, fields.company_name)
+        if company is None:
+            answer.issues.append(company_not_found(subject, [c.name for c in companies]))
+            return answer
+        answer.facts, answer.issues = await _company_facts(
+            conn, subject, company, posting_groups=True, dimension_values=True
+        )
+        return answer

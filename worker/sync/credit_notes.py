@@ -36,12 +36,11 @@ from worker.events.handlers import Outcome
 from worker.events.models import AppliedInvoice, CreditNoteExportedData, Invoice
 from worker.sync import bc_answers
 from worker.sync.context import SyncContext
-from worker.sync.documents import DocumentKind, export
+from worker.sync.documents import DocumentKind, export, exported_facts
 from worker.sync.transforms import (
     EXTERNAL_DOCUMENT_MAX,
     bc_code,
     credit_memo_payload,
-    currency_read,
 )
 
 AWAITING_APPROVAL = "BC-CREDIT-NOTE-AWAITING-APPROVAL"
@@ -191,15 +190,7 @@ class CreditNoteKind(DocumentKind[SalesCreditMemo, Credited]):
                 moment_number=credited.number if credited else None,
             )
         return CreditNoteExportedData(
-            moment_id=doc.id,
-            moment_number=doc.number,
-            bc_id=posted.id,
-            bc_number=posted.number,
-            status=posted.status,
-            total_excluding_tax=float(posted.total_amount_excluding_tax),
-            total_including_tax=float(posted.total_amount_including_tax),
-            currency_code=currency_read(posted.currency_code, local_currency),
-            applied_to=applied_to,
+            **exported_facts(doc, posted, local_currency), applied_to=applied_to
         )
 
     # -- failures in plain words --------------------------------------------------------------

@@ -29,12 +29,33 @@ from worker.events.handlers import DataWarning, Outcome
 from worker.events.models import Invoice, Model
 from worker.sync import bc_answers, projects, snapshots
 from worker.sync.context import CompanyFacts, SyncContext, bc_failure
-from worker.sync.transforms import NUMBER_MAX, LineDims, bc_code, line_dimensions, projects_of
+from worker.sync.transforms import (
+    NUMBER_MAX,
+    LineDims,
+    bc_code,
+    currency_read,
+    line_dimensions,
+    projects_of,
+)
 
 log = structlog.get_logger(__name__)
 
 D = TypeVar("D", bound=SalesDocument)
 C = TypeVar("C")  # what a kind's find learns besides the document (e.g. the credited invoice)
+
+
+def exported_facts(doc: Invoice, posted: SalesDocument, local_currency: str) -> dict[str, Any]:
+    """What the ``bc.<object_type>.exported`` of every sales document says of the posted one."""
+    return {
+        "moment_id": doc.id,
+        "moment_number": doc.number,
+        "bc_id": posted.id,
+        "bc_number": posted.number,
+        "status": posted.status,
+        "total_excluding_tax": float(posted.total_amount_excluding_tax),
+        "total_including_tax": float(posted.total_amount_including_tax),
+        "currency_code": currency_read(posted.currency_code, local_currency),
+    }
 
 
 class DocumentKind(ABC, Generic[D, C]):

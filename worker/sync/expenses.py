@@ -82,23 +82,33 @@ CHECK_REQUESTS = 2
 READ_OVERLAP = timedelta(minutes=5)
 LOOKUP_CHUNK = 500  # line ids per "already published?" query
 
-expense_polls = Table(
-    "expense_polls",
-    metadata,
-    Column("org_id", String(100), primary_key=True),
-    # Newest lastModifiedDateTime of a round whose lines were all published and confirmed.
-    Column("watermark", UtcDateTime),
-    # What the watermark was built with: an earlier from date or another project dimension
-    # invalidates it (the ids keep the re-read from re-sending).
-    Column("from_date", String(10)),
-    Column("project_dimension", String(20)),
-    Column("last_poll_at", UtcDateTime),
-    Column("last_success_at", UtcDateTime),
-    Column("last_error_code", String(100)),
-    Column("last_error_message", Text),
-    Column("paused_at", UtcDateTime),
-    Column("paused_version", Integer),  # config version that was paused: a save resumes
-)
+
+def poll_state_table(name: str, *built_with: Column[Any]) -> Table:
+    """A poll-state table (one row per organization, read by :class:`PollStates`).
+
+    ``watermark``: the newest ``lastModifiedDateTime`` of a round (BC's clock) the import
+    finished. It is valid for the ``from_date`` (and the ``built_with`` columns) it was built
+    with: another from date invalidates it. ``paused_version``: the config version that was
+    paused (a save resumes)."""
+    return Table(
+        name,
+        metadata,
+        Column("org_id", String(100), primary_key=True),
+        Column("watermark", UtcDateTime),
+        Column("from_date", String(10)),
+        *built_with,
+        Column("last_poll_at", UtcDateTime),
+        Column("last_success_at", UtcDateTime),
+        Column("last_error_code", String(100)),
+        Column("last_error_message", Text),
+        Column("paused_at", UtcDateTime),
+        Column("paused_version", Integer),
+    )
+
+
+# The watermark covers rounds whose lines were all published and confirmed; another project
+# dimension invalidates it too (the ids keep the re-read from re-sending).
+expense_polls = poll_state_table("expense_polls", Column("project_dimension", String(20)))
 
 published_expenses = Table(
     "published_expenses",
@@ -398,25 +408,14 @@ class ExpenseState(PollStates):
             for line in lines
             if line.invoice_id
         ]
-        if not rows:
-            return
-        stmt = (
-            update(t)
-            .where(
-                and_(
-                    t.c.org_id == check_org_id(org_id),
-                    t.c.line_id == bindparam("k_line"),
-                    t.c.invoice_id.is_(None),
-                )
-            )
-            .values(
-                invoice_id=bindparam("v_invoice"),
-                document_number=bindparam("v_document"),
-                project_number=bindparam("v_project"),
-            )
+        await self._update_lines(
+            org_id,
+            rows,
+            t.c.invoice_id,
+            invoice_id=bindparam("v_invoice"),
+            document_number=bindparam("v_document"),
+            project_number=bindparam("v_project"),
         )
-        async with self._store.write() as conn:
-            await conn.execute(stmt, rows)
 
     async def record_invoices(
         self, org_id: str, invoices: Mapping[str, str], *, at: datetime | None = None
@@ -457,14 +456,20 @@ class ExpenseState(PollStates):
     async def mark_checked(
         self, org_id: str, invoice_ids: Iterable[str], *, at: datetime | None = None
     ) -> None:
+        await self._update_invoices(org_id, invoice_ids, checked_at=at or utcnow())
+
+    async def _update_invoices(
+        self, org_id: str, invoice_ids: Iterable[str], *where: Any, **values: Any
+    ) -> None:
+        """Set ``values`` on these re-checked invoices (those that also match ``where``)."""
         t = expense_invoices
         ids = sorted({i.lower() for i in invoice_ids})
         if not ids:
             return
         stmt = (
             update(t)
-            .where(and_(t.c.org_id == check_org_id(org_id), t.c.invoice_id.in_(ids)))
-            .values(checked_at=at or utcnow())
+            .where(and_(t.c.org_id == check_org_id(org_id), t.c.invoice_id.in_(ids), *where))
+            .values(**values)
         )
         async with self._store.write() as conn:
             await conn.execute(stmt)
@@ -509,18 +514,32 @@ class ExpenseState(PollStates):
         (a line withdrawn already keeps its first record)."""
         t = published_expenses
         rows = [{"k_line": lid.lower(), "eid": eid} for lid, eid in lines]
+        await self._update_lines(
+            org_id,
+            rows,
+            t.c.withdrawn_at,
+            withdrawn_at=at or utcnow(),
+            withdrawn_event_id=bindparam("eid"),
+        )
+
+    async def _update_lines(
+        self, org_id: str, rows: list[dict[str, Any]], unset: Column[Any], **values: Any
+    ) -> None:
+        """Set ``values`` on the published lines of ``rows`` (``k_line``: the line id) whose
+        ``unset`` column is still empty, so a line's first record stays."""
         if not rows:
             return
+        t = published_expenses
         stmt = (
             update(t)
             .where(
                 and_(
                     t.c.org_id == check_org_id(org_id),
                     t.c.line_id == bindparam("k_line"),
-                    t.c.withdrawn_at.is_(None),
+                    unset.is_(None),
                 )
             )
-            .values(withdrawn_at=at or utcnow(), withdrawn_event_id=bindparam("eid"))
+            .values(**values)
         )
         async with self._store.write() as conn:
             await conn.execute(stmt, rows)
@@ -529,24 +548,14 @@ class ExpenseState(PollStates):
         self, org_id: str, invoice_ids: Iterable[str], *, at: datetime | None = None
     ) -> None:
         """These invoices are cancelled and their lines withdrawn: no more re-checks."""
-        t = expense_invoices
-        ids = sorted({i.lower() for i in invoice_ids})
-        if not ids:
-            return
         at = at or utcnow()
-        stmt = (
-            update(t)
-            .where(
-                and_(
-                    t.c.org_id == check_org_id(org_id),
-                    t.c.invoice_id.in_(ids),
-                    t.c.canceled_at.is_(None),
-                )
-            )
-            .values(canceled_at=at, checked_at=at)
+        await self._update_invoices(
+            org_id,
+            invoice_ids,
+            expense_invoices.c.canceled_at.is_(None),
+            canceled_at=at,
+            checked_at=at,
         )
-        async with self._store.write() as conn:
-            await conn.execute(stmt)
 
 
 def _lower(value: str | None) -> str | None:
@@ -604,18 +613,24 @@ class PollResult:
     watermark: datetime | None = None
     event_ids: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, int]:
+        """What the round counted (its log line and its part of :meth:`to_dict`)."""
         return {
-            "org": self.org,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
             "published": self.published,
             "already_published": self.already_published,
             "skipped_lines": self.skipped_lines,
             "pages": self.pages,
             "withdrawn": self.withdrawn,
             "checked": self.checked,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "org": self.org,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            **self.counts(),
             "watermark": self.watermark.isoformat() if self.watermark else None,
         }
 
@@ -717,12 +732,7 @@ async def poll_org(
     log.info(
         "expenses.polled",
         org=org,
-        published=result.published,
-        already_published=result.already_published,
-        skipped_lines=result.skipped_lines,
-        withdrawn=result.withdrawn,
-        checked=result.checked,
-        pages=result.pages,
+        **result.counts(),
         watermark=newest.isoformat() if newest else None,
     )
     return result

@@ -16,8 +16,8 @@ from worker.events.envelope import Event
 from worker.events.handlers import Outcome
 from worker.events.models import ExportedData, Invoice
 from worker.sync.context import SyncContext
-from worker.sync.documents import DocumentKind, export
-from worker.sync.transforms import currency_read, invoice_payload
+from worker.sync.documents import DocumentKind, export, exported_facts
+from worker.sync.transforms import invoice_payload
 
 AWAITING_APPROVAL = "BC-INVOICE-AWAITING-APPROVAL"
 
@@ -58,17 +58,7 @@ class InvoiceKind(DocumentKind[SalesInvoice, None]):
     def exported(
         self, doc: Invoice, posted: SalesInvoice, found: None, local_currency: str
     ) -> ExportedData:
-        return ExportedData(
-            object_type="invoice",
-            moment_id=doc.id,
-            moment_number=doc.number,
-            bc_id=posted.id,
-            bc_number=posted.number,
-            status=posted.status,
-            total_excluding_tax=float(posted.total_amount_excluding_tax),
-            total_including_tax=float(posted.total_amount_including_tax),
-            currency_code=currency_read(posted.currency_code, local_currency),
-        )
+        return ExportedData(object_type="invoice", **exported_facts(doc, posted, local_currency))
 
 
 INVOICE = InvoiceKind()

@@ -117,14 +117,12 @@ sync_ledger = Table(
     Column("total_including_tax", String(40)),  # as BC answered at the export
 )
 
+# An object, where it stands and its BC record: what every reader of a ledger row takes.
+_OBJECT_COLUMNS = ("object_type", "moment_id", "moment_number", "state", "bc_id", "bc_number")
+
 # What the reconciliation reads of a ledger row.
 _DOCUMENT_READ = (
-    "object_type",
-    "moment_id",
-    "moment_number",
-    "state",
-    "bc_id",
-    "bc_number",
+    *_OBJECT_COLUMNS,
     "last_error_code",
     "last_error_message",
     "document_date",
@@ -310,12 +308,7 @@ class ClaimResult:
 
 _ENTRY_COLUMNS = (
     "org_id",
-    "object_type",
-    "moment_id",
-    "moment_number",
-    "state",
-    "bc_id",
-    "bc_number",
+    *_OBJECT_COLUMNS,
     "applied_event_id",
     "applied_event_time",
     "applied_sequence",

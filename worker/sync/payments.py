@@ -47,7 +47,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
     and_,
     case,
     func,
@@ -67,7 +66,7 @@ from worker.events.models import (
 from worker.metrics import PAYMENT_EVENTS, PAYMENTS_POLLER_LAG
 from worker.store import StoredConfig, check_org_id, utcnow
 from worker.store.migrations import UtcDateTime, metadata
-from worker.sync.expenses import EventSink, PollResult, PollStates
+from worker.sync.expenses import EventSink, PollResult, PollStates, poll_state_table
 from worker.sync.poller import Poller, PollFailure, _KeepAlive
 
 log = structlog.get_logger(__name__)
@@ -99,20 +98,8 @@ PAUSE_CODES = frozenset(
     }
 )
 
-payment_polls = Table(
-    "payment_polls",
-    metadata,
-    Column("org_id", String(100), primary_key=True),
-    # Newest lastModifiedDateTime of a round's changes read (BC's clock).
-    Column("watermark", UtcDateTime),
-    Column("from_date", String(10)),
-    Column("last_poll_at", UtcDateTime),
-    Column("last_success_at", UtcDateTime),
-    Column("last_error_code", String(100)),
-    Column("last_error_message", Text),
-    Column("paused_at", UtcDateTime),
-    Column("paused_version", Integer),
-)
+# The watermark: the newest lastModifiedDateTime of a round's changes read.
+payment_polls = poll_state_table("payment_polls")
 
 invoice_payments = Table(
     "invoice_payments",
@@ -454,12 +441,8 @@ class PaymentPollResult(PollResult):
     requests: int = 0  # BC reads of the round (token and company lookups not counted)
     event_types: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, int]:
         return {
-            "org": self.org,
-            "status": self.status,
-            "reason": self.reason,
-            "message": self.message,
             "published": self.published,
             "paid": self.paid,
             "payment_updated": self.updated,
@@ -467,7 +450,6 @@ class PaymentPollResult(PollResult):
             "not_ours": self.not_ours,
             "missing": self.missing,
             "bc_requests": self.requests,
-            "watermark": self.watermark.isoformat() if self.watermark else None,
         }
 
 
@@ -565,12 +547,7 @@ async def poll_org(
     log.info(
         "payments.polled",
         org=org,
-        paid=result.paid,
-        payment_updated=result.updated,
-        checked=result.checked,
-        not_ours=result.not_ours,
-        missing=result.missing,
-        bc_requests=result.requests,
+        **result.counts(),
         watermark=newest.isoformat() if newest else None,
     )
     return result

@@ -3,9 +3,7 @@ status endpoint's ``objects`` section)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -13,6 +11,7 @@ import structlog
 
 from worker.events.envelope import Event
 from worker.events.handlers import FailureReport, Observer, Outcome, WaitingReport
+from worker.runtime import FlushEvery
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +61,7 @@ class SuccessesRecorder(Protocol):
     ) -> None: ...
 
 
-class SuccessBuffer:
+class SuccessBuffer(FlushEvery):
     """The handlers' ``outcomes``: keeps the latest success per (organization, object type)
     and writes them once per ``interval`` in one transaction.
 
@@ -77,7 +76,6 @@ class SuccessBuffer:
         self._store = store
         self._interval = interval
         self._pending: dict[tuple[str, str], tuple[str | None, datetime]] = {}
-        self._task: asyncio.Task[None] | None = None
 
     async def record_success(self, org_id: str, object_type: str, ref: str | None = None) -> None:
         self._pending[(org_id, object_type)] = (ref, datetime.now(UTC))
@@ -92,18 +90,3 @@ class SuccessBuffer:
             log.warning("status.record_successes_failed", count=len(batch))
             for key, value in batch.items():
                 self._pending.setdefault(key, value)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()

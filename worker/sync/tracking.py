@@ -21,7 +21,7 @@ import time as _time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from worker.errors import HandlerError, Permanent, Transient
 from worker.events.envelope import Event
 from worker.events.handlers import FailureReport, Handler, Observer, Outcome, subject_of
 from worker.events.models import CreditNoteExportedData, ExportedData, Model, SyncStatusData
+from worker.runtime import FlushEvery
 from worker.sync.ledger import (
     DETAIL_MAX,
     Applied,
@@ -117,7 +118,7 @@ def note_exported(data: Model) -> None:
 # --- the batched history -----------------------------------------------------------------------
 
 
-class StepBuffer:
+class StepBuffer(FlushEvery):
     """History steps, written once per ``interval`` in one transaction."""
 
     name = "ledger-steps"
@@ -133,7 +134,6 @@ class StepBuffer:
         self._interval = interval
         self._clock = clock
         self._pending: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def add(
@@ -174,23 +174,6 @@ class StepBuffer:
             except Exception:
                 log.warning("ledger.history_write_failed", count=len(batch))
                 self._pending[:0] = batch
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
 
 
 # --- BC steps ----------------------------------------------------------------------------------

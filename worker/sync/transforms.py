@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,24 +307,16 @@ def invoice_payload(
     invoice: Invoice, *, customer_number: str, local_currency: str
 ) -> dict[str, Any]:
     """``POST salesInvoices`` body with the lines deep-inserted (bc-contract "Invoices")."""
-    subject = f"invoice {invoice.number}"
-    return {
-        "customerNumber": customer_number,
-        # Code[35] in BC (SalesInvoiceEntityAggregate.Table.al): stored upper-cased, so it is
-        # sent and searched upper-cased (bc-api Corrections 8), or "ab-12" would not be found
-        # again and would be posted twice.
-        "externalDocumentNumber": bc_code(
-            invoice.number, EXTERNAL_DOCUMENT_MAX, "Invoice number", subject
-        ),
-        "invoiceDate": invoice.invoice_date.isoformat(),
-        "postingDate": invoice.invoice_date.isoformat(),
-        "dueDate": invoice.due_date.isoformat(),
-        "currencyCode": currency(invoice.currency_code, local_currency),
-        "customerPurchaseOrderReference": clean(invoice.your_reference, REFERENCE_MAX),
-        "salesInvoiceLines": [
-            line_payload(line, (i + 1) * LINE_STEP, subject) for i, line in enumerate(invoice.lines)
-        ],
-    }
+    return _document_payload(
+        invoice,
+        "invoice",
+        customer_number=customer_number,
+        local_currency=local_currency,
+        date_field="invoiceDate",
+        extra={"customerPurchaseOrderReference": clean(invoice.your_reference, REFERENCE_MAX)},
+        lines_field="salesInvoiceLines",
+        line_body=line_payload,
+    )
 
 
 def credit_memo_payload(
@@ -337,20 +329,46 @@ def credit_memo_payload(
     header's ``invoiceId`` (the credited invoice) is added by the export once it is found.
     Amounts: see :func:`credit_line_payload`.
     """
-    subject = f"credit note {note.number}"
+    return _document_payload(
+        note,
+        "credit note",
+        customer_number=customer_number,
+        local_currency=local_currency,
+        date_field="creditMemoDate",
+        extra={},
+        lines_field="salesCreditMemoLines",
+        line_body=credit_line_payload,
+    )
+
+
+def _document_payload(
+    doc: Invoice,
+    noun: str,
+    *,
+    customer_number: str,
+    local_currency: str,
+    date_field: str,
+    extra: Mapping[str, Any],
+    lines_field: str,
+    line_body: Callable[[InvoiceLine, int, str], dict[str, Any]],
+) -> dict[str, Any]:
+    """The body of a sales document: the header both pages share, ``extra`` fields, the lines."""
+    subject = f"{noun} {doc.number}"
     return {
         "customerNumber": customer_number,
-        # Code[35] like the invoice's (SalesCrMemoEntityBuffer.Table.al): upper-cased.
+        # Code[35] in BC (SalesInvoiceEntityAggregate.Table.al, SalesCrMemoEntityBuffer.Table.al):
+        # stored upper-cased, so it is sent and searched upper-cased (bc-api Corrections 8), or
+        # "ab-12" would not be found again and would be posted twice.
         "externalDocumentNumber": bc_code(
-            note.number, EXTERNAL_DOCUMENT_MAX, "Credit note number", subject
+            doc.number, EXTERNAL_DOCUMENT_MAX, f"{noun.capitalize()} number", subject
         ),
-        "creditMemoDate": note.invoice_date.isoformat(),
-        "postingDate": note.invoice_date.isoformat(),
-        "dueDate": note.due_date.isoformat(),
-        "currencyCode": currency(note.currency_code, local_currency),
-        "salesCreditMemoLines": [
-            credit_line_payload(line, (i + 1) * LINE_STEP, subject)
-            for i, line in enumerate(note.lines)
+        date_field: doc.invoice_date.isoformat(),
+        "postingDate": doc.invoice_date.isoformat(),
+        "dueDate": doc.due_date.isoformat(),
+        "currencyCode": currency(doc.currency_code, local_currency),
+        **extra,
+        lines_field: [
+            line_body(line, (i + 1) * LINE_STEP, subject) for i, line in enumerate(doc.lines)
         ],
     }
 

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import structlog
 from aio_pika.abc import AbstractConnection
@@ -35,6 +35,17 @@ from worker.ops.dlq.scan import Held, Scan, session
 
 # Called with each dead letter an operation settled (moved out of its queue).
 Settled = Callable[[DeadLetter], None]
+
+
+class Moving(TypedDict, total=False):
+    """The options of an operation that moves dead letters (replay, archive, restore): what
+    it reports while it runs, and how fast it goes."""
+
+    progress: Progress | None  # (moved, total) after each message moved
+    settled: Settled | None  # each dead letter once it left its queue (the index forgets it)
+    scanned: Progress | None  # (read, matched) while the queue is read
+    rate: float | None  # messages per second at the most (spares BC on a large backlog)
+
 
 log = structlog.get_logger(__name__)
 
@@ -137,25 +148,20 @@ async def replay(
     *,
     actor: str,
     dry_run: bool = False,
-    progress: Progress | None = None,
-    rate: float | None = None,
     connection: AbstractConnection | None = None,
     lock_wait: float = LOCK_WAIT_S,
     exclusive: bool = True,
-    settled: Settled | None = None,
-    scanned: Progress | None = None,
     extra_headers: Callable[[DeadLetter], Mapping[str, Any]] | None = None,
+    **moving: Unpack[Moving],
 ) -> ReplayResult:
     """Move the matching dead letters back to the exports queue (or, dry run, just say which).
 
     Each one: publish a copy (headers reset, see :meth:`DeadLetter.replay_headers`) with a
-    confirm, then ack the dead letter. ``rate`` caps messages per second (spares BC when a
-    large backlog goes back). ``exclusive=False`` skips the lock: a concurrent operation then
-    still never replays the same message, but may miss the ones this one holds.
-    On a publish failure the run stops; the rest stay dead-lettered and ``error`` says why.
-    ``settled`` is called with each dead letter once it left the queue (the index forgets it),
-    ``scanned`` with the messages read so far while the queue is read. ``extra_headers`` adds
-    headers to each copy (the healer keeps the failure history and marks its replays).
+    confirm, then ack the dead letter (``moving``: see :class:`Moving`). ``exclusive=False``
+    skips the lock: a concurrent operation then still never replays the same message, but may
+    miss the ones this one holds. On a publish failure the run stops; the rest stay
+    dead-lettered and ``error`` says why. ``extra_headers`` adds headers to each copy (the
+    healer keeps the failure history and marks its replays).
     """
     filters = filters or Filters()
     replay_id = str(uuid.uuid4())
@@ -167,7 +173,7 @@ async def replay(
             conn,
             scan,
         ):
-            matched = await scan.take_matching(filters, scanned)
+            matched = await scan.take_matching(filters, moving.get("scanned"))
             result = replace(result, matched=len(matched), letters=[h.letter for h in matched])
             if not dry_run and matched:
                 at = _now()
@@ -180,9 +186,7 @@ async def replay(
                         **letter.replay_headers(replay_id, at),
                         **(extra_headers(letter) if extra_headers is not None else {}),
                     },
-                    progress,
-                    rate,
-                    settled,
+                    moving,
                 )
                 result = replace(result, replayed=replayed, error=error)
         outcome = "ok" if result.error is None else "partial"
@@ -207,12 +211,12 @@ async def _publish_all(
     matched: list[Held],
     target: str,
     headers_for: Callable[[DeadLetter], dict[str, Any]],
-    progress: Progress | None,
-    rate: float | None,
-    settled: Settled | None = None,
+    moving: Moving,
 ) -> tuple[int, str | None]:
     """Publish a copy of each held message to the ``target`` queue with a confirm, then ack
     it: a crash between the two leaves it in both queues, never in neither."""
+    progress, settled = moving.get("progress"), moving.get("settled")
+    rate = moving.get("rate")
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     loop = asyncio.get_running_loop()
     total = len(matched)
@@ -382,12 +386,9 @@ async def archive(
     *,
     actor: str,
     reason: str,
-    progress: Progress | None = None,
-    settled: Settled | None = None,
-    scanned: Progress | None = None,
-    rate: float | None = None,
     connection: AbstractConnection | None = None,
     lock_wait: float = LOCK_WAIT_S,
+    **moving: Unpack[Moving],
 ) -> MoveResult:
     """Move the matching dead letters to the archive queue (``<prefix>.dead.archived``), with
     who archived them, when and why in their headers: kept and counted, out of the active list
@@ -404,13 +405,10 @@ async def archive(
         headers_for=lambda letter: H.archive_headers(
             letter.headers, by=actor, reason=reason, at=at
         ),
-        progress=progress,
-        settled=settled,
-        scanned=scanned,
-        rate=rate,
         connection=connection,
         lock_wait=lock_wait,
         facts={"reason": reason},
+        moving=moving,
     )
 
 
@@ -419,12 +417,9 @@ async def restore(
     filters: Filters,
     *,
     actor: str,
-    progress: Progress | None = None,
-    settled: Settled | None = None,
-    scanned: Progress | None = None,
-    rate: float | None = None,
     connection: AbstractConnection | None = None,
     lock_wait: float = LOCK_WAIT_S,
+    **moving: Unpack[Moving],
 ) -> MoveResult:
     """Bring archived dead letters back to the dead-letter queue (archive headers removed)."""
     topology = Topology.from_settings(settings)
@@ -436,13 +431,10 @@ async def restore(
         source=topology.archived.name,
         target=topology.dead.name,
         headers_for=lambda letter: H.restore_headers(letter.headers),
-        progress=progress,
-        settled=settled,
-        scanned=scanned,
-        rate=rate,
         connection=connection,
         lock_wait=lock_wait,
         facts={},
+        moving=moving,
     )
 
 
@@ -455,13 +447,10 @@ async def _move(
     source: str,
     target: str,
     headers_for: Callable[[DeadLetter], dict[str, Any]],
-    progress: Progress | None,
-    settled: Settled | None,
-    scanned: Progress | None,
-    rate: float | None,
     connection: AbstractConnection | None,
     lock_wait: float,
     facts: dict[str, Any],
+    moving: Moving,
 ) -> MoveResult:
     move_id = str(uuid.uuid4())
     result = MoveResult(move_id, 0, 0, None)
@@ -471,12 +460,10 @@ async def _move(
             conn,
             scan,
         ):
-            matched = await scan.take_matching(filters, scanned)
+            matched = await scan.take_matching(filters, moving.get("scanned"))
             result = replace(result, matched=len(matched))
             if matched:
-                moved, error = await _publish_all(
-                    conn, scan, matched, target, headers_for, progress, rate, settled
-                )
+                moved, error = await _publish_all(conn, scan, matched, target, headers_for, moving)
                 result = replace(result, moved=moved, error=error)
         outcome = "ok" if result.error is None else "partial"
         return result
@@ -511,14 +498,17 @@ class DeadLetters:
     _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @asynccontextmanager
-    async def _guarded(self, wait: float | None = None) -> AsyncIterator[None]:
+    async def _guarded(self, wait: float | None = None) -> AsyncIterator[float]:
+        """Take this process's turn (waiting ``wait``, or :attr:`lock_wait`, for it); yields
+        how long the operation may wait for the broker-side lock in turn."""
+        wait = self.lock_wait if wait is None else wait
         try:
-            async with asyncio.timeout(self.lock_wait if wait is None else wait):
+            async with asyncio.timeout(wait):
                 await self._turn.acquire()
         except TimeoutError:
             raise DlqBusy("another dead-letter operation is running; try again later") from None
         try:
-            yield
+            yield wait
         except DlqError:
             raise
         except (AMQPConnectionError, ConnectionError, OSError) as exc:
@@ -532,8 +522,7 @@ class DeadLetters:
     ) -> list[DeadLetter]:
         """The dead letters (of ``queue``: the archive queue's when named), read without
         consuming them; ``wait`` overrides how long to wait for another operation."""
-        wait = self.lock_wait if wait is None else wait
-        async with self._guarded(wait):
+        async with self._guarded(wait) as wait:
             return await list_dead_letters(
                 self.settings, filters, connection=self.connection, lock_wait=wait, queue=queue
             )
@@ -542,17 +531,16 @@ class DeadLetters:
         self, queues: Sequence[str], *, wait: float | None = None
     ) -> tuple[list[DeadLetter], list[DeadLetter]]:
         """Every dead letter of the dead-letter and the archive queue, under one lock."""
-        wait = self.lock_wait if wait is None else wait
-        async with self._guarded(wait):
+        async with self._guarded(wait) as wait:
             dead, archived = await read_queues(
                 self.settings, queues, connection=self.connection, lock_wait=wait
             )
         return dead, archived
 
     async def show(self, message_id: str) -> dict[str, Any] | None:
-        async with self._guarded():
+        async with self._guarded() as wait:
             return await show_dead_letter(
-                self.settings, message_id, connection=self.connection, lock_wait=self.lock_wait
+                self.settings, message_id, connection=self.connection, lock_wait=wait
             )
 
     async def replay(
@@ -561,25 +549,18 @@ class DeadLetters:
         *,
         actor: str,
         dry_run: bool = False,
-        progress: Progress | None = None,
-        settled: Settled | None = None,
-        scanned: Progress | None = None,
-        rate: float | None = None,
         wait: float | None = None,
+        **moving: Unpack[Moving],
     ) -> ReplayResult:
-        wait = self.lock_wait if wait is None else wait
-        async with self._guarded(wait):
+        async with self._guarded(wait) as wait:
             return await replay(
                 self.settings,
                 filters,
                 actor=actor,
                 dry_run=dry_run,
-                progress=progress,
-                settled=settled,
-                scanned=scanned,
-                rate=rate,
                 connection=self.connection,
                 lock_wait=wait,
+                **moving,
             )
 
     async def archive(
@@ -588,48 +569,29 @@ class DeadLetters:
         *,
         actor: str,
         reason: str,
-        progress: Progress | None = None,
-        settled: Settled | None = None,
-        scanned: Progress | None = None,
-        rate: float | None = None,
         wait: float | None = None,
+        **moving: Unpack[Moving],
     ) -> MoveResult:
-        wait = self.lock_wait if wait is None else wait
-        async with self._guarded(wait):
+        async with self._guarded(wait) as wait:
             return await archive(
                 self.settings,
                 filters,
                 actor=actor,
                 reason=reason,
-                progress=progress,
-                settled=settled,
-                scanned=scanned,
-                rate=rate,
                 connection=self.connection,
                 lock_wait=wait,
+                **moving,
             )
 
     async def restore(
-        self,
-        filters: Filters,
-        *,
-        actor: str,
-        progress: Progress | None = None,
-        settled: Settled | None = None,
-        scanned: Progress | None = None,
-        rate: float | None = None,
-        wait: float | None = None,
+        self, filters: Filters, *, actor: str, wait: float | None = None, **moving: Unpack[Moving]
     ) -> MoveResult:
-        wait = self.lock_wait if wait is None else wait
-        async with self._guarded(wait):
+        async with self._guarded(wait) as wait:
             return await restore(
                 self.settings,
                 filters,
                 actor=actor,
-                progress=progress,
-                settled=settled,
-                scanned=scanned,
-                rate=rate,
                 connection=self.connection,
                 lock_wait=wait,
+                **moving,
             )
