@@ -138,7 +138,9 @@ async def _switch_imports(store: Store, indexes: Sequence[int]) -> None:
         )
 
 
-def _start(bench: Bench, prefix: str, db_url: str, interval_s: float) -> tuple[WorkerProc, int]:
+def _start(
+    bench: Bench, prefix: str, name: str, db_url: str, interval_s: float
+) -> tuple[WorkerProc, int]:
     port = _free_port()
     env = bench.env(prefix, prefetch=256)
     env.update(
@@ -149,7 +151,7 @@ def _start(bench: Bench, prefix: str, db_url: str, interval_s: float) -> tuple[W
             "BC_SYNC_PAYMENTS_INTERVAL_S": "3600",
         }
     )
-    log = (bench.work / f"{prefix}.log").open("wb")
+    log = (bench.work / f"{prefix}-{name}.log").open("wb")
     proc = subprocess.Popen(
         [PY, "-m", "worker.cli", "run", "--roles", "consume,poll"],
         env=env,
@@ -160,15 +162,17 @@ def _start(bench: Bench, prefix: str, db_url: str, interval_s: float) -> tuple[W
     return WorkerProc(proc), port
 
 
-async def _start_ready(bench: Bench, prefix: str, db_url: str, interval_s: float) -> Started:
+async def _start_ready(
+    bench: Bench, prefix: str, name: str, db_url: str, interval_s: float
+) -> Started:
     """Start a worker and wait for its ``/readyz`` (consuming and the store answering)."""
     t0 = time.perf_counter()
-    proc, port = _start(bench, prefix, db_url, interval_s)
+    proc, port = _start(bench, prefix, name, db_url, interval_s)
     url = f"http://127.0.0.1:{port}/readyz"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         while time.perf_counter() - t0 < READY_TIMEOUT_S:
             if proc.process.poll() is not None:
-                raise RuntimeError(f"worker {prefix} exited with {proc.process.returncode}")
+                raise RuntimeError(f"worker {name} exited with {proc.process.returncode}")
             try:
                 async with http.get(url) as resp:
                     if resp.status == 200:
@@ -178,7 +182,7 @@ async def _start_ready(bench: Bench, prefix: str, db_url: str, interval_s: float
                 pass
             await asyncio.sleep(0.02)
     await bench.stop_worker(proc)
-    raise RuntimeError(f"worker {prefix} not ready within {READY_TIMEOUT_S:g} s")
+    raise RuntimeError(f"worker {name} not ready within {READY_TIMEOUT_S:g} s")
 
 
 async def _settled_rss(proc: WorkerProc, seconds: float = 2.0) -> int:
@@ -264,7 +268,7 @@ async def many_orgs(bench: Bench, quick: bool) -> Table:
     )
     try:
         # -- small: the active organizations' configs only, idle
-        small = await _start_ready(bench, f"{tag}-small", small_url, sizes.poll_interval_s)
+        small = await _start_ready(bench, tag, "small", small_url, sizes.poll_interval_s)
         try:
             await wait_consumers(bench, tag, 1)
             rss_small = await _settled_rss(small.proc)
@@ -272,7 +276,7 @@ async def many_orgs(bench: Bench, quick: bool) -> Table:
             await bench.stop_worker(small.proc)
 
         # -- big: every configured organization, idle; then cold organizations' first events
-        big = await _start_ready(bench, f"{tag}-big", big_url, sizes.poll_interval_s)
+        big = await _start_ready(bench, tag, "big", big_url, sizes.poll_interval_s)
         try:
             await wait_consumers(bench, tag, 1)
             rss_big = await _settled_rss(big.proc)
@@ -291,7 +295,7 @@ async def many_orgs(bench: Bench, quick: bool) -> Table:
         # -- active: the expense import on for the active set; events for every active org
         await _switch_imports(stores[big_url], active)
         await bench.ctl.clear_requests()
-        run = await _start_ready(bench, f"{tag}-active", big_url, sizes.poll_interval_s)
+        run = await _start_ready(bench, tag, "active", big_url, sizes.poll_interval_s)
         try:
             await wait_consumers(bench, tag, 1)
             events = [customer_event(_org(i), f"A{i}") for i in active]
