@@ -28,8 +28,8 @@ from worker.sync.tracking import Ledger, RecordedConnection, note_exported
 log = structlog.get_logger(__name__)
 
 FACTS_TTL_S = 600.0  # company country, currency, payment terms, dimension ids change rarely
-# Companies whose facts are held at most (least recently used go first; expired ones go when
-# room is needed): memory follows the active organizations, not the configured ones.
+# Companies whose facts are held at most (least recently used go first; expired ones go within
+# a minute): memory follows the active organizations, not the configured ones.
 FACTS_MAX = 2048
 CLAIM_TTL_S = 120.0  # longer than any single invoice export; a crashed holder's claim expires
 
@@ -99,6 +99,7 @@ class SyncContext:
         # company → (valid until, facts), least recently used first.
         self._facts: OrderedDict[tuple[str, str, str], tuple[float, CompanyFacts]] = OrderedDict()
         self._facts_max = FACTS_MAX
+        self._facts_swept_at = time.monotonic()
         # Weak like the claim locks: a lock lives only while a fetch holds or waits for it.
         self._facts_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -162,9 +163,11 @@ class SyncContext:
         now = time.monotonic()
         self._facts.pop(key, None)
         self._facts[key] = (now + FACTS_TTL_S, facts)
-        if len(self._facts) > self._facts_max:
+        if now - self._facts_swept_at >= 60.0:
+            # At most once a minute: expired facts would be fetched again anyway.
+            self._facts_swept_at = now
             for old in [k for k, (until, _) in self._facts.items() if until <= now]:
-                del self._facts[old]  # expired: would be fetched again anyway
+                del self._facts[old]
         while len(self._facts) > self._facts_max:
             self._facts.popitem(last=False)
 
