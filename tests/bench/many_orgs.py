@@ -412,6 +412,7 @@ async def many_orgs(bench: Bench, quick: bool) -> Table:
     per_more = (rss_halves[1] - rss_halves[0]) / max(1, a - a // 2)  # KiB
     rss_mib = rss_active / 1024
     ready = max(big.ready_s, run.ready_s)
+    ready_cpu = max(big.ready_cpu_s, run.ready_cpu_s)
     big_get, small_get = queries[0][1][0], (queries[0][2] or (1.0, 1.0))[0]
     lookup_ratio = big_get / max(1e-9, small_get)
     mib = 1 / 1024
@@ -464,6 +465,11 @@ async def many_orgs(bench: Bench, quick: bool) -> Table:
         table.rows.append([f"store at {n:,}: {label}", value])
     table.goals += [
         ("ready < 5 s at the full size", ready < 5.0, f"{ready:.2f} s"),
+        (
+            "CPU until ready < 5 s (the same, without the other processes' share of the cores)",
+            ready_cpu < 5.0,
+            f"{ready_cpu:.1f} s",
+        ),
         (
             f"RSS < 300 MiB at {n:,} configured / {a:,} active",
             rss_mib < 300.0,
