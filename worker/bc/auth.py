@@ -1,9 +1,12 @@
 """Tokens from Microsoft Entra ID (client-credentials grant through msal).
 
-One msal ``ConfidentialClientApplication`` per (authority, tenant, client id, secret), kept for
-the process so its token cache is reused. msal is blocking (its constructor already GETs the
-OpenID discovery document), so building an app and asking it for a token run in a thread. The
-token last handed out is remembered too, so a request normally costs no thread hop at all.
+One msal ``ConfidentialClientApplication`` per (authority, tenant, client id, secret), kept
+while it is used so its token cache is reused: at most ``max_apps`` of them (least recently
+used go first; an app unused for APP_IDLE_S goes anyway), all sharing one HTTP session, so
+memory follows the organizations that are active, not the configured ones. msal is blocking
+(its constructor already GETs the OpenID discovery document), so building an app and asking it
+for a token run in a thread. The token last handed out is remembered too, so a request
+normally costs no thread hop at all.
 
 Entra's answers are mapped to :class:`BcAuthError` with the integration field a user must fix;
 messages are plain words and never contain the secret.
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.cookiejar
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,11 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset({"login.microsoftonline.com"})
 EXPIRY_MARGIN_S = 300.0
 # After a 5xx from Entra, msal refuses to ask again for this long (stack-notes §2).
 MSAL_5XX_THROTTLE_S = 5.5
+# An msal app unused this long is dropped (its token has expired by then anyway: Entra's last
+# about an hour); the next request builds it again (one discovery GET, one token request).
+APP_IDLE_S = 3600.0
+# How often at most the idle apps are looked for (a scan of the registry).
+SWEEP_EVERY_S = 60.0
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
 # msal's text when OpenID discovery answers 4xx: "OIDC Discovery failed on … HTTP status: 429"
@@ -79,13 +89,14 @@ class _Key:
 
 
 class _Entry:
-    __slots__ = ("app", "expires_at", "lock", "token")
+    __slots__ = ("app", "expires_at", "last_used", "lock", "token")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
         self.app: msal.ConfidentialClientApplication | None = None
         self.lock = asyncio.Lock()
         self.token: str | None = None
         self.expires_at = 0.0
+        self.last_used = now
 
 
 def entra_error(result: dict[str, Any]) -> BcError:
@@ -129,12 +140,16 @@ class TokenProvider:
         ca_file: Path | str | None = None,
         timeout_s: float = 15.0,
         max_apps: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.authority_url = authority_url.rstrip("/")
         self.ca_file = str(ca_file) if ca_file else None
         self.timeout_s = timeout_s
         self._max_apps = max_apps
+        self._clock = clock
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._swept_at = clock()
+        self._session: _TimeoutSession | None = None
         host = urlsplit(self.authority_url).hostname or ""
         # Instance discovery asks login.microsoftonline.com about the authority; for any other
         # authority (a sovereign cloud proxy, the emulator) it would fail without network.
@@ -144,30 +159,56 @@ class TokenProvider:
         digest = hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
         return _Key(self.authority_url, tenant.lower(), client_id.lower(), digest)
 
+    def __len__(self) -> int:
+        """msal applications held now."""
+        return len(self._entries)
+
     def _entry(self, key: _Key) -> _Entry:
+        now = self._clock()
         entry = self._entries.get(key)
-        if entry is None:
-            while len(self._entries) >= self._max_apps:
-                oldest = next(iter(self._entries))
-                if self._entries[oldest].lock.locked():
-                    break
-                del self._entries[oldest]
-            entry = self._entries[key] = _Entry()
-        else:
+        if entry is not None:
             self._entries.move_to_end(key)
+            entry.last_used = now
+            return entry
+        if now - self._swept_at >= SWEEP_EVERY_S:
+            self._swept_at = now
+            self._evict(lambda e: now - e.last_used > APP_IDLE_S)
+        if len(self._entries) >= self._max_apps:
+            self._evict(lambda e: True, keep=self._max_apps - 1)
+        entry = self._entries[key] = _Entry(now)
         return entry
+
+    def _evict(self, expired: Callable[[_Entry], bool], keep: int = 0) -> None:
+        """Drop entries (least recently used first) for which ``expired(entry)`` holds, while
+        more than ``keep`` remain. An entry whose lock is held is being built or refreshed:
+        dropping it would let the next caller start a second fetch beside it, so it stays
+        (even beyond the cap: there are only as many as token requests in flight)."""
+        for key, entry in list(self._entries.items()):
+            if len(self._entries) <= keep:
+                return
+            if not entry.lock.locked() and expired(entry):
+                del self._entries[key]
+
+    def _shared_session(self) -> _TimeoutSession:
+        """One HTTP session for every msal app: one connection pool and TLS context for Entra
+        instead of one per organization (called in msal's thread; a race only builds a spare)."""
+        if self._session is None:
+            session = _TimeoutSession(self.timeout_s)
+            session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides `verify`
+            session.verify = self.ca_file or True
+            # Entra's error_description follows the request's language too; the worker reads
+            # only its AADSTS numbers (language-neutral), and asks for English for the logs.
+            session.headers["Accept-Language"] = ACCEPT_LANGUAGE
+            # trust_env=False also drops proxy variables; keep honouring HTTPS_PROXY / NO_PROXY.
+            session.proxies.update(requests.utils.get_environ_proxies(self.authority_url))
+            # Shared by every tenant's app: keep no cookies, so none passes between tenants.
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            self._session = session
+        return self._session
 
     def _build_app(
         self, tenant: str, client_id: str, secret: str
     ) -> msal.ConfidentialClientApplication:
-        session = _TimeoutSession(self.timeout_s)
-        session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides `verify`
-        session.verify = self.ca_file or True
-        # Entra's error_description follows the request's language too; the worker reads only
-        # its AADSTS numbers (language-neutral), and asks for English for the logs.
-        session.headers["Accept-Language"] = ACCEPT_LANGUAGE
-        # trust_env=False also drops proxy variables; keep honouring HTTPS_PROXY / NO_PROXY.
-        session.proxies.update(requests.utils.get_environ_proxies(self.authority_url))
         kwargs: dict[str, Any] = {}
         if not self._instance_discovery:
             kwargs["instance_discovery"] = False
@@ -175,9 +216,15 @@ class TokenProvider:
             client_id,
             client_credential=secret,
             authority=f"{self.authority_url}/{tenant}",
-            http_client=session,
+            http_client=self._shared_session(),
             **kwargs,
         )
+
+    def close(self) -> None:
+        """Close the shared HTTP session (its pooled connections to Entra)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     async def token(
         self,

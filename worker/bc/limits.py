@@ -8,8 +8,9 @@ breaker: after several failures in a row (5xx, timeouts, refused connections) re
 once for a while (1 s, doubling up to a minute) instead of holding the worker's message slots
 while a broken BC answers slowly or not at all; then one request at a time probes it.
 
-Memory is bounded: a window is a fixed number of time buckets, and idle subjects are dropped
-from the registry.
+Memory is bounded: a window is a fixed number of time buckets, and the registry holds at most
+``max_subjects`` limiters beyond those it must keep (see :meth:`Limiters._prune`), so it depends
+on the organizations active in the last window, not on the configured ones.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ DEFAULT_PAUSE_S = 1.0
 BREAKER_FAILURES = 5
 BREAKER_FIRST_OPEN_S = 1.0
 BREAKER_MAX_OPEN_S = 60.0
+# A limiter with at most this share of its budget used in the window may be forgotten to make
+# room: its successor could send that many requests more than BC allows (BC then answers 429,
+# which the new limiter adapts to), never more.
+EVICTABLE_BUDGET_SHARE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,24 @@ class SubjectLimiter:
     @property
     def idle(self) -> bool:
         return self._in_flight == 0 and self._waiting == 0
+
+    def evictable(self, *, stale: bool) -> bool:
+        """Whether forgetting this limiter loses nothing that keeps BC safe.
+
+        Never while requests are in flight or waiting (a new limiter would let five more in at
+        once), while paused after a 429 or while the circuit is open. ``stale`` (unused for a
+        whole window): its window is empty, and a breaker that still counts failures after
+        that long only costs the next requests a fresh count. Otherwise also only when its
+        breaker saw no failure and it used little of its budget (EVICTABLE_BUDGET_SHARE).
+        """
+        now = self._clock()
+        if not self.idle or self._paused_until > now or self._open_until > now:
+            return False
+        if stale:
+            return True
+        return self._failures == 0 and (
+            self.used_in_window() <= self.config.budget * EVICTABLE_BUDGET_SHARE
+        )
 
     def paused_for(self) -> float:
         """Seconds until the subject may send again after a 429 (0 when not paused)."""
@@ -312,17 +335,23 @@ class Limiters:
         return self._by_subject.get(subject)
 
     def _prune(self) -> None:
-        # A subject idle for a whole window has no budget left to remember: safe to drop.
+        """Make room: drop every stale limiter (unused for a window), then the least recently
+        used evictable ones down to three quarters of the cap (so a prune is amortized over
+        many new subjects). Limiters that must be kept (:meth:`SubjectLimiter.evictable`) stay
+        even beyond the cap: there are only as many as subjects busy right now."""
         now = self._clock()
-        stale = [
-            key
-            for key, lim in self._by_subject.items()
-            if lim.idle and lim.paused_for() == 0 and now - lim.last_used > self.config.window_s
-        ]
-        for key in stale:
+        window = self.config.window_s
+        for key in [
+            k
+            for k, lim in self._by_subject.items()
+            if now - lim.last_used > window and lim.evictable(stale=True)
+        ]:
             del self._by_subject[key]
-        if len(self._by_subject) >= self._max:
-            # Still full of recently used subjects: drop the least recently used idle ones
-            # rather than grow without bound (their budget history is lost, a tolerable cost).
-            for key in [k for k, lim in self._by_subject.items() if lim.idle][: self._max // 4]:
+        target = self._max - self._max // 4
+        if len(self._by_subject) < self._max:
+            return
+        for key, lim in list(self._by_subject.items()):  # least recently used first
+            if len(self._by_subject) <= target:
+                break
+            if lim.evictable(stale=False):
                 del self._by_subject[key]

@@ -553,6 +553,19 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        12,
+        "integration configs: indexes of the import toggles",
+        (
+            # The pollers list the organizations with an import on every few seconds: without
+            # these, each list read every configured organization's row (on SQLite into the
+            # worker's own page cache: memory that grew with the configured organizations).
+            "CREATE INDEX ix_integration_configs_expenses"
+            " ON integration_configs (import_expenses, org_id)",
+            "CREATE INDEX ix_integration_configs_payments"
+            " ON integration_configs (import_payments, org_id)",
+        ),
+    ),
 ]
 
 schema_version = Table(

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from worker.sync.tracking import Ledger, RecordedConnection, note_exported
 log = structlog.get_logger(__name__)
 
 FACTS_TTL_S = 600.0  # company country, currency, payment terms, dimension ids change rarely
+# Companies whose facts are held at most (least recently used go first; expired ones go within
+# a minute): memory follows the active organizations, not the configured ones.
+FACTS_MAX = 2048
 CLAIM_TTL_S = 120.0  # longer than any single invoice export; a crashed holder's claim expires
 
 
@@ -92,8 +96,14 @@ class SyncContext:
         self.exports = exports
         self.ledger = ledger  # the sync ledger: newest change wins, per-object state
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
-        self._facts: dict[tuple[str, str, str], tuple[float, CompanyFacts]] = {}
-        self._facts_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # company → (valid until, facts), least recently used first.
+        self._facts: OrderedDict[tuple[str, str, str], tuple[float, CompanyFacts]] = OrderedDict()
+        self._facts_max = FACTS_MAX
+        self._facts_swept_at = time.monotonic()
+        # Weak like the claim locks: a lock lives only while a fetch holds or waits for it.
+        self._facts_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         # Weak: a lock lives only while some handler holds or waits for it.
         self._claim_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -119,8 +129,11 @@ class SyncContext:
         key = (c.tenant_id.lower(), c.environment, c.company_name)
         cached = self._facts.get(key)
         if cached and cached[0] > time.monotonic():
+            self._facts.move_to_end(key)
             return cached[1]
-        lock = self._facts_locks.setdefault(key, asyncio.Lock())
+        lock = self._facts_locks.get(key)
+        if lock is None:
+            lock = self._facts_locks[key] = asyncio.Lock()
         async with lock:
             cached = self._facts.get(key)
             if cached and cached[0] > time.monotonic():
@@ -143,8 +156,20 @@ class SyncContext:
                 payment_terms=tuple((t.id, t.code, t.due_date_calculation) for t in terms),
                 dimension_ids={d.code.upper(): d.id for d in dims},
             )
-            self._facts[key] = (time.monotonic() + FACTS_TTL_S, facts)
+            self._keep_facts(key, facts)
             return facts
+
+    def _keep_facts(self, key: tuple[str, str, str], facts: CompanyFacts) -> None:
+        now = time.monotonic()
+        self._facts.pop(key, None)
+        self._facts[key] = (now + FACTS_TTL_S, facts)
+        if now - self._facts_swept_at >= 60.0:
+            # At most once a minute: expired facts would be fetched again anyway.
+            self._facts_swept_at = now
+            for old in [k for k, (until, _) in self._facts.items() if until <= now]:
+                del self._facts[old]
+        while len(self._facts) > self._facts_max:
+            self._facts.popitem(last=False)
 
     def forget_facts(self, bc: BcConnection) -> None:
         c = bc.credentials

@@ -2,8 +2,9 @@
 
 :class:`Poller` is the machinery every import shares; :class:`ExpensePoller` (here) and
 :class:`worker.sync.payments.PaymentPoller` are its two parts. Every interval
-(``BC_SYNC_POLL_INTERVAL_S`` for expenses; each organization on its own jittered schedule, so
-they do not poll in lockstep) a part polls each organization whose import is on. A lease
+(``BC_SYNC_POLL_INTERVAL_S`` for expenses) a part polls each organization whose import is on.
+Each organization has its own phase in the interval, so the rounds are spread evenly over it
+(no thundering herd at start, nor after an outage: see :func:`phases`). A lease
 ``{part}:{org}`` in the store (``poll:{org}`` for expenses) makes sure one replica polls an
 organization at a time; it is renewed while polling and expires when its holder dies. The
 config is read from the store every round, so a save takes effect at the next poll without a
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import math
 import random
 import time
 import uuid
@@ -57,10 +60,14 @@ log = structlog.get_logger(__name__)
 
 LEASE_TTL_S = 120.0  # a crashed holder blocks its organizations this long at most
 LEASE_RENEW_S = 30.0
-JITTER = 0.2  # each organization's next poll: interval * (1 +/- JITTER)
+JITTER = 0.2  # an organization enabled while running: first poll within JITTER * MAX_SLEEP_S
 MAX_BACKOFF_S = 3600.0
 MAX_SLEEP_S = 30.0  # the loop wakes at least this often to notice new organizations
 CONCURRENCY = 4  # organizations polled at once by one process
+# How long the list of organizations with the import on is reused by the loop: with hundreds of
+# organizations spread over the interval the loop wakes every second or so, and the list is a
+# scan of every configured organization.
+LIST_REUSE_S = 5.0
 # Invoices per BC page: each page's ids are stored once confirmed, so a round cut short keeps
 # what it sent, and a page's publishes stay a bounded batch.
 PAGE_SIZE = 200
@@ -174,7 +181,13 @@ class Poller:
         self.check_requests = check_requests
         self.check_batch = check_batch
         self.state = self.state_type(store)
+        # Per organization with the import on (pruned when it is switched off): bounded by the
+        # polled set, not by the configured one.
         self._schedule: dict[str, _Schedule] = {}
+        self._phases: dict[str, float] = {}  # seconds into the interval (see phases())
+        self._enabled: list[str] = []
+        self._listed_at = -math.inf
+        self._started = False  # the first round of the process spreads every organization
         self._busy: set[str] = set()  # leases are re-entrant per owner: guard in process too
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -225,13 +238,30 @@ class Poller:
         return max(0.05, min(MAX_SLEEP_S, self.interval_s, nearest - now))
 
     def _next(self, org: str, *, failed: bool = False, retry_after: float | None = None) -> None:
+        """The organization's next poll: its next slot in the interval at least half an
+        interval (after a failure: the backoff) from now."""
         sched = self._schedule.setdefault(org, _Schedule(0.0))
         sched.failures = sched.failures + 1 if failed else 0
-        base = self.interval_s
+        wait = self.interval_s / 2
         if failed:
-            base = min(MAX_BACKOFF_S, self.interval_s * 2 ** (sched.failures - 1))
-            base = max(base, retry_after or 0.0)
-        sched.due = time.monotonic() + base * random.uniform(1 - JITTER, 1 + JITTER)
+            wait = min(MAX_BACKOFF_S, self.interval_s * 2 ** (sched.failures - 1))
+            wait = max(wait, retry_after or 0.0)
+        sched.due = self._slot(org, time.monotonic() + wait)
+
+    def _slot(self, org: str, earliest: float) -> float:
+        """The first time (monotonic) at or after ``earliest`` on the organization's phase.
+
+        Slots are on the wall clock (``phase + k * interval`` seconds since the epoch), so every
+        replica and a restarted process keep the same spread; a round that ran late (an
+        outage, a slow BC) does not drag the organization's later rounds with it.
+        """
+        phase = self._phases.get(org)
+        if phase is None:
+            phase = phases([org], self.interval_s)[org]
+        mono, wall = time.monotonic(), time.time()
+        at = earliest - mono + wall
+        k = math.ceil((at - phase) / self.interval_s)
+        return (k * self.interval_s + phase) - wall + mono
 
     # -- rounds -------------------------------------------------------------------------------
 
@@ -239,17 +269,20 @@ class Poller:
         self, orgs: Sequence[str] | None = None, *, due_only: bool = False, force: bool = False
     ) -> list[PollResult]:
         """Poll ``orgs`` (default: every organization with import on); ``due_only`` skips those
-        whose jittered time has not come, ``force`` polls paused ones too (an operator asks)."""
-        enabled = await self.store.configs.list_orgs(**{self.toggle: True})
-        self._forget_disabled(enabled)
+        whose time has not come, ``force`` polls paused ones too (an operator asks)."""
+        enabled = await self._enabled_orgs(reuse=due_only)
         targets = list(orgs) if orgs is not None else enabled
         if due_only:
             now = time.monotonic()
             for org in targets:
-                if org not in self._schedule:  # first sight: spread the first polls out
-                    self._schedule[org] = _Schedule(
-                        now + random.uniform(0, JITTER) * min(self.interval_s, MAX_SLEEP_S)
-                    )
+                if org in self._schedule:
+                    continue
+                if self._started:  # switched on while we run: poll it soon
+                    due = now + random.uniform(0, JITTER) * min(self.interval_s, MAX_SLEEP_S)
+                else:  # the process starts: each organization at its slot in the interval
+                    due = self._slot(org, now)
+                self._schedule[org] = _Schedule(due)
+            self._started = True
             targets = [o for o in targets if self._schedule[o].due <= now]
         random.shuffle(targets)  # replicas meet at different organizations first
         gate = asyncio.Semaphore(CONCURRENCY)
@@ -262,6 +295,19 @@ class Poller:
 
         results = await asyncio.gather(*(one(org) for org in targets))
         return sorted(results, key=lambda r: r.org)
+
+    async def _enabled_orgs(self, *, reuse: bool) -> list[str]:
+        """The organizations with the import on (the loop reuses the list for LIST_REUSE_S)."""
+        now = time.monotonic()
+        if reuse and now - self._listed_at < min(LIST_REUSE_S, self.interval_s):
+            return self._enabled
+        enabled = await self.store.configs.list_orgs(**{self.toggle: True})
+        self._listed_at = now
+        if enabled != self._enabled:
+            self._forget_disabled(enabled)
+            self._phases = phases(enabled, self.interval_s)
+            self._enabled = enabled
+        return enabled
 
     def _forget_disabled(self, enabled: Sequence[str]) -> None:
         on = set(enabled)
@@ -533,6 +579,20 @@ class _KeepAlive:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def phases(orgs: Sequence[str], interval_s: float) -> dict[str, float]:
+    """Each organization's offset (seconds) into the poll interval: evenly spaced, in the
+    order of a hash of the organization id.
+
+    Evenly by rank rather than the hash itself: with a few hundred organizations a hash alone
+    leaves gaps and clumps of several percent of the interval. Hash order, not the ids' order,
+    so that an organization switched on or off moves the others by about interval / n at
+    most. Deterministic: every replica computes the same offsets.
+    """
+    ordered = sorted(orgs, key=lambda org: hashlib.blake2b(org.encode(), digest_size=8).digest())
+    count = max(1, len(ordered))
+    return {org: rank * interval_s / count for rank, org in enumerate(ordered)}
 
 
 async def poll_once(
