@@ -11,8 +11,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from tests import factories as f
-from tests.conftest import make_settings
+from tests.support import factories as f
+from tests.support.settings import make_settings
 from worker.app import bc_hub
 from worker.config.crypto import SecretBox
 from worker.config.model import parse_config

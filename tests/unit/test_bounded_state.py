@@ -10,8 +10,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from tests import factories as f
-from tests.conftest import make_settings
+from tests.support import factories as f
+from tests.support.settings import make_settings
 from worker.app import bc_hub
 from worker.bc import BcCredentials
 from worker.bc.auth import APP_IDLE_S, TokenProvider

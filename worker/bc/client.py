@@ -195,6 +195,7 @@ class BcHub:
 
     async def close(self) -> None:
         await self.transport.close()
+        self.tokens.close()
 
     def credentials(
         self,
