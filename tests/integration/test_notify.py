@@ -27,7 +27,7 @@ from worker.events.envelope import parse
 from worker.events.handlers import FailureReport, Outcome
 from worker.messaging.publisher import Publisher
 from worker.notify import NotificationRecorder, NotificationRepository, digest_status
-from worker.notify.recorder import OPEN_FAILURES_TTL_S
+from worker.notify.recorder import OPEN_FAILURES_TTL_S, SWEEP_ABOVE
 from worker.notify.store import utcnow
 from worker.store import Store
 
@@ -229,6 +229,32 @@ async def test_a_failure_recorded_by_another_process_is_resolved_by_this_one(
     assert await service.run_once() == 1
     text = smtp.received[0].part("plain")
     assert "Invoice 1866 was transferred to Business Central after all." in text
+
+
+@SQLITE_ONLY
+async def test_the_recorder_keeps_only_recent_organizations_and_still_resolves(
+    store: Store, smtp: SmtpSink, tmp_path: Path
+) -> None:
+    """Thousands of organizations pass through one process: its copies of their open failures
+    expire and are dropped, and a failure of the first one is still resolved afterwards."""
+    await setup_org(store, [{"email": ADMIN}])
+    now = [0.0]
+    recorder = NotificationRecorder(NotificationRepository(store), clock=lambda: now[0])
+    await recorder.on_failure(report("1866"))
+    for i in range(SWEEP_ABOVE + 200):
+        other = f.body("moment.invoice.created", {"invoice": f.invoice(str(i))}, org=f"org-{i}")
+        await recorder.on_success(parse(other), Outcome.ok())
+        now[0] += OPEN_FAILURES_TTL_S / 100
+    assert len(recorder._open) <= SWEEP_ABOVE + 1
+    assert len(recorder._locks) <= SWEEP_ABOVE + 1
+
+    now[0] += OPEN_FAILURES_TTL_S
+    await recorder.on_success(invoice_event("1866"), Outcome.ok())
+    service = make_service(notify_settings(tmp_path, smtp, digest_first_delay_s=0), store)
+    assert await service.run_once() == 1
+    assert "Invoice 1866 was transferred to Business Central after all." in smtp.received[-1].part(
+        "plain"
+    )
 
 
 # --- delivery: outages, refusals, restarts, replicas --------------------------------------------

@@ -19,6 +19,9 @@ log = structlog.get_logger(__name__)
 # process records is seen at most this late; a success inside that gap is not reported as
 # "resolved" (the failure then stays in the digest), which is rare and harmless.
 OPEN_FAILURES_TTL_S = 2.0
+# Above this many organizations in the cache, expired entries are dropped (memory follows the
+# organizations active within the TTL, not every organization that ever had an event).
+SWEEP_ABOVE = 1024
 
 
 def needs_a_person(report: FailureReport) -> bool:
@@ -59,7 +62,17 @@ class NotificationRecorder(Observer):
                 return cached[1]
             keys = await self.repository.open_failures(org)
             self._open[org] = (self._clock() + self._ttl_s, keys)
-            return keys
+        if len(self._open) > SWEEP_ABOVE:
+            self._sweep()
+        return keys
+
+    def _sweep(self) -> None:
+        """Forget expired copies and the locks nobody holds (a later read makes them anew)."""
+        now = self._clock()
+        for key in [k for k, (until, _) in self._open.items() if until <= now]:
+            del self._open[key]
+        for key in [k for k, lock in self._locks.items() if not lock.locked()]:
+            del self._locks[key]
 
     async def on_failure(self, report: FailureReport) -> None:
         if not needs_a_person(report):
