@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -171,7 +172,8 @@ def main() -> int:
     with running_cluster() as cluster:
         print(
             f"chaos-cluster: 3 nodes up in {time.monotonic() - began:.1f} s: "
-            + ", ".join(f"{n.name} :{n.amqp_port}" for n in cluster.nodes)
+            + ", ".join(f"{n.name} :{n.amqp_port}" for n in cluster.nodes),
+            flush=True,
         )
         emulator = start_subprocess()
         try:
@@ -195,6 +197,7 @@ def main() -> int:
                 work_dir=args.work_dir,
                 chaos_every_s=(3.0, 8.0),
                 prefetch=32,
+                log=functools.partial(print, flush=True),
             )
             report = asyncio.run(run_soak(cfg))
         finally:
