@@ -185,8 +185,8 @@ def _spawn(env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["rabbitmq-server"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def stop(node: Node) -> None:
-    """Stop the node by name, then end by pid whatever of it (beam, epmd, ...) is left."""
+def shutdown(node: Node) -> None:
+    """``rabbitmqctl stop`` (the Erlang VM exits), killing the server process if it stays."""
     if not node.exited():
         with suppress(subprocess.TimeoutExpired):
             node.ctl("stop", timeout=60)
@@ -195,6 +195,11 @@ def stop(node: Node) -> None:
     if node.process.poll() is None:
         node.process.kill()
         node.process.wait(timeout=10)
+
+
+def stop(node: Node) -> None:
+    """Stop the node by name, then end by pid whatever of it (beam, epmd, ...) is left."""
+    shutdown(node)
     # An epmd started by this node carries its name in its environment; an epmd that was
     # already running (the machine's broker's) does not, and stays.
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -66,12 +66,7 @@ def main() -> int:
             database = stack.enter_context(own_postgres())
             args.database_url = database.url
         report = _run(args, amqp, restart, database)
-    print("\n== chaos soak ==")
-    print(report.figures())
-    for problem in report.problems[:50]:
-        print(f"PROBLEM: {problem}")
-    print("PASSED" if report.ok else f"FAILED ({len(report.problems)} problems)")
-    return 0 if report.ok else 1
+    return report.verdict("chaos soak")
 
 
 def _run(

@@ -20,14 +20,13 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from tests.rabbitmq_node import Node, launch, node_processes, rabbitmq_missing, stop
+from tests.rabbitmq_node import Node, launch, node_processes, rabbitmq_missing, shutdown, stop
 
 NODE_PREFIX = "bcsynccluster"
 
@@ -93,13 +92,7 @@ class Cluster:
     def stop_node(self, node: Node) -> None:
         """Stop the whole node (its Erlang VM exits): connections to it drop, its queue
         replicas go offline, the queues it led elect a new leader."""
-        with suppress(subprocess.TimeoutExpired):
-            node.ctl("stop", timeout=60)
-        with suppress(subprocess.TimeoutExpired):
-            node.process.wait(timeout=30)
-        if node.process.poll() is None:
-            node.process.kill()
-            node.process.wait(timeout=10)
+        shutdown(node)
 
     def start_node(self, node: Node) -> None:
         """Boot it again from its data directory: it rejoins the cluster by itself."""
@@ -202,12 +195,7 @@ def main() -> int:
             report = asyncio.run(run_soak(cfg))
         finally:
             emulator.stop()
-    print("\n== chaos soak on a 3-node RabbitMQ cluster ==")
-    print(report.figures())
-    for problem in report.problems[:50]:
-        print(f"PROBLEM: {problem}")
-    print("PASSED" if report.ok else f"FAILED ({len(report.problems)} problems)")
-    return 0 if report.ok else 1
+    return report.verdict("chaos soak on a 3-node RabbitMQ cluster")
 
 
 if __name__ == "__main__":

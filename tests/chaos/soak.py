@@ -205,6 +205,15 @@ class SoakReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def verdict(self, title: str) -> int:
+        """Print the figures and the problems; the exit status of a command-line run."""
+        print(f"\n== {title} ==")
+        print(self.figures())
+        for problem in self.problems[:50]:
+            print(f"PROBLEM: {problem}")
+        print("PASSED" if self.ok else f"FAILED ({len(self.problems)} problems)")
+        return 0 if self.ok else 1
+
     def figures(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
         return "\n".join(
@@ -585,16 +594,8 @@ class Workers:
 
 
 async def _ready(port: int) -> bool:
-    import aiohttp
-
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-            session.get(f"http://127.0.0.1:{port}/readyz") as resp,
-        ):
-            return resp.status == 200
-    except Exception:
-        return False
+    body = await _readiness(port)
+    return body is not None and body.get("status") == "ready"
 
 
 def _proxied(url: str, port: int) -> str:

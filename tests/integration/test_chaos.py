@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.ci import CI_TIMING, show_and_scan
 from tests.chaos.postgres import own_postgres, postgres_missing
 from tests.chaos.soak import SoakConfig, run_soak
-from tests.conftest import SECRET_SCAN
 from tests.emulator.server import EmulatorProcess
 
 pytestmark = pytest.mark.slow
@@ -46,24 +46,10 @@ async def test_soak_under_kills_cuts_outages_and_bc_faults(
         broker_outage_s=3.0,
         bc_outage_s=6.0,
         timeout_s=240,
-        # Time compressed further than the full size: chaos every 1-2.5 s, a 0.2 s Retry-After
-        # on the injected 429s, hanging requests given up after 2 s, a killed worker's invoice
-        # claims free after 8 s, a shorter ladder (still longer than the BC outage).
-        chaos_every_s=(1.0, 2.5),
-        retry_after_s=0.2,
-        bc_timeout_s=2.0,
-        claim_ttl_s=8.0,
-        retry_delays="0.25,0.5,1,2,3,3,3,3,3,3,3,3",
-        digest_window_s=10.0,
+        **CI_TIMING,
     )
     report = await run_soak(cfg)
-    print("\n" + report.figures())
-    for problem in report.problems[:40]:
-        print(f"PROBLEM: {problem}")
-    # The workers' own logs join the suite-wide secret scan, with the organizations' secrets.
-    SECRET_SCAN.add(*report.secrets)
-    for log in report.log_files:  # the worker logs and the digest mails
-        SECRET_SCAN.check(f"chaos output {log.name}", log.read_bytes())
+    show_and_scan(report)
 
     assert report.problems == []
     assert report.kills >= 5 and report.cuts >= 3 and report.broker_outages >= 1
@@ -107,21 +93,10 @@ async def test_soak_with_postgresql_stopped_under_load(
             db_outages=1,
             db_outage_s=6.0,
             timeout_s=240,
-            chaos_every_s=(1.0, 2.0),
-            retry_after_s=0.2,
-            bc_timeout_s=2.0,
-            claim_ttl_s=8.0,
-            # Longer in all than the outage: what it holds up must still be waiting when it ends.
-            retry_delays="0.25,0.5,1,2,3,3,3,3,3,3,3,3",
-            digest_window_s=10.0,
+            **CI_TIMING,
         )
         report = await run_soak(cfg)
-    print("\n" + report.figures())
-    for problem in report.problems[:40]:
-        print(f"PROBLEM: {problem}")
-    SECRET_SCAN.add(*report.secrets)
-    for log in report.log_files:
-        SECRET_SCAN.check(f"chaos output {log.name}", log.read_bytes())
+    show_and_scan(report)
 
     assert report.problems == []
     assert len(report.db_outages) == 1 and report.db_outages[0].down_s >= 6.0

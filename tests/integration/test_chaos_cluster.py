@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.ci import CI_TIMING, show_and_scan
 from tests.chaos.cluster import running_cluster
 from tests.chaos.soak import SoakConfig, run_soak
-from tests.conftest import SECRET_SCAN
 from tests.emulator.server import EmulatorProcess
 from tests.rabbitmq_node import rabbitmq_missing
 
@@ -51,20 +51,10 @@ async def test_cluster_node_stops_lose_nothing(
             node_stops=2,
             broker_outage_s=4.0,
             timeout_s=240,
-            chaos_every_s=(1.0, 2.0),
-            retry_after_s=0.2,
-            bc_timeout_s=2.0,
-            claim_ttl_s=8.0,
-            retry_delays="0.25,0.5,1,2,3,3,3,3,3,3,3,3",
-            digest_window_s=10.0,
+            **CI_TIMING,
         )
         report = await run_soak(cfg)
-    print("\n" + report.figures())
-    for problem in report.problems[:40]:
-        print(f"PROBLEM: {problem}")
-    SECRET_SCAN.add(*report.secrets)
-    for log in report.log_files:
-        SECRET_SCAN.check(f"chaos output {log.name}", log.read_bytes())
+    show_and_scan(report)
 
     assert report.problems == []
     assert report.lost == 0 and report.duplicated == 0 and report.dead_unexpected == 0
