@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -547,6 +548,7 @@ class Workers:
         self.ports = [_free_port() for _ in range(count)]
         self.starts = 0
         self.logs: list[Path] = []
+        self.lock = threading.Lock()  # kill (in a thread) against the settle loop's restarts
 
     def start(self, i: int) -> None:
         self.starts += 1
@@ -567,15 +569,22 @@ class Workers:
             self.start(i)
 
     def kill(self, i: int) -> None:
-        proc = self.procs[i]
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        self.start(i)
+        # Under the lock: the settle loop must not see the killed one as crashed and start a
+        # second process for the same slot (an orphan holding the slot's HTTP port).
+        with self.lock:
+            proc = self.procs[i]
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            self.start(i)
 
-    def crashed(self) -> list[int]:
-        """Workers that exited by themselves (a crash loop shows up here)."""
-        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is not None]
+    def restart_crashed(self) -> list[int]:
+        """Restart the workers that exited by themselves (a crash loop shows up here)."""
+        with self.lock:
+            gone = [i for i, p in enumerate(self.procs) if p is not None and p.poll() is not None]
+            for i in gone:
+                self.start(i)
+        return gone
 
     def stop_all(self, timeout: float = 40.0) -> None:
         for proc in self.procs:
@@ -1052,11 +1061,10 @@ async def _wait_until_settled(
     last_log = 0.0
     while time.monotonic() - started < cfg.timeout_s:
         await asyncio.sleep(2.0)
-        for i in workers.crashed():
+        for i in workers.restart_crashed():
             report.problems.append(
                 f"worker {i} exited by itself (see the logs in {workers.log_dir})"
             )
-            workers.start(i)
         if not all(t.done() for t in first):
             continue  # every event published and every planned fault done first
         try:
