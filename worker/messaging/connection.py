@@ -32,7 +32,8 @@ log = structlog.get_logger(__name__)
 # it is the one place that sees every attempt. Checked at import so an aio-pika upgrade that
 # renames it fails loudly instead of silently never rotating.
 _ATTEMPT = "_RobustConnection__connect_transport"
-assert hasattr(RobustConnection, _ATTEMPT), "aio-pika changed its reconnect loop"
+if not hasattr(RobustConnection, _ATTEMPT):  # pragma: no cover - only after an upgrade
+    raise ImportError(f"aio-pika's RobustConnection has no {_ATTEMPT}: failover cannot rotate")
 
 
 def broker_urls(settings: Settings) -> tuple[str, ...]:
