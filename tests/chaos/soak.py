@@ -157,6 +157,10 @@ class DbOutage:
     down_s: float
     unready_workers: int  # workers whose readiness reported the store down during it
     ready_after_s: float = math.nan  # from the start until every worker was ready again
+    began: datetime | None = None
+    ended: datetime | None = None
+    # Deliveries that failed on the store meanwhile and went on the ladder (from the logs).
+    laddered: int = 0
 
 
 @dataclass
@@ -245,8 +249,9 @@ class SoakReport:
                     [
                         f"database outages   {len(self.db_outages)}: "
                         + "; ".join(
-                            f"{o.down_s:.0f} s down, {o.unready_workers} worker(s) reported "
-                            f"the store down, all ready {o.ready_after_s:.1f} s after the start"
+                            f"{o.down_s:.0f} s down, {o.laddered} deliveries failed on the "
+                            f"store and went on the ladder, {o.unready_workers} worker(s) "
+                            f"reported the store down, all ready {o.ready_after_s:.1f} s after"
                             for o in self.db_outages
                         )
                     ]
@@ -781,6 +786,8 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
         await control.close()
     report.worker_restarts = workers.starts - cfg.workers
     report.log_files = [*workers.logs, *sorted((work / "outbox").glob("*.eml"))]
+    for outage in report.db_outages:
+        outage.laddered = _laddered(workers.logs, outage)
     report.wall_s = time.monotonic() - started
     return report
 
@@ -963,15 +970,46 @@ async def _readiness(port: int) -> dict[str, Any] | None:
         return None
 
 
+def _laddered(logs: list[Path], outage: DbOutage) -> int:
+    """Retries the workers scheduled during the outage for an error that is not BC's (the
+    store refusing connections): proof that the outage met events, and that they waited."""
+    assert outage.began is not None and outage.ended is not None
+    n = 0
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if '"consumer.retry_scheduled"' not in line or "INTERNAL-ERROR" not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError):
+                at = datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
+                n += outage.began <= at <= outage.ended + timedelta(seconds=2)
+    return n
+
+
+async def _all_ready(workers: Workers, timeout_s: float) -> bool:
+    """Until every worker answers ready (False after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all([await _ready(port) for port in workers.ports]):
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
 async def _db_outage(
     cfg: SoakConfig, database: DatabaseControl, workers: Workers, report: SoakReport
 ) -> None:
     """Stop PostgreSQL for ``db_outage_s`` under load: events wait (the ladder), nothing is
     dead-lettered for it (checked with everything else at the end); every running worker's
-    readiness must report the store down meanwhile and come back once it is up again."""
+    readiness must report the store down meanwhile and come back once it is up again.
+
+    Only once every worker is ready: a worker that starts while the database is down exits
+    (its start-up migration fails; it does not wait as it does for the broker), and the
+    soak counts a worker that exits by itself as a failure."""
+    await _all_ready(workers, 90)
     cfg.log(f"chaos: PostgreSQL stopped for {cfg.db_outage_s:.0f} s")
     await asyncio.to_thread(database.stop)
     began = time.monotonic()
+    began_at = datetime.now(UTC)
     saw_down: set[int] = set()
     while time.monotonic() - began < cfg.db_outage_s:
         await asyncio.sleep(1.0)
@@ -981,15 +1019,16 @@ async def _db_outage(
             if store.get("ok") is False:
                 saw_down.add(i)
     await asyncio.to_thread(database.start)
-    outage = DbOutage(down_s=time.monotonic() - began, unready_workers=len(saw_down))
+    outage = DbOutage(
+        down_s=time.monotonic() - began,
+        unready_workers=len(saw_down),
+        began=began_at,
+        ended=datetime.now(UTC),
+    )
     report.db_outages.append(outage)
     back = time.monotonic()
-    while time.monotonic() - back < 90:
-        answers = [await _ready(port) for port in workers.ports]
-        if all(answers):
-            outage.ready_after_s = time.monotonic() - back
-            break
-        await asyncio.sleep(0.5)
+    if await _all_ready(workers, 90):
+        outage.ready_after_s = time.monotonic() - back
     alive = sum(1 for p in workers.procs if p is not None and p.poll() is None)
     if len(saw_down) < alive:
         report.problems.append(

@@ -102,5 +102,6 @@ async def test_soak_with_postgresql_stopped_under_load(
     assert len(report.db_outages) == 1 and report.db_outages[0].down_s >= 6.0
     assert report.db_outages[0].unready_workers == 2  # readiness said so, on each worker
     assert report.db_outages[0].ready_after_s < 90
+    assert report.db_outages[0].laddered > 0  # it met events under load, and they waited
     assert report.lost == 0 and report.duplicated == 0 and report.dead_unexpected == 0
     assert report.retry_left == 0 and report.exports_left == 0
