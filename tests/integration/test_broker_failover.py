@@ -64,8 +64,8 @@ async def test_first_address_dead_connects_to_the_second(amqp_url: str, tmp_path
         await robust.close()
     plain = await connect(settings)  # topology apply, dead-letter tools
     async with plain:
-        channel = await plain.channel()
-        queue = await channel.declare_queue(settings.queue("exports"), passive=True)
+        plain_channel = await plain.channel()
+        queue = await plain_channel.declare_queue(settings.queue("exports"), passive=True)
         assert queue.declaration_result.message_count == 0
     await drop_topology(make_settings(tmp_path, amqp_url=amqp_url, **_names(settings)))
 
