@@ -1391,9 +1391,8 @@ async def _verify_mails(
     report.mails = len(mails)
     good = {e.event_id for e in events if not e.bad_code}
     for org in orgs:
-        bad = [
-            e for e in events if e.bad_code and e.org is org and e.event_id not in report.unnotified
-        ]
+        all_bad = [e for e in events if e.bad_code and e.org is org]
+        bad = [e for e in all_bad if e.event_id not in report.unnotified]
         mine = sorted(
             (d for d in digests if d["org_id"] == org.org_id),
             key=lambda d: _aware(d["created_at"]),
@@ -1406,10 +1405,12 @@ async def _verify_mails(
                 continue
             part = mail.get_body(preferencelist=("plain",))
             texts[int(d["id"])] = part.get_content() if isinstance(part, EmailMessage) else ""
-        if not bad:
+        if not all_bad:
             if mine:
                 problems.append(f"{org.org_id} had no bad event and got {len(mine)} mail(s)")
             continue
+        if not bad:
+            continue  # its bad events all failed while the database was down
         report.dirty_orgs += 1
         report.mailed_orgs += 1 if texts else 0
         failures = [i for i in items if i["org_id"] == org.org_id and i["kind"] == "failure"]
@@ -1447,7 +1448,7 @@ async def _verify_mails(
             if i["event_id"] in good:
                 problems.append(f"good event {i['event_id']} notified: {i['code']}")
         codes = set(re.findall(r"\(error code ([A-Z0-9-]+)\)", "".join(texts.values())))
-        if extra := codes - {str(e.bad_code) for e in bad}:
+        if extra := codes - {str(e.bad_code) for e in all_bad}:
             problems.append(f"{org.org_id}: mails name codes {sorted(extra)}")
     if mails:
         problems.append(f"mails of digests {sorted(mails)} of no organization")
