@@ -23,8 +23,8 @@ PYTEST_RUN = { $(1) || { rc=$$?; if [ $$rc -eq 5 ]; then \
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: install test test-lowest lint format schemas deploy-rules demo bench chaos emulator \
-	vendor clean lock lock-upgrade lock-check validate validators
+.PHONY: install test test-lowest lint format schemas deploy-rules demo bench chaos chaos-cluster \
+	emulator vendor clean lock lock-upgrade lock-check validate validators
 
 # uv itself, at the version the lock pins: the bootstrap of everything below.
 $(UV):
@@ -134,6 +134,10 @@ bench: $(STAMP)
 ## make chaos: the full-size soak with faults (the CI runs a reduced size in make test)
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos
+
+## make chaos-cluster: the soak on 3 RabbitMQ nodes started here, stopping the exports leader
+chaos-cluster: $(STAMP)
+	$(BIN)/python -m tests.chaos.cluster
 
 ## make emulator: run the BC emulator alone
 emulator: $(STAMP)

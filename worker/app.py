@@ -13,7 +13,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ProbableAuthenticationError
@@ -38,9 +37,9 @@ from worker.events.envelope import build
 from worker.events.handlers import Observer
 from worker.events.models import Model
 from worker.log import register_secret
+from worker.messaging import connection as broker
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
-from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import Topology
 from worker.notify import (
     DigestService,
@@ -196,12 +195,7 @@ async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnectio
     while True:
         connection: AbstractRobustConnection | None = None
         try:
-            connection = await aio_pika.connect_robust(
-                settings.amqp_url.get_secret_value(),
-                **amqp_tls(settings),
-                client_properties={"connection_name": "bc-sync"},
-                reconnect_interval=2.0,
-            )
+            connection = await broker.connect_robust(settings, name="bc-sync")
             channel = await connection.channel()
             await Topology.from_settings(settings).apply(channel)
             await channel.close()

@@ -32,7 +32,6 @@ from typing import Any
 import aiohttp
 from sqlalchemy import insert, update
 
-from tests import factories as f
 from tests.bench.harness import (
     COMPANY,
     PY,
@@ -44,6 +43,7 @@ from tests.bench.harness import (
     tenants_seed,
 )
 from tests.bench.scenarios import Table, pct, wait_consumers
+from tests.support import factories as f
 from worker.config.model import parse_config
 from worker.store import Store, integration_configs
 from worker.store.time import utcnow

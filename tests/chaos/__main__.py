@@ -3,7 +3,9 @@
 Defaults: 10,000 events over 20 organizations, 2 worker processes, 8 kills, 4 broker cuts, one
 broker outage, one BC outage and, when the broker is local and ``rabbitmqctl`` reaches it, one
 restart of RabbitMQ itself (``--no-broker-restart`` to leave it running). Needs RabbitMQ at
-``AMQP_URL`` (default localhost:5672); ``--database-url`` for PostgreSQL instead of SQLite.
+``AMQP_URL`` (default localhost:5672); ``--database-url`` for PostgreSQL instead of SQLite, or
+``--postgres`` for a PostgreSQL server of the soak's own (tests/chaos/postgres.py), which is
+also stopped and started under load (``--db-outages``, default 1).
 Exit status 0 when every check passed; the figures are printed either way.
 """
 
@@ -11,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.chaos.soak import SoakConfig, run_soak
+from tests.chaos.postgres import OwnPostgres, own_postgres, postgres_missing
+from tests.chaos.soak import SoakConfig, SoakReport, run_soak
 from tests.emulator.server import start_subprocess
 
 
@@ -41,10 +46,32 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=840.0)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--database-url", default=os.environ.get("CHAOS_DATABASE_URL"))
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a PostgreSQL server of the soak's own and stop it under load",
+    )
+    parser.add_argument("--db-outages", type=int, default=1)
+    parser.add_argument("--db-outage-s", type=float, default=10.0)
     parser.add_argument("--work-dir", type=Path, default=None, help="logs and SQLite file here")
     args = parser.parse_args()
     amqp = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     restart = _broker_is_ours(amqp) if args.broker_restart is None else args.broker_restart
+    with contextlib.ExitStack() as stack:
+        database = None
+        if args.postgres:
+            if (reason := postgres_missing()) is not None:
+                print(f"chaos: --postgres: {reason}", file=sys.stderr)
+                return 2
+            database = stack.enter_context(own_postgres())
+            args.database_url = database.url
+        report = _run(args, amqp, restart, database)
+    return report.verdict("chaos soak")
+
+
+def _run(
+    args: argparse.Namespace, amqp: str, restart: bool, database: OwnPostgres | None
+) -> SoakReport:
     emulator = start_subprocess()
     try:
         cfg = SoakConfig(
@@ -66,16 +93,14 @@ def main() -> int:
             work_dir=args.work_dir,
             chaos_every_s=(5.0, 20.0),
             prefetch=32,
+            database=database,
+            db_outages=args.db_outages if database is not None else 0,
+            db_outage_s=args.db_outage_s,
+            log=functools.partial(print, flush=True),
         )
-        report = asyncio.run(run_soak(cfg))
+        return asyncio.run(run_soak(cfg))
     finally:
         emulator.stop()
-    print("\n== chaos soak ==")
-    print(report.figures())
-    for problem in report.problems[:50]:
-        print(f"PROBLEM: {problem}")
-    print("PASSED" if report.ok else f"FAILED ({len(report.problems)} problems)")
-    return 0 if report.ok else 1
 
 
 def _broker_is_ours(amqp_url: str) -> bool:

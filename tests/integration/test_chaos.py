@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.ci import CI_TIMING, show_and_scan
+from tests.chaos.postgres import own_postgres, postgres_missing
 from tests.chaos.soak import SoakConfig, run_soak
 from tests.emulator.server import EmulatorProcess
-from tests.support.session_checks import SECRET_SCAN
 
 pytestmark = pytest.mark.slow
 
@@ -45,24 +46,10 @@ async def test_soak_under_kills_cuts_outages_and_bc_faults(
         broker_outage_s=3.0,
         bc_outage_s=6.0,
         timeout_s=240,
-        # Time compressed further than the full size: chaos every 1-2.5 s, a 0.2 s Retry-After
-        # on the injected 429s, hanging requests given up after 2 s, a killed worker's invoice
-        # claims free after 8 s, a shorter ladder (still longer than the BC outage).
-        chaos_every_s=(1.0, 2.5),
-        retry_after_s=0.2,
-        bc_timeout_s=2.0,
-        claim_ttl_s=8.0,
-        retry_delays="0.25,0.5,1,2,3,3,3,3,3,3,3,3",
-        digest_window_s=10.0,
+        **CI_TIMING,
     )
     report = await run_soak(cfg)
-    print("\n" + report.figures())
-    for problem in report.problems[:40]:
-        print(f"PROBLEM: {problem}")
-    # The workers' own logs join the suite-wide secret scan, with the organizations' secrets.
-    SECRET_SCAN.add(*report.secrets)
-    for log in report.log_files:  # the worker logs and the digest mails
-        SECRET_SCAN.check(f"chaos output {log.name}", log.read_bytes())
+    show_and_scan(report)
 
     assert report.problems == []
     assert report.kills >= 5 and report.cuts >= 3 and report.broker_outages >= 1
@@ -74,3 +61,47 @@ async def test_soak_under_kills_cuts_outages_and_bc_faults(
     # One digest per organization per window, to the organizations with bad events only.
     assert report.dirty_orgs == 7 and report.mailed_orgs == 7
     assert report.mails <= report.mail_windows
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(postgres_missing() is not None, reason=f"{postgres_missing()}")
+async def test_soak_with_postgresql_stopped_under_load(
+    amqp_url: str, bc_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    """The soak's PostgreSQL mode with the database stopped for a while under load (a server
+    of the soak's own, never the shared one): the events it held up wait on the ladder and
+    then succeed (none dead-lettered for it, none lost or doubled), and every worker's
+    readiness reported the store down during the outage and was back after it."""
+    control = bc_emulator.new_control()
+    try:
+        await control.reset()
+    finally:
+        await control.close()
+    with own_postgres() as database:
+        cfg = SoakConfig(
+            amqp_url=amqp_url,
+            emulator_url=bc_emulator.url,
+            ca_file=bc_emulator.ca_file,
+            work_dir=tmp_path,
+            events=500,
+            orgs=6,
+            workers=2,
+            kills=1,
+            cuts=1,
+            database_url=database.url,
+            database=database,
+            db_outages=1,
+            db_outage_s=6.0,
+            timeout_s=240,
+            **CI_TIMING,
+        )
+        report = await run_soak(cfg)
+    show_and_scan(report)
+
+    assert report.problems == []
+    assert len(report.db_outages) == 1 and report.db_outages[0].down_s >= 6.0
+    assert report.db_outages[0].unready_workers == 2  # readiness said so, on each worker
+    assert report.db_outages[0].ready_after_s < 90
+    assert report.db_outages[0].laddered > 0  # it met events under load, and they waited
+    assert report.lost == 0 and report.duplicated == 0 and report.dead_unexpected == 0
+    assert report.retry_left == 0 and report.exports_left == 0

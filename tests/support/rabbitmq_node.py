@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,7 @@ class Node:
     base: Path
     process: subprocess.Popen[bytes]
     output: Path
+    env: dict[str, str] = field(default_factory=dict)  # what it was started with
 
     def exited(self) -> bool:
         """rabbitmq-server runs in the foreground, so its exit means the boot failed."""
@@ -77,17 +78,45 @@ class Node:
             timeout=timeout,
         )
 
+    def url(self, user: str = "guest", password: str = "guest") -> str:
+        return f"amqp://{user}:{password}@127.0.0.1:{self.amqp_port}/"
+
+    def start(self) -> None:
+        """Start the server process again: the same name, ports and data directory."""
+        self.process = _spawn(self.env, self.output)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the node's RabbitMQ application runs (``await_startup`` fails at once while
+        the node has not registered yet, stack-notes §3, so it is polled)."""
+
+        def up() -> bool:
+            if self.exited():
+                raise RuntimeError(f"node {self.name} exited while booting:\n{self.diagnostics()}")
+            with suppress(subprocess.TimeoutExpired):
+                return self.ctl("await_startup", "--timeout", "10", timeout=20).returncode == 0
+            return False
+
+        if not wait_for_sync(up, timeout, 0.3, fail=False):
+            raise RuntimeError(f"node {self.name} not up in {timeout:.0f} s")
+
+
+def rabbitmq_missing() -> str | None:
+    """Why no extra RabbitMQ node can be started here, or None when one can."""
+    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+        return "rabbitmq-server is not installed"
+    try:
+        pwd.getpwnam("rabbitmq")
+    except KeyError:
+        return "no rabbitmq system user"
+    if os.geteuid() != 0:
+        return "starting a second RabbitMQ node needs root (it switches to rabbitmq)"
+    return None
+
 
 def require_rabbitmq() -> pwd.struct_passwd:
-    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmq-server is not installed")
-    try:
-        owner = pwd.getpwnam("rabbitmq")
-    except KeyError:
-        pytest.skip("no rabbitmq system user")
-    if os.geteuid() != 0:
-        pytest.skip("starting a second RabbitMQ node needs root (it switches to rabbitmq)")
-    return owner
+    if (reason := rabbitmq_missing()) is not None:
+        pytest.skip(reason)
+    return pwd.getpwnam("rabbitmq")
 
 
 @contextmanager
@@ -99,11 +128,30 @@ def throwaway_node(
 ) -> Iterator[Node]:
     """A running node; ``config(base_dir, amqp_port, node_name)`` returns its rabbitmq.conf
     text. Files the config names go under ``base_dir`` (readable by the node's user)."""
-    owner = require_rabbitmq()
-    # Not tmp_path: the node runs as the rabbitmq user, which cannot enter pytest's 0700 dirs.
-    base = Path(tempfile.mkdtemp(prefix="bc-sync-deploy-rmq-"))
-    amqp_port = free_port()
+    require_rabbitmq()
     name = f"{NODE_PREFIX}{os.getpid()}n{next(_counter)}@localhost"
+    node = launch(name, config, plugins=plugins, advanced_config=advanced_config)
+    try:
+        yield node
+    finally:
+        stop(node)
+        shutil.rmtree(node.base, ignore_errors=True)
+
+
+def launch(
+    name: str,
+    config: Callable[[Path, int, str], str],
+    *,
+    plugins: tuple[str, ...] = (),
+    advanced_config: str | None = None,
+    prefix: str = "bc-sync-deploy-rmq-",
+) -> Node:
+    """Start (not wait for) a node named ``name`` in a fresh directory; the caller stops it
+    (:func:`stop`) and removes ``node.base``."""
+    owner = pwd.getpwnam("rabbitmq")
+    # Not tmp_path: the node runs as the rabbitmq user, which cannot enter pytest's 0700 dirs.
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    amqp_port = free_port()
     (base / "rabbitmq.conf").write_text(config(base, amqp_port, name))
     (base / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
     env = {
@@ -123,20 +171,18 @@ def throwaway_node(
     for path in [base, *base.rglob("*")]:
         os.chown(path, owner.pw_uid, owner.pw_gid)
     output = base / "server.out"
-    with output.open("wb") as out:
-        process = subprocess.Popen(
-            ["rabbitmq-server"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    node = Node(name, amqp_port, base, process, output)
-    try:
-        yield node
-    finally:
-        stop(node)
-        shutil.rmtree(base, ignore_errors=True)
+    output.touch()
+    os.chown(output, owner.pw_uid, owner.pw_gid)
+    return Node(name, amqp_port, base, _spawn(env, output), output, env)
 
 
-def stop(node: Node) -> None:
-    """Stop the node by name, then end by pid whatever of it (beam, epmd, ...) is left."""
+def _spawn(env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
+    with output.open("ab") as out:
+        return subprocess.Popen(["rabbitmq-server"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def shutdown(node: Node) -> None:
+    """``rabbitmqctl stop`` (the Erlang VM exits), killing the server process if it stays."""
     if not node.exited():
         with suppress(subprocess.TimeoutExpired):
             node.ctl("stop", timeout=60)
@@ -145,6 +191,11 @@ def stop(node: Node) -> None:
     if node.process.poll() is None:
         node.process.kill()
         node.process.wait(timeout=10)
+
+
+def stop(node: Node) -> None:
+    """Stop the node by name, then end by pid whatever of it (beam, epmd, ...) is left."""
+    shutdown(node)
     # An epmd started by this node carries its name in its environment; an epmd that was
     # already running (the machine's broker's) does not, and stays.
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
         env_prefix="BC_SYNC_", env_file=".env", extra="ignore", frozen=True
     )
 
+    # Comma-separated for a cluster: amqp://u:p@node1:5672/,amqp://u:p@node2:5672/
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
     exchange: str = Field("moment.events", min_length=1)
     queue_prefix: str = Field("bc-sync", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
@@ -103,9 +104,19 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("amqp://", "amqps://")):
-            raise ValueError("must start with amqp:// or amqps://")
-        return value
+        # One address, or several nodes of a cluster separated by commas (tried in turn,
+        # worker.messaging.connection). Messages name the position, never the URL: it holds
+        # the password.
+        urls = [u.strip() for u in value.get_secret_value().split(",")]
+        if not any(urls):
+            raise ValueError("needs at least one amqp:// or amqps:// URL")
+        for n, url in enumerate(urls, 1):
+            if not url.startswith(("amqp://", "amqps://")):
+                where = f"address {n} of {len(urls)}" if len(urls) > 1 else "the address"
+                raise ValueError(f"{where} must start with amqp:// or amqps://")
+        if len({u.split("://", 1)[0] for u in urls}) > 1:
+            raise ValueError("every address must use the same scheme (all amqp:// or all amqps://)")
+        return SecretStr(",".join(urls))
 
     @field_validator("database_url")
     @classmethod

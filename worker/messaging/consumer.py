@@ -22,7 +22,6 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
-import aio_pika
 import structlog
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -47,8 +46,8 @@ from worker.events.handlers import (
 from worker.events.models import INCOMING
 from worker.log import bound
 from worker.messaging import headers as H
+from worker.messaging.connection import connect_robust
 from worker.messaging.publisher import Publisher, make_message
-from worker.messaging.tls import amqp_tls
 from worker.messaging.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -111,11 +110,8 @@ class Consumer:
         """Connect, declare the topology, and start consuming."""
         if self._connection is None:
             name = f"bc-sync consumer {socket.gethostname()}:{os.getpid()}"
-            self._connection = await aio_pika.connect_robust(
-                self.settings.amqp_url.get_secret_value(),
-                **amqp_tls(self.settings),
-                client_properties={"connection_name": name},
-                reconnect_interval=RECONNECT_INTERVAL_S,
+            self._connection = await connect_robust(
+                self.settings, name=name, reconnect_interval=RECONNECT_INTERVAL_S
             )
         channel = await self._connection.channel()
         assert isinstance(channel, AbstractRobustChannel)

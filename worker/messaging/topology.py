@@ -16,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 
 from worker.config.settings import Settings
 from worker.events.models import INCOMING
-from worker.messaging.tls import amqp_tls
+from worker.messaging.connection import connect
 
 # Deliveries without an outcome (consumer crashed, connection lost, shutdown requeue) before
 # the broker itself dead-letters the message. Our own ladder counts real failures separately.
@@ -159,7 +158,7 @@ async def apply_topology(settings: Settings) -> Topology:
     """Connect, declare, disconnect: the ``bc-sync topology apply`` command."""
 
     topology = Topology.from_settings(settings)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), **amqp_tls(settings))
+    connection = await connect(settings)
     async with connection:
         await topology.apply(await connection.channel())
     return topology

@@ -8,13 +8,12 @@ import time
 from collections import Counter
 from contextlib import suppress
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from worker import metrics
 from worker.config.settings import Settings
-from worker.messaging.tls import amqp_tls
+from worker.messaging.connection import connect_robust
 from worker.ops.dlq import DeadLetters
 
 log = structlog.get_logger(__name__)
@@ -100,11 +99,7 @@ class DeadLetterSampler:
     async def sample(self) -> int:
         """Take one sample now; returns the depth it set."""
         if self._connection is None:
-            self._connection = await aio_pika.connect_robust(
-                self.settings.amqp_url.get_secret_value(),
-                **amqp_tls(self.settings),
-                client_properties={"connection_name": "bc-sync dlq sampler"},
-            )
+            self._connection = await connect_robust(self.settings, name="bc-sync dlq sampler")
         if self._channel is None or self._channel.is_closed:
             # A passive declare of a missing queue closes the channel: open a fresh one.
             self._channel = await self._connection.channel()

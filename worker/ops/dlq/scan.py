@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass
 
-import aio_pika
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
@@ -19,7 +18,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from worker.config.settings import Settings
-from worker.messaging.tls import amqp_tls
+from worker.messaging.connection import connect
 from worker.ops.dlq.model import DeadLetter, DlqBusy, DlqError, Filters
 
 log = structlog.get_logger(__name__)
@@ -209,11 +208,7 @@ async def session(
     """The lock, and a scan of ``queue`` (the dead-letter queue by default; the archive queue
     is scanned under the same lock, so moving between the two never races another operation)."""
     own = connection is None
-    conn = connection or await aio_pika.connect(
-        settings.amqp_url.get_secret_value(),
-        **amqp_tls(settings),
-        client_properties={"connection_name": "bc-sync dlq"},
-    )
+    conn = connection or await connect(settings, name="bc-sync dlq")
     dead = settings.queue("dead")
     lock: AbstractAsyncContextManager[None] = (
         locked(conn, f"{dead}.lock", lock_wait) if exclusive else nullcontext()
