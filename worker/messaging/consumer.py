@@ -69,15 +69,16 @@ RECONNECT_INTERVAL_S = 2.0
 # stays free for an organization that is not in flight yet. With a prefetch at or below the
 # floor there is no room for a share and nothing is parked.
 ORG_FLOOR = 10
-# A parked message comes back after at most this long (and is parked again if need be): the
-# largest ladder step not above it.
+# A parked message comes back about when its organization can take it: the messages parked
+# before it, at the pace the organization is served (its completions over RATE_WINDOW_S),
+# offered OVERFEED times faster so that it never runs dry because of our estimate (the surplus
+# finds it full and is parked again). It waits on the smallest ladder step at least that long,
+# with that wait as the message's own TTL, and never longer than PARK_MAX_S.
 PARK_MAX_S = 600.0
-# An organization's completions over this window tell how fast it is served; a parked message
-# waits about as long as the organization needs for the ones parked before it.
 RATE_WINDOW_S = 30.0
-# Until an organization was watched this long or finished a message, its pace is unknown and a
-# parked message comes back after the smallest step.
-RATE_MIN_OBSERVED_S = 5.0
+OVERFEED = 1.5
+# Until an organization finished a message here, assume it is served this fast (messages/s).
+RATE_UNKNOWN = float(ORG_FLOOR)
 # Releases between sweeps that forget organizations with nothing in flight or parked.
 FORGET_EVERY = 1000
 
@@ -153,29 +154,19 @@ class FairShare:
             self._forget(now)
 
     def park(self, org: str, now: float) -> tuple[float, bool]:
-        """The ladder step a parked message of ``org`` waits on, and whether it is the first
-        one parked of this organization for a while."""
+        """Seconds a parked message of ``org`` waits, and whether it is the first one parked
+        of this organization for a while."""
         load = self._orgs[org]
         _prune(load, now)
         first = not load.parked
-        if not load.done and now - load.since < RATE_MIN_OBSERVED_S:
-            wait = 0.0
-        else:
+        if load.done:
             observed = max(1.0, min(now - load.since, RATE_WINDOW_S))
-            rate = max(len(load.done), 1) / observed
-            wait = (len(load.parked) + 1) / rate
-        delay = self.step_for(wait)
-        heapq.heappush(load.parked, now + delay)
-        return delay, first
-
-    def step_for(self, wait: float) -> float:
-        """The largest ladder step not above ``wait`` (capped), at least the smallest."""
-        wait = min(wait, PARK_MAX_S)
-        chosen = self.steps[0]
-        for step in self.steps:
-            if step <= wait:
-                chosen = step
-        return chosen
+            rate = len(load.done) / observed
+        else:
+            rate = RATE_UNKNOWN
+        wait = min((len(load.parked) + 1) / (rate * OVERFEED), PARK_MAX_S, self.steps[-1])
+        heapq.heappush(load.parked, now + wait)
+        return wait, first
 
     def _forget(self, now: float) -> None:
         for org, load in list(self._orgs.items()):
@@ -487,10 +478,13 @@ class Consumer:
         """Move a message of an organization over its share to the ladder, attempt unchanged."""
         assert self.shares is not None
         delay, first = self.shares.park(event.org, time.monotonic())
+        # The smallest step at least that long, the wait as the message's own TTL: it comes
+        # back on time unless a message ahead of it in that queue is due later (TTLs expire at
+        # the head), and never later than the step.
         queue = self.topology.retry_queue(delay)
         parked = (H.integer(hdrs.get(H.PARKED)) or 0) + 1
         new_headers = {**hdrs, H.ROUTING_KEY: routing_key, H.PARKED: parked}
-        if not await self._route(message, queue, new_headers):
+        if not await self._route(message, queue, new_headers, expiration=delay):
             return "requeued"
         with suppress(Exception):
             await message.ack()
@@ -501,9 +495,9 @@ class Consumer:
                 "consumer.parking",
                 share=self.shares.share(),
                 in_flight=self.shares.in_flight(event.org),
-                delay_s=delay,
+                delay_s=round(delay, 3),
             )
-        log.debug("consumer.parked", delay_s=delay, parked=parked)
+        log.debug("consumer.parked", delay_s=round(delay, 3), parked=parked)
         return "parked"
 
     async def _retry(
@@ -591,7 +585,12 @@ class Consumer:
         )
 
     async def _route(
-        self, message: AbstractIncomingMessage, queue: str, new_headers: dict[str, Any]
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        new_headers: dict[str, Any],
+        *,
+        expiration: float | None = None,
     ) -> bool:
         """Publish a copy to ``queue`` with a confirm; on failure give the original back."""
         copy = make_message(
@@ -600,6 +599,8 @@ class Consumer:
             headers=new_headers,
             content_type=message.content_type or "application/cloudevents+json",
         )
+        if expiration is not None:
+            copy.expiration = expiration
         try:
             await self.publisher.to_queue(queue, copy)
         except Exception as exc:
