@@ -1,11 +1,10 @@
 """Scenario 9 (issue #22): prefetch and fairness. 50 quiet organizations' latency alone, and
-while one organization sends 10,000 events (QUICK: 2,000) as fast as its publisher goes, with
+while one organization sends 10,000 events (QUICK: 1,000) at once, with
 the fair share of the prefetch and with the behaviour before it (``BC_SYNC_FAIR_SHARE=false``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from collections.abc import Sequence
@@ -22,39 +21,58 @@ LADDER = "10,60,600,3600,21600"
 QUIET_RATE = 25.0  # events/s over the 50 quiet organizations: half an event per second each
 FLOOD_ORG = 900  # a bench tenant index no other scenario uses
 GOAL_RATIO = 2.0  # quiet p99 with the flood ÷ alone
-OLD_WAIT_S = 10.0  # fair share off: the time box after the quiet events' last publish
 
 
 @dataclass
 class Run:
-    latencies: list[float]
-    by_offset: list[tuple[float, float]]  # (publish time after the run's start, latency)
-    quiet: int  # quiet events sent
+    burst_wait: list[float]  # latency of one event per quiet org published right after the flood
+    latencies: list[float]  # quiet events paced after that
+    quiet: int  # paced quiet events sent
     flood_exported: int
     flood_publish_s: float
     parked_at_end: int  # messages on the ladder when the run ended
     exports_at_end: int
+    burst_box: float  # how long the run waited for those (s)
+    box: float  # and for the paced ones, from their first publish
+
+
+def _fig(values: list[float], q: float, sent: int, box: float) -> str:
+    """A percentile, marked as a lower bound when some events never arrived in the run."""
+    if not values:
+        return f"> {box:g}"
+    return (">" if len(values) < sent else "") + _f(pct(values, q), 3)
 
 
 async def fairness(bench: Bench, sizes: Sizes, orgs: Sequence[Org]) -> Table:
     """9. Quiet organizations' p99 alone, with one organization's flood, fair share on / off."""
     await bench.ctl.set_limits(latency_ms=100)
     (flood,) = await bench.ensure_orgs([FLOOD_ORG])
-    flood_n = 2_000 if sizes.quick else 10_000
-    seconds = max(8.0, sizes.paced_seconds)
+    flood_n = 1_000 if sizes.quick else 10_000
+    seconds = sizes.paced_seconds
+    # Before the fair share the quiet events queue behind the whole flood: short time boxes.
+    old_box = 5.0 if sizes.quick else 10.0
     alone = await _run(bench, sizes, orgs, flood, "s9a", seconds, flood_n=0, fair=True)
     fair = await _run(bench, sizes, orgs, flood, "s9f", seconds, flood_n=flood_n, fair=True)
-    # Before the fair share: the quiet events queue behind the whole flood; a short time box.
     old = await _run(
-        bench, sizes, orgs, flood, "s9o", seconds, flood_n=flood_n, fair=False, wait_s=OLD_WAIT_S
+        bench,
+        sizes,
+        orgs,
+        flood,
+        "s9o",
+        seconds,
+        flood_n=flood_n,
+        fair=False,
+        burst_s=old_box,
+        wait_s=old_box,
     )
     base = pct(alone.latencies, 99)
     table = Table(
-        f"9. Prefetch and fairness: 50 quiet orgs at {QUIET_RATE:g} events/s, one org sends "
-        f"{flood_n:,} events (100 ms per BC request, prefetch {sizes.prefetch})",
+        f"9. Prefetch and fairness: 50 quiet orgs, one org sends {flood_n:,} events at once "
+        f"(100 ms per BC request, prefetch {sizes.prefetch})",
         [
             "run",
-            "quiet events exported",
+            "1 event per quiet org right after the flood: max s",
+            f"then {QUIET_RATE:g} quiet events/s: exported",
             "p50 s",
             "p99 s",
             "p99 ÷ alone",
@@ -67,51 +85,58 @@ async def fairness(bench: Bench, sizes: Sizes, orgs: Sequence[Org]) -> Table:
         ("with the flood, fair share", fair),
         ("with the flood, fair share off (before)", old),
     ):
-        p99 = pct(run.latencies, 99)
         late = len(run.latencies) < run.quiet
+        p99 = pct(run.latencies, 99)
         table.rows.append(
             [
                 label,
+                _fig(run.burst_wait, 100, len(orgs), run.burst_box),
                 f"{len(run.latencies):,} of {run.quiet:,}",
-                _f(pct(run.latencies, 50), 3) if run.latencies else "-",
-                (">" if late else "") + (_f(p99, 3) if run.latencies else "-"),
-                (">" if late else "") + (f"{p99 / base:.2f}" if run.latencies and base else "-"),
+                _fig(run.latencies, 50, run.quiet, run.box),
+                _fig(run.latencies, 99, run.quiet, run.box),
+                (">" if late else "") + (f"{p99 / base:.2f}" if run.latencies and base else "?"),
                 f"{run.flood_exported:,}" if run is not alone else "-",
                 f"{run.parked_at_end:,} / {run.exports_at_end:,}" if run is not alone else "-",
             ]
         )
-    ratio = pct(fair.latencies, 99) / base if base and fair.latencies else float("inf")
     complete = len(fair.latencies) == fair.quiet
+    ratio = pct(fair.latencies, 99) / base if base and fair.latencies else float("inf")
     table.goals.append(
         (
-            f"quiet p99 with the flood ≤ {GOAL_RATIO:g} x alone",
+            f"quiet p99 while the flood is served ≤ {GOAL_RATIO:g} x alone",
             complete and ratio <= GOAL_RATIO,
             f"{ratio:.2f} x" + ("" if complete else " (not every quiet event exported)"),
         )
     )
-    table.notes.append(
-        f"The flood is published with confirms as fast as the bench's publisher goes (took "
-        f"{fair.flood_publish_s:.1f} s) while the quiet organizations publish at their pace for "
-        f"{seconds:g} s; latency is publish → bc.customer.exported. An organization holding its "
-        "share of the prefetch (at least 10, else prefetch ÷ (organizations in flight + 1)) has "
-        "its next messages parked on the retry ladder (production ladder "
-        f"{LADDER} s, attempts unchanged) instead of holding slots."
-    )
-    table.notes.append(
-        "Fair share off is the behaviour before issue #22: the quiet events wait behind the "
-        f"flood in the queue's order; the run stops {seconds + OLD_WAIT_S:g} s after the first "
-        "publish, so its figures are a lower bound ('>'). The flood org alone is served at its "
-        "own BC limits (5 requests at once, our 6,000 per 5 minutes budget) either way."
-    )
-    during = [lat for at, lat in fair.by_offset if at <= fair.flood_publish_s]
-    after = [lat for at, lat in fair.by_offset if at > fair.flood_publish_s]
-    if during and after:
-        table.notes.append(
-            f"With the fair share, quiet events published while the flood was being published: "
-            f"{len(during)}, p99 {pct(during, 99):.3f} s; after: {len(after)}, p99 "
-            f"{pct(after, 99):.3f} s (every flood message ahead of a quiet one in the queue is "
-            "moved to the ladder first)."
+    reached = len(fair.burst_wait) == len(orgs)
+    table.goals.append(
+        (
+            "every quiet org's event behind the flood exported (fair share)",
+            reached,
+            f"{len(fair.burst_wait)} of {len(orgs)}",
         )
+    )
+    if fair.burst_wait:
+        moved = flood_n / (fair.flood_publish_s + max(fair.burst_wait))
+        table.notes.append(
+            f"The flood is published with confirms as fast as the bench's publisher goes "
+            f"({fair.flood_publish_s:.1f} s here); then one event of each quiet org, then the "
+            f"quiet orgs at {QUIET_RATE:g} events/s for {seconds:g} s. In a single FIFO queue an "
+            "event behind the flood is reached only once every flood message ahead of it was "
+            f"taken: parked at about {moved:,.0f} messages/s in this run (a confirmed publish "
+            "and an ack each, on the cores the publisher, the broker and the emulator share), "
+            "which the first column shows. After that the flood waits on the ladder and comes "
+            "back at its own pace, and the quiet organizations' p99 is the goal's figure."
+        )
+    table.notes.append(
+        "An organization holding its share of the prefetch (at least 10, else prefetch ÷ "
+        "(organizations in flight + 1)) has its next messages parked on the retry ladder "
+        f"(here the production ladder {LADDER} s; the wait is the message's own TTL, attempts "
+        "unchanged) instead of holding slots. Fair share off is the behaviour before issue #22: "
+        "the quiet events wait behind the whole flood, served at its BC limits (5 requests at "
+        "once, 3 per customer: about 16 customers/s at 100 ms); "
+        f"its time boxes are {old_box:g} s, so its figures are lower bounds ('>')."
+    )
     table.chart = {"quiet p99 ÷ alone (flood, fair share)": ratio}
     return table
 
@@ -164,6 +189,7 @@ async def _run(
     *,
     flood_n: int,
     fair: bool,
+    burst_s: float = 120.0,
     wait_s: float = 30.0,
 ) -> Run:
     prefix = f"bench-{bench.run_tag}-{name}"
@@ -176,24 +202,20 @@ async def _run(
         warm = [customer_event(o.org_id, f"{name}W") for o in [*orgs, flood]]
         await bench.publish(settings, warm)
         await collector.wait_for([e.exported_id for e in warm], 60)
+        flooding = [customer_event(flood.org_id, f"{name}F{k}") for k in range(flood_n)]
+        started = time.perf_counter()
+        await bench.publish(settings, flooding)
+        publish_s = time.perf_counter() - started
+        behind = [customer_event(o.org_id, f"{name}B") for o in orgs]
+        burst_sent = await bench.publish(settings, behind)
+        await collector.wait_for(burst_sent, burst_s)
         quiet = [
             customer_event(orgs[k % len(orgs)].org_id, f"{name}Q{k}")
             for k in range(int(QUIET_RATE * seconds))
         ]
-        flooding = [customer_event(flood.org_id, f"{name}F{k}") for k in range(flood_n)]
-        started = time.perf_counter()
-        publish_s = 0.0
-
-        async def publish_flood() -> None:
-            nonlocal publish_s
-            await bench.publish(settings, flooding)
-            publish_s = time.perf_counter() - started
-
-        flood_task = asyncio.create_task(publish_flood())
+        paced = time.perf_counter()
         sent = await bench.publish(settings, quiet, rate=QUIET_RATE)
-        await flood_task
-        left = started + seconds + wait_s - time.perf_counter()
-        await collector.wait_for([e.exported_id for e in quiet], max(1.0, left))
+        await collector.wait_for(sent, max(1.0, paced + seconds + wait_s - time.perf_counter()))
         parked = sum(
             [
                 await bench.depth(settings, spec.name[len(prefix) + 1 :])
@@ -204,12 +226,20 @@ async def _run(
     finally:
         await bench.stop_worker(worker)
         await collector.close()
-    latencies = [collector.received[i] - sent[i] for i in sent if i in collector.received]
-    by_offset = sorted(
-        (sent[i] - started, collector.received[i] - sent[i])
-        for i in sent
-        if i in collector.received
-    )
-    flood_exported = sum(1 for e in flooding if e.exported_id in collector.received)
     await _drop(bench, settings, topology)
-    return Run(latencies, by_offset, len(quiet), flood_exported, publish_s, parked, exports_left)
+
+    def waited(sent: dict[str, float]) -> list[float]:
+        return [collector.received[i] - sent[i] for i in sent if i in collector.received]
+
+    flood_exported = sum(1 for e in flooding if e.exported_id in collector.received)
+    return Run(
+        waited(burst_sent),
+        waited(sent),
+        len(quiet),
+        flood_exported,
+        publish_s,
+        parked,
+        exports_left,
+        burst_s,
+        seconds + wait_s,
+    )
