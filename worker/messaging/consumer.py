@@ -12,8 +12,9 @@ Outcome → action (the message is acked only after the action is confirmed by t
 Fair share of the prefetch (issue #22): an organization already holding its share of the
 in-flight messages does not get another slot. Its next message is *parked*: published (with a
 confirm) to a retry-ladder queue with its attempt unchanged, then acked, and back in the exports
-queue after that step's delay. So one organization's flood waits on the ladder, not in our
-slots, and the consumer keeps reaching the other organizations' messages behind it.
+queue when the organization can take it (its own TTL, at most that step). So one organization's
+flood waits on the ladder, not in our slots, and the consumer keeps reaching the other
+organizations' messages behind it.
 """
 
 from __future__ import annotations
