@@ -63,3 +63,15 @@ def test_a_long_backlog_waits_at_most_the_cap_and_then_comes_round_again() -> No
     assert max(waits) == PARK_MAX_S
     # Once they are back (their wait is over) the next parked message is first in line again.
     assert shares.park("busy", PARK_MAX_S + 1)[0] < 1.0
+
+
+def test_an_earlier_quiet_spell_does_not_make_a_flood_wait_longer() -> None:
+    shares = FairShare(32, LADDER)
+    assert shares.admit("busy", 0.0)
+    shares.release("busy", 0.5)  # one event, then nothing for a while
+    while shares.admit("busy", 20.0):
+        pass
+    # Its pace is not known yet in this busy period: the first parked come back within seconds,
+    # not one per 20 s.
+    waits = [shares.park("busy", 20.0)[0] for _ in range(15)]
+    assert max(waits) <= 1.0

@@ -78,7 +78,8 @@ ORG_FLOOR = 10
 PARK_MAX_S = 600.0
 RATE_WINDOW_S = 30.0
 OVERFEED = 1.5
-# Until an organization finished a message here, assume it is served this fast (messages/s).
+# Until an organization finished ORG_FLOOR messages in its busy period, assume it is served
+# this fast (messages/s).
 RATE_UNKNOWN = float(ORG_FLOOR)
 # Releases between sweeps that forget organizations with nothing in flight or parked.
 FORGET_EVERY = 1000
@@ -134,6 +135,13 @@ class FairShare:
         load = self._orgs.get(org)
         if load is None:
             load = self._orgs[org] = _OrgLoad(since=now)
+        elif not load.in_flight:
+            _prune(load, now)
+            if not load.parked:
+                # A new busy period: its pace is measured afresh (an idle spell before it, or
+                # a single earlier event, says nothing about how fast BC takes it now).
+                load.since = now
+                load.done.clear()
         share = self.share()
         if load.in_flight >= share and share < self.prefetch:
             return False
@@ -160,7 +168,7 @@ class FairShare:
         load = self._orgs[org]
         _prune(load, now)
         first = not load.parked
-        if load.done:
+        if len(load.done) >= ORG_FLOOR:
             observed = max(1.0, min(now - load.since, RATE_WINDOW_S))
             rate = len(load.done) / observed
         else:
