@@ -37,7 +37,7 @@ EVENTS_CONSUMED = Counter(
 EVENTS_HANDLED = Counter(
     "bcsync_events_handled_total",
     "Outcome of one delivery: succeeded, skipped, waiting, superseded, retried, dead_lettered, "
-    "requeued.",
+    "requeued, parked.",
     ["type", "outcome"],
 )
 HANDLER_SECONDS = Histogram(
@@ -45,6 +45,12 @@ HANDLER_SECONDS = Histogram(
     "Time from delivery to outcome, per event type.",
     ["type"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PARKED = Counter(
+    "bcsync_events_parked_total",
+    "Events moved to a retry-ladder queue, not as an attempt, because their organization held its "
+    "share of the prefetch.",
+    ["type"],
 )
 RETRY_HOPS = Counter(
     "bcsync_retry_hops_total", "Events sent to a retry-ladder queue.", ["type", "delay"]

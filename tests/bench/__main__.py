@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.bench import many_orgs, report, scenarios
+from tests.bench import many_orgs, prefetch, report, scenarios
 from tests.bench.harness import Bench, Org, customer_event
 from tests.bench.scenarios import Sizes, Table
 
@@ -31,7 +31,7 @@ async def run(args: argparse.Namespace) -> int:
     amqp = os.environ.get("AMQP_URL") or os.environ.get(
         "BC_SYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
     )
-    only = {int(x) for x in args.only.split(",")} if args.only else set(range(1, 9))
+    only = {int(x) for x in args.only.split(",")} if args.only else set(range(1, 10))
     work = Path(tempfile.mkdtemp(prefix="bc-sync-bench-"))
     bench = Bench(amqp, work)
     if args.worker_tree:
@@ -76,6 +76,8 @@ async def run(args: argparse.Namespace) -> int:
             done(await scenarios.scale_out(bench, sizes, orgs, sat))
         if 8 in only:
             done(await many_orgs.many_orgs(bench, sizes.quick))
+        if 9 in only:
+            done(await prefetch.fairness(bench, sizes, orgs))
     finally:
         await bench.stop()
         if not args.keep:

@@ -20,7 +20,8 @@ def test_defaults_match_the_design_table() -> None:
     s = load_settings(_env_file=None)
     assert s.exchange == "moment.events"
     assert s.queue_prefix == "bc-sync"
-    assert s.prefetch == 32
+    assert s.prefetch == 256
+    assert s.fair_share is True
     assert s.retry_delays == (10, 60, 600, 3600, 21600)
     assert s.attempts == 6
     assert s.poll_interval_s == 300

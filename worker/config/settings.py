@@ -41,7 +41,13 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     mail_from: str = "bc-sync@localhost"
     outbox_dir: Path = Path("./outbox")
-    prefetch: int = Field(32, ge=1, le=10_000)
+    # Messages in flight per consumer. Large enough for many organizations at BC's limits;
+    # fair_share keeps one busy organization from holding them all.
+    prefetch: int = Field(256, ge=1, le=10_000)
+    # An organization holding more than its share of the prefetch has its next messages parked
+    # on the retry ladder (not an attempt) instead of holding slots; off: one organization may
+    # fill the prefetch (the behaviour before issue #22).
+    fair_share: bool = True
     # NoDecode: a comma-separated list, not JSON.
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (10, 60, 600, 3600, 21600)
     poll_interval_s: float = Field(300, gt=0)

@@ -8,18 +8,27 @@ Outcome → action (the message is acked only after the action is confirmed by t
 - ``Transient`` or an unexpected exception → publish to the next retry-ladder queue with
   ``x-bc-attempt`` + 1, then ack; when the ladder is used up → dead letter;
 - shutdown past the grace period → nack with requeue (redelivered later, never lost).
+
+Fair share of the prefetch (issue #22): an organization already holding its share of the
+in-flight messages does not get another slot. Its next message is *parked*: published (with a
+confirm) to a retry-ladder queue with its attempt unchanged, then acked, and back in the exports
+queue when the organization can take it (its own TTL, at most that step). So one organization's
+flood waits on the ladder, not in our slots, and the consumer keeps reaching the other
+organizations' messages behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -54,6 +63,26 @@ log = structlog.get_logger(__name__)
 
 RECONNECT_INTERVAL_S = 2.0
 
+# Fair share. An organization may always hold ORG_FLOOR messages in flight: BC serves 5 requests
+# at once per tenant (worker.bc.limits) and twice that keeps its limiter fed. Beyond the floor it
+# gets an equal share of the prefetch among the organizations in flight plus one, so a slot
+# stays free for an organization that is not in flight yet. With a prefetch at or below the
+# floor there is no room for a share and nothing is parked.
+ORG_FLOOR = 10
+# A parked message comes back about when its organization can take it: the messages parked
+# before it, at the pace the organization is served (its completions over RATE_WINDOW_S),
+# offered OVERFEED times faster so that it never runs dry because of our estimate (the surplus
+# finds it full and is parked again). It waits on the smallest ladder step at least that long,
+# with that wait as the message's own TTL, and never longer than PARK_MAX_S.
+PARK_MAX_S = 600.0
+RATE_WINDOW_S = 30.0
+OVERFEED = 1.5
+# Until an organization finished ORG_FLOOR messages in its busy period, assume it is served
+# this fast (messages/s).
+RATE_UNKNOWN = float(ORG_FLOOR)
+# Releases between sweeps that forget organizations with nothing in flight or parked.
+FORGET_EVERY = 1000
+
 
 def _peek(body: bytes) -> dict[str, Any]:
     """Best-effort id/org/type of an invalid message, for logs and dead-letter headers."""
@@ -68,6 +97,99 @@ def _peek(body: bytes) -> dict[str, Any]:
         for k in ("id", "organizationid", "type")
         if isinstance(raw.get(k), str | int)
     }
+
+
+@dataclass(slots=True)
+class _OrgLoad:
+    since: float  # when this process started watching the organization
+    in_flight: int = 0
+    done: deque[float] = field(default_factory=deque)  # completion times within the window
+    parked: list[float] = field(default_factory=list)  # heap: when parked messages come back
+
+
+class FairShare:
+    """Messages in flight per organization, and how long a busy one's excess waits.
+
+    Per process (each worker shares its own prefetch); memory is bounded by the organizations
+    in flight or parked in the last :data:`RATE_WINDOW_S`, not by the configured ones.
+    """
+
+    def __init__(self, prefetch: int, steps: Sequence[float]) -> None:
+        self.prefetch = prefetch
+        self.steps = sorted(steps)
+        self._orgs: dict[str, _OrgLoad] = {}
+        self._active = 0  # organizations with a message in flight
+        self._releases = 0
+
+    def share(self) -> int:
+        """How many messages one organization may hold in flight now."""
+        return max(ORG_FLOOR, self.prefetch // (self._active + 1))
+
+    def in_flight(self, org: str) -> int:
+        load = self._orgs.get(org)
+        return load.in_flight if load else 0
+
+    def admit(self, org: str, now: float) -> bool:
+        """Take a slot for ``org``'s message, or False when it holds its share already."""
+        load = self._orgs.get(org)
+        if load is None:
+            load = self._orgs[org] = _OrgLoad(since=now)
+        elif not load.in_flight:
+            _prune(load, now)
+            if not load.parked:
+                # A new busy period: its pace is measured afresh (an idle spell before it, or
+                # a single earlier event, says nothing about how fast BC takes it now).
+                load.since = now
+                load.done.clear()
+        share = self.share()
+        if load.in_flight >= share and share < self.prefetch:
+            return False
+        load.in_flight += 1
+        if load.in_flight == 1:
+            self._active += 1
+        return True
+
+    def release(self, org: str, now: float) -> None:
+        """The message admitted for ``org`` has its outcome (whatever it was)."""
+        load = self._orgs[org]
+        load.in_flight -= 1
+        if load.in_flight == 0:
+            self._active -= 1
+        load.done.append(now)
+        _prune(load, now)
+        self._releases += 1
+        if self._releases % FORGET_EVERY == 0:
+            self._forget(now)
+
+    def park(self, org: str, now: float) -> tuple[float, bool]:
+        """Seconds a parked message of ``org`` waits, and whether it is the first one parked
+        of this organization for a while."""
+        load = self._orgs[org]
+        _prune(load, now)
+        first = not load.parked
+        if len(load.done) >= ORG_FLOOR:
+            observed = max(1.0, min(now - load.since, RATE_WINDOW_S))
+            rate = len(load.done) / observed
+        else:
+            rate = RATE_UNKNOWN
+        wait = min((len(load.parked) + 1) / (rate * OVERFEED), PARK_MAX_S, self.steps[-1])
+        heapq.heappush(load.parked, now + wait)
+        return wait, first
+
+    def _forget(self, now: float) -> None:
+        for org, load in list(self._orgs.items()):
+            _prune(load, now)
+            if not load.in_flight and not load.parked and not load.done:
+                del self._orgs[org]
+
+
+def _prune(load: _OrgLoad, now: float) -> None:
+    """Drop completions older than the window and parked messages already back."""
+    horizon = now - RATE_WINDOW_S
+    while load.done and load.done[0] < horizon:
+        load.done.popleft()
+    while load.parked and load.parked[0] <= now:
+        heapq.heappop(load.parked)
 
 
 class Consumer:
@@ -95,6 +217,11 @@ class Consumer:
         self._publisher: Publisher | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.shares = (
+            FairShare(settings.prefetch, [step for step, _ in self.topology.retries])
+            if settings.fair_share
+            else None
+        )
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -228,6 +355,27 @@ class Consumer:
             metrics.child(metrics.EVENTS_HANDLED, label, "dead_lettered").inc()
             return
         label = event.type
+        if self.shares is not None and not self.shares.admit(event.org, time.monotonic()):
+            with bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt):
+                outcome_label = await self._park(message, hdrs, event, routing_key)
+            metrics.child(metrics.EVENTS_HANDLED, label, outcome_label).inc()
+            return
+        try:
+            await self._consume(message, hdrs, event, attempt, routing_key, started)
+        finally:
+            if self.shares is not None:
+                self.shares.release(event.org, time.monotonic())
+
+    async def _consume(
+        self,
+        message: AbstractIncomingMessage,
+        hdrs: dict[str, Any],
+        event: Event[Any],
+        attempt: int,
+        routing_key: str,
+        started: float,
+    ) -> None:
+        label = event.type
         event = replace(event, delivery=_delivery(hdrs, attempt))
         # The consume span continues the sender's trace (the event's traceparent); BC requests
         # and publishes are its children, outgoing events carry it on.
@@ -325,6 +473,38 @@ class Consumer:
         log.info("consumer.succeeded", **(outcome.detail or {}))
         return "succeeded"
 
+    async def _park(
+        self,
+        message: AbstractIncomingMessage,
+        hdrs: dict[str, Any],
+        event: Event[Any],
+        routing_key: str,
+    ) -> str:
+        """Move a message of an organization over its share to the ladder, attempt unchanged."""
+        assert self.shares is not None
+        delay, first = self.shares.park(event.org, time.monotonic())
+        # The smallest step at least that long, the wait as the message's own TTL: it comes
+        # back on time unless a message ahead of it in that queue is due later (TTLs expire at
+        # the head), and never later than the step.
+        queue = self.topology.retry_queue(delay)
+        parked = (H.integer(hdrs.get(H.PARKED)) or 0) + 1
+        new_headers = {**hdrs, H.ROUTING_KEY: routing_key, H.PARKED: parked}
+        if not await self._route(message, queue, new_headers, expiration=delay):
+            return "requeued"
+        with suppress(Exception):
+            await message.ack()
+        metrics.child(metrics.PARKED, event.type).inc()
+        if first:
+            # Once per busy period of the organization, not once per message of a flood.
+            log.info(
+                "consumer.parking",
+                share=self.shares.share(),
+                in_flight=self.shares.in_flight(event.org),
+                delay_s=round(delay, 3),
+            )
+        log.debug("consumer.parked", delay_s=round(delay, 3), parked=parked)
+        return "parked"
+
     async def _retry(
         self,
         message: AbstractIncomingMessage,
@@ -410,7 +590,12 @@ class Consumer:
         )
 
     async def _route(
-        self, message: AbstractIncomingMessage, queue: str, new_headers: dict[str, Any]
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        new_headers: dict[str, Any],
+        *,
+        expiration: float | None = None,
     ) -> bool:
         """Publish a copy to ``queue`` with a confirm; on failure give the original back."""
         copy = make_message(
@@ -419,6 +604,8 @@ class Consumer:
             headers=new_headers,
             content_type=message.content_type or "application/cloudevents+json",
         )
+        if expiration is not None:
+            copy.expiration = expiration
         try:
             await self.publisher.to_queue(queue, copy)
         except Exception as exc:

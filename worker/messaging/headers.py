@@ -43,6 +43,9 @@ MISSING = "x-bc-missing"  # list of {kind, value[, dimension]}: records BC said 
 HEALED = "x-bc-healed"  # why the healer replayed this message (kept through later failures)
 HEALED_AT = "x-bc-healed-at"  # ISO time of that replay
 HEAL_COUNT = "x-bc-heal-count"  # automatic replays so far
+# Times the consumer parked this message because its organization held its share of the
+# prefetch (worker.messaging.consumer): a wait, never an attempt.
+PARKED = "x-bc-parked"
 
 # Every header we own starts with this prefix; a replay strips them to reset the history.
 PREFIX = "x-bc-"
