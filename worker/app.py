@@ -8,10 +8,10 @@ sampler and the dead-letter operations of the API.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractRobustConnection
@@ -60,6 +60,7 @@ from worker.ops.signals import SignalObserver, SignalRepository
 from worker.runtime import Service
 from worker.setup.service import ConfigService
 from worker.store import ConfigCache, Leases, Store, iso
+from worker.store import unavailable as store_unavailable
 from worker.sync import registry
 from worker.sync.context import SyncContext
 from worker.sync.expenses import ExpenseState, PollState
@@ -74,7 +75,9 @@ log = structlog.get_logger(__name__)
 ROLES = ("consume", "poll", "api", "notify")
 # How long ``bc-sync run`` waits for a broker that does not answer at start (a restart, a
 # network cut) before it gives up.
-BROKER_WAIT_S = 60.0
+BROKER_WAIT_S = 60.0  # also how long it waits for the database (migrations)
+
+T = TypeVar("T")
 
 
 def check_roles(settings: Settings, roles: Sequence[str]) -> None:
@@ -135,7 +138,11 @@ class Runtime:
             if secret is not None:
                 register_secret(secret.get_secret_value())
         store = Store.from_settings(settings)
-        await store.migrate()
+        try:
+            await _migrate(store, broker_wait_s)
+        except BaseException:
+            await store.close()
+            raise
         try:
             connection = await _connect(settings, broker_wait_s)
         except BaseException:
@@ -187,30 +194,62 @@ class Runtime:
         await self.store.close()
 
 
-async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnection:
-    """The process's broker connection with the topology declared, retried for ``wait_s``."""
+async def _patiently(
+    attempt: Callable[[], Awaitable[T]],
+    wait_s: float,
+    *,
+    retry: Callable[[BaseException], bool],
+    event: str,
+) -> T:
+    """``attempt()`` until it succeeds, retrying what ``retry`` accepts for ``wait_s`` seconds
+    (0.5 s doubling to 5 s between tries); anything else, or the deadline, raises."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     delay = 0.5
     while True:
-        connection: AbstractRobustConnection | None = None
         try:
-            connection = await broker.connect_robust(settings, name="bc-sync")
+            return await attempt()
+        except Exception as exc:
+            if not retry(exc) or loop.time() + delay > deadline:
+                raise
+            log.warning(event, error=type(exc).__name__, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _migrate(store: Store, wait_s: float) -> None:
+    """Bring the schema up to date, waiting up to ``wait_s`` for a database that is restarting
+    or not up yet (a worker started during a PostgreSQL restart waits, as for the broker)."""
+    await _patiently(
+        store.migrate, wait_s, retry=store_unavailable, event="runtime.store_unreachable"
+    )
+
+
+def _broker_trouble(exc: BaseException) -> bool:
+    # Wrong credentials do not get better by waiting.
+    return not isinstance(exc, ProbableAuthenticationError) and isinstance(
+        exc, (AMQPError, ConnectionError, OSError, TimeoutError)
+    )
+
+
+async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnection:
+    """The process's broker connection with the topology declared, retried for ``wait_s``."""
+
+    async def attempt() -> AbstractRobustConnection:
+        connection = await broker.connect_robust(settings, name="bc-sync")
+        try:
             channel = await connection.channel()
             await Topology.from_settings(settings).apply(channel)
             await channel.close()
-            return connection
-        except ProbableAuthenticationError:
-            raise  # wrong credentials do not get better by waiting
-        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
-            if connection is not None:
-                with suppress(Exception):
-                    await connection.close()
-            if loop.time() + delay > deadline:
-                raise
-            log.warning("runtime.broker_unreachable", error=type(exc).__name__, retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        except BaseException:
+            with suppress(Exception):
+                await connection.close()
+            raise
+        return connection
+
+    return await _patiently(
+        attempt, wait_s, retry=_broker_trouble, event="runtime.broker_unreachable"
+    )
 
 
 async def build_services(settings: Settings, roles: Sequence[str]) -> list[Service]:

@@ -187,6 +187,12 @@ CATALOGUE: dict[str, ErrorInfo] = {
         "Nothing to change on your side. Support should look at the integration's logs for "
         "this event, then replay it.",
     ),
+    "STORE-UNAVAILABLE": ErrorInfo(
+        "The integration's own database could not be reached for a while.",
+        "Nothing to change on your side: the event is retried on its own once the database is "
+        "back. Support should check the database if this lasts.",
+        transient=True,
+    ),
     "INTERNAL-ERROR": ErrorInfo(
         "The integration hit an unexpected error.",
         "Nothing to change on your side. Support should look at the integration's logs for "

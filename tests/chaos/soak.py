@@ -992,10 +992,10 @@ def _logged_during(logs: list[Path], event: str, outage: DbOutage) -> list[dict[
 
 
 def _laddered(logs: list[Path], outage: DbOutage) -> int:
-    """Retries the workers scheduled during the outage for an error that is not BC's (the
-    store refusing connections): proof that the outage met events, and that they waited."""
+    """Retries the workers scheduled during the outage because the store refused connections
+    (``STORE-UNAVAILABLE``): proof that the outage met events, and that they waited."""
     retries = _logged_during(logs, "consumer.retry_scheduled", outage)
-    return sum(1 for r in retries if r.get("code") == "INTERNAL-ERROR")
+    return sum(1 for r in retries if r.get("code") == "STORE-UNAVAILABLE")
 
 
 def _unnotifiable(logs: list[Path], outages: list[DbOutage]) -> set[str]:

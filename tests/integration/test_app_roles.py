@@ -18,6 +18,7 @@ import pytest
 from aiormq.exceptions import AMQPError
 from pydantic import SecretStr
 
+from tests.chaos.postgres import OwnPostgres, postgres_missing
 from tests.emulator.fixtures import EmulatorHandle
 from tests.support import factories as f
 from tests.support.amqp import drop_topology
@@ -231,3 +232,33 @@ async def test_a_worker_started_during_a_broker_outage_waits_for_the_broker(
         await back
     finally:
         await proxy.stop()
+
+
+@pytest.mark.skipif(postgres_missing() is not None, reason=str(postgres_missing()))
+async def test_a_worker_started_during_a_database_outage_waits_for_the_database(
+    app_settings: Settings,
+) -> None:
+    """``bc-sync run`` started while PostgreSQL restarts migrates once it answers, instead of
+    exiting (a server of the test's own: the shared one is never stopped)."""
+    database = OwnPostgres()
+    try:
+        database.init()  # made, not started: connections are refused
+        settings = app_settings.model_copy(update={"database_url": SecretStr(database.url)})
+        with pytest.raises(OSError):
+            await Runtime.open(settings)  # no wait: one attempt
+
+        async def database_comes_back() -> None:
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(database.start)
+
+        back = asyncio.create_task(database_comes_back())
+        runtime = await Runtime.open(settings, broker_wait_s=60)
+        try:
+            assert database.running()
+            assert await runtime.store.ping()
+            assert await runtime.store.configs.get(f.ORG) is None  # the schema is there
+        finally:
+            await runtime.stop()
+        await back
+    finally:
+        database.remove()

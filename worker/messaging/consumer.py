@@ -58,6 +58,7 @@ from worker.messaging import headers as H
 from worker.messaging.connection import connect_robust
 from worker.messaging.publisher import Publisher, make_message
 from worker.messaging.topology import Topology
+from worker.store import unavailable as store_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -446,6 +447,14 @@ class Consumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if store_unavailable(exc):
+                # The database is down or restarting: the event waits on the ladder like any
+                # transient failure, under its own code and without a stack trace per event.
+                log.warning("consumer.store_unavailable", error=type(exc).__name__)
+                wrapped = Transient(
+                    "STORE-UNAVAILABLE", "The integration's database could not be reached."
+                )
+                return await self._retry(message, hdrs, wrapped, attempt, event, routing_key)
             # A bug or an unforeseen failure: never lose the message, treat it as transient.
             log.exception("consumer.handler_crashed")
             wrapped = Transient("INTERNAL-ERROR", f"{type(exc).__name__}: {exc}")

@@ -1,7 +1,7 @@
 """Infrastructure: the SQL engine, schema migrations, leases and shared time helpers, and the
 repositories every role reads (integration configs, sync outcomes)."""
 
-from worker.store.base import ORG_ID_MAX, StoreError, check_org_id
+from worker.store.base import ORG_ID_MAX, StoreError, check_org_id, unavailable
 from worker.store.config_cache import ConfigCache
 from worker.store.configs import (
     ConfigRepository,
@@ -35,5 +35,6 @@ __all__ = [
     "iso",
     "metadata",
     "sync_outcomes",
+    "unavailable",
     "utcnow",
 ]
