@@ -65,7 +65,7 @@ class ManySizes:
     @classmethod
     def for_mode(cls, quick: bool) -> ManySizes:
         if quick:
-            return cls(configured=1_000, active=50, poll_interval_s=15.0, cold_orgs=3)
+            return cls(configured=1_000, active=30, poll_interval_s=12.0, cold_orgs=3)
         # The first rounds are cold (msal app, token, company facts, purchase invoices): 4 at
         # once did ~5 a second on these shared cores (load average 14). The interval leaves
         # room for that; an interval the rounds cannot fit shows as lateness, not as spread.

@@ -50,7 +50,7 @@ async def fairness(bench: Bench, sizes: Sizes, orgs: Sequence[Org]) -> Table:
     flood_n = 1_000 if sizes.quick else 10_000
     seconds = sizes.paced_seconds
     # Before the fair share the quiet events queue behind the whole flood: short time boxes.
-    old_box = 5.0 if sizes.quick else 10.0
+    old_box = 3.0 if sizes.quick else 10.0
     alone = await _run(bench, sizes, orgs, flood, "s9a", seconds, flood_n=0, fair=True)
     fair = await _run(bench, sizes, orgs, flood, "s9f", seconds, flood_n=flood_n, fair=True)
     old = await _run(
