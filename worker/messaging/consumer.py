@@ -38,6 +38,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 
 from worker import metrics, tracing
 from worker.config.settings import Settings
@@ -63,6 +64,10 @@ from worker.store import unavailable as store_unavailable
 log = structlog.get_logger(__name__)
 
 RECONNECT_INTERVAL_S = 2.0
+# How long start() keeps setting up through connection cuts before it gives up (as the runtime
+# waits for the broker at start), and what counts as a cut rather than a refusal.
+START_WAIT_S = 60.0
+CONNECTION_TROUBLE = (AMQPConnectionError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
 # Fair share. An organization may always hold ORG_FLOOR messages in flight: BC serves 5 requests
 # at once per tenant (worker.bc.limits) and twice that keeps its limiter fed. Beyond the floor it
@@ -241,18 +246,40 @@ class Consumer:
             self._connection = await connect_robust(
                 self.settings, name=name, reconnect_interval=RECONNECT_INTERVAL_S
             )
-        channel = await self._connection.channel()
-        assert isinstance(channel, AbstractRobustChannel)
-        self._channel = channel
-        await channel.set_qos(prefetch_count=self.settings.prefetch)
-        queues = await self.topology.apply(channel)
-        self._publisher = Publisher(self._connection, self.topology.exchange)
-        self._queue = queues[self.topology.exports.name]
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_WAIT_S
+        delay = 0.5
+        while True:
+            try:
+                await self._subscribe(self._connection)
+                break
+            except CONNECTION_TROUBLE as exc:
+                # The connection was cut while we set up (a restart during a broker cut): the
+                # robust connection reconnects by itself; try again instead of ending the process.
+                if self._channel is not None:
+                    with suppress(Exception):
+                        await self._channel.close()
+                    self._channel = None
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning("consumer.start_retry", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(1)
         log.info(
             "consumer.consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch
         )
+
+    async def _subscribe(self, connection: AbstractRobustConnection) -> None:
+        """Open our channel, declare the topology and register the consumer."""
+        channel = await connection.channel()
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        queues = await self.topology.apply(channel)
+        self._publisher = Publisher(connection, self.topology.exchange)
+        self._queue = queues[self.topology.exports.name]
+        self._consumer_tag = await self._queue.consume(self._on_message)
 
     @property
     def consuming(self) -> bool:
