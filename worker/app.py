@@ -7,11 +7,10 @@ sampler and the dead-letter operations of the API.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractRobustConnection
@@ -57,7 +56,7 @@ from worker.ops.integration_log import IntegrationLog
 from worker.ops.reconcile import Reconciler
 from worker.ops.sampler import DeadLetterSampler
 from worker.ops.signals import SignalObserver, SignalRepository
-from worker.runtime import Service
+from worker.runtime import Service, patiently
 from worker.setup.service import ConfigService
 from worker.store import ConfigCache, Leases, Store, iso
 from worker.store import unavailable as store_unavailable
@@ -76,8 +75,6 @@ ROLES = ("consume", "poll", "api", "notify")
 # How long ``bc-sync run`` waits for a broker that does not answer at start (a restart, a
 # network cut) before it gives up.
 BROKER_WAIT_S = 60.0  # also how long it waits for the database (migrations)
-
-T = TypeVar("T")
 
 
 def check_roles(settings: Settings, roles: Sequence[str]) -> None:
@@ -194,33 +191,10 @@ class Runtime:
         await self.store.close()
 
 
-async def _patiently(
-    attempt: Callable[[], Awaitable[T]],
-    wait_s: float,
-    *,
-    retry: Callable[[BaseException], bool],
-    event: str,
-) -> T:
-    """``attempt()`` until it succeeds, retrying what ``retry`` accepts for ``wait_s`` seconds
-    (0.5 s doubling to 5 s between tries); anything else, or the deadline, raises."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    delay = 0.5
-    while True:
-        try:
-            return await attempt()
-        except Exception as exc:
-            if not retry(exc) or loop.time() + delay > deadline:
-                raise
-            log.warning(event, error=type(exc).__name__, retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
 async def _migrate(store: Store, wait_s: float) -> None:
     """Bring the schema up to date, waiting up to ``wait_s`` for a database that is restarting
     or not up yet (a worker started during a PostgreSQL restart waits, as for the broker)."""
-    await _patiently(
+    await patiently(
         store.migrate, wait_s, retry=store_unavailable, event="runtime.store_unreachable"
     )
 
@@ -247,7 +221,7 @@ async def _connect(settings: Settings, wait_s: float) -> AbstractRobustConnectio
             raise
         return connection
 
-    return await _patiently(
+    return await patiently(
         attempt, wait_s, retry=_broker_trouble, event="runtime.broker_unreachable"
     )
 

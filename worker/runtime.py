@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -21,6 +21,32 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+async def patiently(
+    attempt: Callable[[], Awaitable[T]],
+    wait_s: float,
+    *,
+    retry: Callable[[BaseException], bool],
+    event: str,
+) -> T:
+    """``attempt()`` until it succeeds, retrying what ``retry`` accepts for ``wait_s`` seconds
+    (0.5 s doubling to 5 s between tries); anything else, or the deadline, raises."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not retry(exc) or loop.time() + delay > deadline:
+                raise
+            log.warning(event, error=type(exc).__name__, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:

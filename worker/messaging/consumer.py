@@ -59,6 +59,7 @@ from worker.messaging import headers as H
 from worker.messaging.connection import connect_robust
 from worker.messaging.publisher import Publisher, make_message
 from worker.messaging.topology import Topology
+from worker.runtime import patiently
 from worker.store import unavailable as store_unavailable
 
 log = structlog.get_logger(__name__)
@@ -246,25 +247,26 @@ class Consumer:
             self._connection = await connect_robust(
                 self.settings, name=name, reconnect_interval=RECONNECT_INTERVAL_S
             )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_WAIT_S
-        delay = 0.5
-        while True:
+        connection = self._connection
+
+        async def subscribe() -> None:
             try:
-                await self._subscribe(self._connection)
-                break
-            except CONNECTION_TROUBLE as exc:
-                # The connection was cut while we set up (a restart during a broker cut): the
-                # robust connection reconnects by itself; try again instead of ending the process.
+                await self._subscribe(connection)
+            except CONNECTION_TROUBLE:
+                # Cut while we set up (a restart during a broker cut): the robust connection
+                # reconnects by itself; a fresh channel is opened on the next try.
                 if self._channel is not None:
                     with suppress(Exception):
                         await self._channel.close()
                     self._channel = None
-                if loop.time() + delay > deadline:
-                    raise
-                log.warning("consumer.start_retry", error=type(exc).__name__, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                raise
+
+        await patiently(
+            subscribe,
+            START_WAIT_S,
+            retry=lambda exc: isinstance(exc, CONNECTION_TROUBLE),
+            event="consumer.start_retry",
+        )
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(1)
         log.info(
             "consumer.consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch
