@@ -55,7 +55,13 @@ async def run_cli(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except TimeoutError:
+        # Not left running to hold the test's broker, store or emulator after it failed.
+        proc.kill()
+        await proc.wait()
+        raise
     assert proc.returncode is not None
     return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
 
