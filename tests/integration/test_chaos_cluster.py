@@ -29,9 +29,10 @@ pytestmark = [
 @pytest.mark.timeout(420)
 @pytest.mark.xfail(
     reason=(
-        "OPEN BUG (issue #22): one fresh-clone run lost 25 of 448 events when the exports "
-        "leader node stopped, with the fair share parking messages on the quorum retry queues "
-        "(per-message TTL); other runs lost none. Not yet explained; #22 stays open."
+        "OPEN BUG (issue #22): events scheduled for a retry while a node was down can be "
+        "lost by the broker's at-least-once dead-lettering out of the TTL retry queues "
+        "(RabbitMQ 3.10.8; reproduced without bc-sync by python -m tests.chaos.dlx_loss). "
+        "Closed when bc-sync keeps its own record of scheduled retries."
     ),
     strict=False,
 )
