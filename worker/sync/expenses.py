@@ -307,6 +307,32 @@ class PollStates:
         async with self._store.write() as conn:
             await conn.execute(stmt)
 
+    async def _record_success(
+        self,
+        org_id: str,
+        watermark: datetime | None,
+        *,
+        from_date: date,
+        at: datetime,
+        **built_with: Any,
+    ) -> None:
+        """A round succeeded: move the watermark (built with ``from_date`` and the table's
+        ``built_with`` columns) and clear the error and any pause."""
+        await self._upsert(
+            org_id,
+            {
+                "watermark": watermark,
+                "from_date": from_date.isoformat(),
+                **built_with,
+                "last_poll_at": at,
+                "last_success_at": at,
+                "last_error_code": None,
+                "last_error_message": None,
+                "paused_at": None,
+                "paused_version": None,
+            },
+        )
+
     async def record_error(
         self, org_id: str, code: str, message: str, *, pause_version: int | None = None
     ) -> None:
@@ -338,20 +364,12 @@ class ExpenseState(PollStates):
         at: datetime | None = None,
     ) -> None:
         """A round succeeded: move the watermark and clear the error and any pause."""
-        at = at or utcnow()
-        await self._upsert(
+        await self._record_success(
             org_id,
-            {
-                "watermark": watermark,
-                "from_date": from_date.isoformat(),
-                "project_dimension": project_dimension.upper(),
-                "last_poll_at": at,
-                "last_success_at": at,
-                "last_error_code": None,
-                "last_error_message": None,
-                "paused_at": None,
-                "paused_version": None,
-            },
+            watermark,
+            from_date=from_date,
+            at=at or utcnow(),
+            project_dimension=project_dimension.upper(),
         )
 
     async def unpublished(self, org_id: str, line_ids: Sequence[str]) -> set[str]:
