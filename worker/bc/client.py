@@ -365,21 +365,20 @@ class BcConnection:
 
     async def company_information(self) -> CompanyInformation:
         """``GET COMPANY/companyInformation`` (its ``country`` is the domestic country)."""
-        rows = await self._all(
-            f"{await self._company_url()}/companyInformation", resource="companyInformation"
-        )
-        if not rows:
-            raise BcUnavailable("Business Central returned no company information.")
-        return CompanyInformation.from_row(rows[0])
+        row = await self._single("companyInformation", "company information")
+        return CompanyInformation.from_row(row)
 
     async def general_ledger_setup(self) -> GeneralLedgerSetup:
         """``GET COMPANY/generalLedgerSetup`` (shortcut dimension codes 1 to 8)."""
-        rows = await self._all(
-            f"{await self._company_url()}/generalLedgerSetup", resource="generalLedgerSetup"
-        )
+        row = await self._single("generalLedgerSetup", "general ledger setup")
+        return GeneralLedgerSetup.from_row(row)
+
+    async def _single(self, resource: str, what: str) -> dict[str, Any]:
+        """The one row of a company's singleton resource (``GET COMPANY/<resource>``)."""
+        rows = await self._all(f"{await self._company_url()}/{resource}", resource=resource)
         if not rows:
-            raise BcUnavailable("Business Central returned no general ledger setup.")
-        return GeneralLedgerSetup.from_row(rows[0])
+            raise BcUnavailable(f"Business Central returned no {what}.")
+        return rows[0]
 
     # -- dimensions ----------------------------------------------------------------------------
 

@@ -633,14 +633,8 @@ class PollResult:
 
     def counts(self) -> dict[str, int]:
         """What the round counted (its log line and its part of :meth:`to_dict`)."""
-        return {
-            "published": self.published,
-            "already_published": self.already_published,
-            "skipped_lines": self.skipped_lines,
-            "pages": self.pages,
-            "withdrawn": self.withdrawn,
-            "checked": self.checked,
-        }
+        names = ("published", "already_published", "skipped_lines", "pages", "withdrawn", "checked")
+        return {name: getattr(self, name) for name in names}
 
     def to_dict(self) -> dict[str, Any]:
         return {

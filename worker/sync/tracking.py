@@ -196,36 +196,36 @@ class RecordedConnection(BcConnection):
         ticket.step(f"bc {name}", detail=f"ok in {(_time.perf_counter() - started) * 1000:.0f} ms")
         return result
 
-    async def create_customer(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("create customer", super().create_customer(*args, **kwargs))
 
-    async def update_customer(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("update customer", super().update_customer(*args, **kwargs))
+# The BC write calls recorded as steps, and each one's step name (``bc <name>``).
+RECORDED_CALLS = {
+    "create_customer": "create customer",
+    "update_customer": "update customer",
+    "set_customer_posting_groups": "set posting groups",
+    "create_dimension_value": "create dimension value",
+    "rename_dimension_value": "rename dimension value",
+    "create_sales_invoice": "create draft",
+    "set_line_dimensions": "set line dimensions",
+    "post_sales_invoice": "post invoice",
+    "delete_sales_invoice": "delete draft",
+}
 
-    async def set_customer_posting_groups(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().set_customer_posting_groups(*args, **kwargs)
-        return await self._step("set posting groups", call)
 
-    async def create_dimension_value(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().create_dimension_value(*args, **kwargs)
-        return await self._step("create dimension value", call)
+def _recorded(method: str, step: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """``method`` of the BC connection, recorded as the step ``bc <step>``."""
 
-    async def rename_dimension_value(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().rename_dimension_value(*args, **kwargs)
-        return await self._step("rename dimension value", call)
+    async def call(self: RecordedConnection, *args: Any, **kwargs: Any) -> Any:
+        return await self._step(
+            step, getattr(super(RecordedConnection, self), method)(*args, **kwargs)
+        )
 
-    async def create_sales_invoice(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("create draft", super().create_sales_invoice(*args, **kwargs))
+    call.__name__, call.__qualname__ = method, f"RecordedConnection.{method}"
+    return call
 
-    async def set_line_dimensions(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().set_line_dimensions(*args, **kwargs)
-        return await self._step("set line dimensions", call)
 
-    async def post_sales_invoice(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("post invoice", super().post_sales_invoice(*args, **kwargs))
-
-    async def delete_sales_invoice(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("delete draft", super().delete_sales_invoice(*args, **kwargs))
+for _method, _step_name in RECORDED_CALLS.items():
+    setattr(RecordedConnection, _method, _recorded(_method, _step_name))
+del _method, _step_name
 
 
 # --- the ledger --------------------------------------------------------------------------------

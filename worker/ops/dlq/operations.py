@@ -373,12 +373,8 @@ class MoveResult:
     error: str | None
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "move_id": self.move_id,
-            "matched": self.matched,
-            "moved": self.moved,
-            "error": self.error,
-        }
+        names = ("move_id", "matched", "moved", "error")
+        return {name: getattr(self, name) for name in names}
 
 
 async def archive(
