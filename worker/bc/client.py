@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 import structlog
 from pydantic import SecretStr
@@ -30,7 +30,7 @@ from worker.bc.errors import (
     Label,
     is_dialog,
 )
-from worker.bc.http import ClientOptions, Principal, Transport
+from worker.bc.http import ClientOptions, Principal, RequestOptions, Transport
 from worker.bc.models import (
     POSTED_CREDIT_MEMO_STATUSES,
     POSTED_INVOICE_STATUSES,
@@ -286,24 +286,11 @@ class BcConnection:
         return exc
 
     async def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        resource: str,
-        body: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
+        self, method: str, url: str, *, resource: str, **options: Unpack[RequestOptions]
     ) -> Any:
         try:
             resp = await self._transport.request(
-                self._principal,
-                method,
-                url,
-                resource=resource,
-                body=body,
-                headers=headers,
-                idempotent=idempotent,
+                self._principal, method, url, resource=resource, **options
             )
         except (BcEnvironmentNotFound, BcCompanyNotFound) as exc:
             raise self._specific(exc) from None

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -103,6 +103,14 @@ def ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
     if ca_file:
         context.load_verify_locations(cafile=str(ca_file))
     return context
+
+
+class RequestOptions(TypedDict, total=False):
+    """What else a BC call may say (:meth:`Transport.request`'s last keyword arguments)."""
+
+    body: Mapping[str, Any] | None
+    headers: Mapping[str, str] | None
+    idempotent: bool | None
 
 
 @dataclass(frozen=True, slots=True)
