@@ -364,12 +364,10 @@ class ExpenseState(PollStates):
         at: datetime | None = None,
     ) -> None:
         """A round succeeded: move the watermark and clear the error and any pause."""
+        at = at or utcnow()
+        dimension = project_dimension.upper()
         await self._record_success(
-            org_id,
-            watermark,
-            from_date=from_date,
-            at=at or utcnow(),
-            project_dimension=project_dimension.upper(),
+            org_id, watermark, from_date=from_date, at=at, project_dimension=dimension
         )
 
     async def unpublished(self, org_id: str, line_ids: Sequence[str]) -> set[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time as _time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -38,7 +37,7 @@ from worker.errors import HandlerError, Permanent, Transient
 from worker.events.envelope import Event
 from worker.events.handlers import FailureReport, Handler, Observer, Outcome, subject_of
 from worker.events.models import CreditNoteExportedData, ExportedData, Model, SyncStatusData
-from worker.runtime import FlushEvery
+from worker.runtime import FlushEvery, KeyedLocks
 from worker.sync.ledger import (
     DETAIL_MAX,
     Applied,
@@ -281,7 +280,7 @@ class Ledger:
         self._claim_ttl_s = claim_ttl_s
         self.owner = f"ledger-{uuid.uuid4().hex[:12]}"
         self.observer = LedgerObserver(self)
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: KeyedLocks[str] = KeyedLocks()
 
     @property
     def claim_ttl_s(self) -> float:
@@ -297,10 +296,7 @@ class Ledger:
         await self.steps.flush()
 
     def _lock(self, name: str) -> asyncio.Lock:
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = asyncio.Lock()
-        return lock
+        return self._locks.for_key(name)
 
     def guard(self, handler: Handler, configs: ConfigSource) -> Handler:
         """``handler`` under the newest-wins rule, its outcome written to the ledger."""
