@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import suppress
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -24,6 +25,7 @@ class Service(Protocol):
 
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 async def patiently(
@@ -56,6 +58,24 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
+
+
+class KeyedLocks(Generic[K]):
+    """One ``asyncio.Lock`` per key, kept weakly: a lock lives only while some task holds or
+    waits for it, so the keys seen (organizations, companies, objects) never pile up."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[K, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def for_key(self, key: K) -> asyncio.Lock:
+        """The lock of ``key`` (a new one when nobody holds or waits for it)."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class FlushEvery:

@@ -99,6 +99,12 @@ class _Entry:
         self.last_used = now
 
 
+def _unavailable(message: str, **kwargs: Any) -> BcUnavailable:
+    """Entra ID could not answer (counted as a token request error); for ``raise … from``."""
+    BC_TOKEN_REQUESTS.labels("error").inc()
+    return BcUnavailable(message, **kwargs)
+
+
 def entra_error(result: dict[str, Any]) -> BcError:
     """The typed error of an msal error dict (``error``, ``error_codes``, ``error_description``)."""
     codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
@@ -288,29 +294,25 @@ class TokenProvider:
         except BcError:
             raise
         except msal.exceptions.MsalServiceError as exc:  # 5xx from Entra
-            BC_TOKEN_REQUESTS.labels("error").inc()
             # msal answers every call within the next 5 s with the same error without asking
             # Entra again, so an earlier retry is wasted.
-            raise BcUnavailable(
+            raise _unavailable(
                 "Microsoft Entra ID answered with a server error.",
                 code="EntraServerError",
                 retry_after=MSAL_5XX_THROTTLE_S,
             ) from exc
         except requests.exceptions.SSLError as exc:
-            BC_TOKEN_REQUESTS.labels("error").inc()
-            raise BcUnavailable(
+            raise _unavailable(
                 "The certificate of Microsoft Entra ID's host is not trusted.",
                 code="TlsError",
                 retryable=False,
             ) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            BC_TOKEN_REQUESTS.labels("error").inc()
-            raise BcUnavailable(
+            raise _unavailable(
                 "Microsoft Entra ID could not be reached.", code="EntraUnreachable"
             ) from exc
         except requests.exceptions.HTTPError as exc:  # 5xx on OpenID discovery
-            BC_TOKEN_REQUESTS.labels("error").inc()
-            raise BcUnavailable(
+            raise _unavailable(
                 "Microsoft Entra ID answered with a server error.", code="EntraServerError"
             ) from exc
         except ValueError as exc:
@@ -320,8 +322,7 @@ class TokenProvider:
             status = _DISCOVERY_STATUS.search(f"{text} {exc.__context__ or ''}")
             if status and int(status.group(1)) in (408, 429):
                 # Throttled or timed out: the tenant exists, Entra only asked us to wait.
-                BC_TOKEN_REQUESTS.labels("error").inc()
-                raise BcUnavailable(
+                raise _unavailable(
                     "Microsoft Entra ID is busy (tenant discovery was throttled).",
                     code="EntraThrottled",
                     retry_after=1.0,

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 import structlog
 from pydantic import SecretStr
@@ -30,7 +30,7 @@ from worker.bc.errors import (
     Label,
     is_dialog,
 )
-from worker.bc.http import ClientOptions, Principal, Transport
+from worker.bc.http import ClientOptions, Principal, RequestOptions, Transport
 from worker.bc.models import (
     POSTED_CREDIT_MEMO_STATUSES,
     POSTED_INVOICE_STATUSES,
@@ -286,24 +286,11 @@ class BcConnection:
         return exc
 
     async def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        resource: str,
-        body: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
+        self, method: str, url: str, *, resource: str, **options: Unpack[RequestOptions]
     ) -> Any:
         try:
             resp = await self._transport.request(
-                self._principal,
-                method,
-                url,
-                resource=resource,
-                body=body,
-                headers=headers,
-                idempotent=idempotent,
+                self._principal, method, url, resource=resource, **options
             )
         except (BcEnvironmentNotFound, BcCompanyNotFound) as exc:
             raise self._specific(exc) from None
@@ -365,21 +352,20 @@ class BcConnection:
 
     async def company_information(self) -> CompanyInformation:
         """``GET COMPANY/companyInformation`` (its ``country`` is the domestic country)."""
-        rows = await self._all(
-            f"{await self._company_url()}/companyInformation", resource="companyInformation"
-        )
-        if not rows:
-            raise BcUnavailable("Business Central returned no company information.")
-        return CompanyInformation.from_row(rows[0])
+        row = await self._single("companyInformation", "company information")
+        return CompanyInformation.from_row(row)
 
     async def general_ledger_setup(self) -> GeneralLedgerSetup:
         """``GET COMPANY/generalLedgerSetup`` (shortcut dimension codes 1 to 8)."""
-        rows = await self._all(
-            f"{await self._company_url()}/generalLedgerSetup", resource="generalLedgerSetup"
-        )
+        row = await self._single("generalLedgerSetup", "general ledger setup")
+        return GeneralLedgerSetup.from_row(row)
+
+    async def _single(self, resource: str, what: str) -> dict[str, Any]:
+        """The one row of a company's singleton resource (``GET COMPANY/<resource>``)."""
+        rows = await self._all(f"{await self._company_url()}/{resource}", resource=resource)
         if not rows:
-            raise BcUnavailable("Business Central returned no general ledger setup.")
-        return GeneralLedgerSetup.from_row(rows[0])
+            raise BcUnavailable(f"Business Central returned no {what}.")
+        return rows[0]
 
     # -- dimensions ----------------------------------------------------------------------------
 

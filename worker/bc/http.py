@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -105,6 +105,26 @@ def ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
     return context
 
 
+class RequestOptions(TypedDict, total=False):
+    """What else a BC call may say (:meth:`Transport.request`'s last keyword arguments)."""
+
+    body: Mapping[str, Any] | None
+    headers: Mapping[str, str] | None
+    idempotent: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One BC request as the transport sends it (again on each retry)."""
+
+    method: str
+    url: str
+    resource: str
+    payload: bytes | None
+    headers: Mapping[str, str]
+    repeatable: bool
+
+
 class Transport:
     """Sends one logical request: limits, token, retries, error mapping, metrics."""
 
@@ -184,29 +204,18 @@ class Transport:
                 sleep_s=round(sleep, 2),
             )
 
+        request = _Call(method, url, resource, payload, headers or {}, repeatable)
+
         def attempt() -> Awaitable[Response]:
-            return self._authorized(
-                principal, method, url, resource, payload, headers or {}, repeatable
-            )
+            return self._authorized(principal, request)
 
         return await call(self.options.retry, attempt, on_retry=on_retry)
 
-    async def _authorized(
-        self,
-        principal: Principal,
-        method: str,
-        url: str,
-        resource: str,
-        payload: bytes | None,
-        headers: Mapping[str, str],
-        repeatable: bool,
-    ) -> Response:
+    async def _authorized(self, principal: Principal, request: _Call) -> Response:
         token = await self.tokens.token(
             principal.tenant_id, principal.client_id, principal.client_secret
         )
-        status, resp_headers, raw = await self._limited(
-            principal, method, url, resource, payload, headers, token, repeatable
-        )
+        status, resp_headers, raw = await self._limited(principal, request, token)
         if status == 401:
             # The token may have expired early or been revoked: one fresh token, one more try.
             BC_RETRIES.labels("401").inc()
@@ -216,9 +225,8 @@ class Transport:
                 principal.client_secret,
                 refresh_after=token,
             )
-            status, resp_headers, raw = await self._limited(
-                principal, method, url, resource, payload, headers, token, repeatable
-            )
+            status, resp_headers, raw = await self._limited(principal, request, token)
+        method, resource = request.method, request.resource
         if 200 <= status < 300:
             BC_LAST_SUCCESS.set(time.time())
             return Response(status, resp_headers, _json(raw, status))
@@ -231,28 +239,18 @@ class Transport:
         if status in _NOT_APPLIED:
             err.retryable = True
         elif status in _AMBIGUOUS:
-            err.retryable = repeatable
+            err.retryable = request.repeatable
         else:
             err.retryable = False
         raise err
 
     async def _limited(
-        self,
-        principal: Principal,
-        method: str,
-        url: str,
-        resource: str,
-        payload: bytes | None,
-        headers: Mapping[str, str],
-        token: str,
-        repeatable: bool,
+        self, principal: Principal, request: _Call, token: str
     ) -> tuple[int, Mapping[str, str], bytes]:
         limiter = self.limiters.get(principal.subject)
         async with limiter.slot(self.options.retry.max_wait_s, self.options.queue_wait_s) as slot:
             try:
-                status, resp_headers, raw = await self._send(
-                    method, url, resource, payload, headers, token, repeatable
-                )
+                status, resp_headers, raw = await self._send(request, token)
             except BcUnavailable as exc:
                 if exc.code != "TlsError":  # a trust problem, not an outage: no breaker
                     slot.failed()
@@ -266,55 +264,43 @@ class Transport:
                 log.info(
                     "bc.throttled",
                     tenant=principal.tenant_id,
-                    resource=resource,
+                    resource=request.resource,
                     retry_after=retry_after,
                     limit=limiter.limit,
                 )
             return status, resp_headers, raw
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        resource: str,
-        payload: bytes | None,
-        headers: Mapping[str, str],
-        token: str,
-        repeatable: bool,
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        all_headers = {"Authorization": f"Bearer {token}", **headers}
-        if payload is not None:
+    async def _send(self, request: _Call, token: str) -> tuple[int, Mapping[str, str], bytes]:
+        method, resource = request.method, request.resource
+        all_headers = {"Authorization": f"Bearer {token}", **request.headers}
+        if request.payload is not None:
             all_headers.setdefault("Content-Type", "application/json")
         session = self._get_session()
-        target = URL(url, encoded=True)
+        target = URL(request.url, encoded=True)
         # One span per HTTP request (each retry its own), a child of the consume or poll span.
         with tracing.span(
             f"{method} {resource}",
             kind=tracing.SpanKind.CLIENT,
             attributes=_span_attributes(method, target, resource),
         ) as span:
-            return await self._exchange(
-                session, method, target, resource, payload, all_headers, repeatable, span
-            )
+            return await self._exchange(session, request, target, all_headers, span)
 
     async def _exchange(
         self,
         session: aiohttp.ClientSession,
-        method: str,
+        request: _Call,
         target: URL,
-        resource: str,
-        payload: bytes | None,
         all_headers: Mapping[str, str],
-        repeatable: bool,
         span: tracing.Span,
     ) -> tuple[int, Mapping[str, str], bytes]:
+        method, resource, repeatable = request.method, request.resource, request.repeatable
         started = time.perf_counter()
         outcome = "error"
         try:
             async with session.request(
                 method,
                 target,
-                data=payload,
+                data=request.payload,
                 headers=all_headers,
                 proxy=self._proxy,
                 proxy_auth=self._proxy_auth,

@@ -80,12 +80,55 @@ def _head(row: Row, *, lower_id: bool = False) -> tuple[str, str, str, str, str]
     )
 
 
+def _rows(row: Row, key: str) -> tuple[Row, ...]:
+    """The rows of an expanded collection (none when BC did not expand it)."""
+    rows = row.get(key)
+    if not isinstance(rows, list):
+        return ()
+    return tuple(r for r in rows if isinstance(r, Mapping))
+
+
 def _sales_lines(row: Row, key: str) -> tuple[SalesInvoiceLine, ...]:
     """The expanded lines of a sales document (none when BC did not expand them)."""
-    lines = row.get(key)
-    if not isinstance(lines, list):
-        return ()
-    return tuple(SalesInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
+    return tuple(SalesInvoiceLine.from_row(r) for r in _rows(row, key))
+
+
+def _line_head(row: Row) -> tuple[str, str, int, str, str, str, Decimal]:
+    """(id, document id, sequence, decoded line type, line object number, description,
+    quantity): the head of every document line row."""
+    return (
+        _s(row, "id"),
+        _s(row, "documentId"),
+        int(row.get("sequence") or 0),
+        _enum(row, "lineType"),
+        _s(row, "lineObjectNumber"),
+        _s(row, "description"),
+        _dec(row, "quantity"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _SalesHead:
+    """The fields :func:`_head` reads, first in every sales document model."""
+
+    id: str
+    number: str  # a draft's number is renamed to the posted number after posting
+    external_document_number: str
+    customer_number: str
+    status: str  # decoded: "Draft", "In Review", "Open", "Paid", "Canceled", "Corrective", " "
+
+
+@dataclass(frozen=True, slots=True)
+class _LineHead:
+    """The fields :func:`_line_head` reads, first in every document line model."""
+
+    id: str
+    document_id: str
+    sequence: int
+    line_type: str  # decoded, e.g. "Account"
+    line_object_number: str
+    description: str
+    quantity: Decimal
 
 
 class _DraftOrPosted:
@@ -287,43 +330,22 @@ class PaymentTerms:
 
 
 @dataclass(frozen=True, slots=True)
-class SalesInvoiceLine:
-    id: str
-    document_id: str
-    sequence: int
-    line_type: str  # decoded, e.g. "Account"
-    line_object_number: str
-    description: str
-    quantity: Decimal
+class SalesInvoiceLine(_LineHead):
     unit_price: Decimal
     # (dimension code, value code) when read with ``$expand=dimensionSetLines``
     dimensions: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_row(cls, row: Row) -> SalesInvoiceLine:
-        dims = row.get("dimensionSetLines")
         return cls(
-            _s(row, "id"),
-            _s(row, "documentId"),
-            int(row.get("sequence") or 0),
-            _enum(row, "lineType"),
-            _s(row, "lineObjectNumber"),
-            _s(row, "description"),
-            _dec(row, "quantity"),
+            *_line_head(row),
             _dec(row, "unitPrice"),
-            tuple((_s(d, "code"), _s(d, "valueCode")) for d in dims if isinstance(d, Mapping))
-            if isinstance(dims, list)
-            else (),
+            tuple((_s(d, "code"), _s(d, "valueCode")) for d in _rows(row, "dimensionSetLines")),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class SalesInvoice(_DraftOrPosted):
-    id: str
-    number: str  # the draft number, renamed to the posted number after posting
-    external_document_number: str
-    customer_number: str
-    status: str  # decoded: "Draft", "Open", "Paid", "Canceled", "Corrective", "In Review", " "
+class SalesInvoice(_SalesHead, _DraftOrPosted):
     invoice_date: date | None
     posting_date: date | None
     due_date: date | None
@@ -376,16 +398,11 @@ class SalesDocument(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class SalesCreditMemo(_DraftOrPosted):
+class SalesCreditMemo(_SalesHead, _DraftOrPosted):
     """A sales credit memo ([BCApps] APIV2SalesCreditMemos.Page.al): drafts and posted ones in
     one set, like sales invoices. ``invoice_id``/``invoice_number``: the posted invoice it is
     applied to (empty GUID / blank when none)."""
 
-    id: str
-    number: str  # the draft number, renamed to the posted number after posting
-    external_document_number: str
-    customer_number: str
-    status: str  # decoded: "Draft", "In Review", "Open", "Paid", "Canceled", "Corrective"
     credit_memo_date: date | None
     currency_code: str  # the LCY code for the local currency (blank if G/L setup has none)
     total_amount_excluding_tax: Decimal
@@ -435,14 +452,9 @@ class DimensionSetLine:
 
 
 @dataclass(frozen=True, slots=True)
-class PurchaseInvoiceLine:
-    id: str  # stable: the expense id in Moment
-    document_id: str
-    sequence: int
-    line_type: str
-    line_object_number: str
-    description: str
-    quantity: Decimal
+class PurchaseInvoiceLine(_LineHead):
+    """A purchase invoice line; its ``id`` is stable: the expense id in Moment."""
+
     unit_cost: Decimal
     net_amount: Decimal
     amount_including_tax: Decimal
@@ -450,21 +462,12 @@ class PurchaseInvoiceLine:
 
     @classmethod
     def from_row(cls, row: Row) -> PurchaseInvoiceLine:
-        dims = row.get("dimensionSetLines")
         return cls(
-            _s(row, "id"),
-            _s(row, "documentId"),
-            int(row.get("sequence") or 0),
-            _enum(row, "lineType"),
-            _s(row, "lineObjectNumber"),
-            _s(row, "description"),
-            _dec(row, "quantity"),
+            *_line_head(row),
             _dec(row, "unitCost"),
             _dec(row, "netAmount"),
             _dec(row, "amountIncludingTax"),
-            tuple(DimensionSetLine.from_row(d) for d in dims if isinstance(d, Mapping))
-            if isinstance(dims, list)
-            else (),
+            tuple(DimensionSetLine.from_row(d) for d in _rows(row, "dimensionSetLines")),
         )
 
     def dimension(self, code: str) -> DimensionSetLine | None:
@@ -491,7 +494,6 @@ class PurchaseInvoice:
 
     @classmethod
     def from_row(cls, row: Row) -> PurchaseInvoice:
-        lines = row.get("purchaseInvoiceLines")
         return cls(
             _s(row, "id"),
             _s(row, "number"),
@@ -503,9 +505,7 @@ class PurchaseInvoice:
             _date(row, "postingDate"),
             _s(row, "currencyCode"),
             _datetime(row, "lastModifiedDateTime"),
-            tuple(PurchaseInvoiceLine.from_row(r) for r in lines if isinstance(r, Mapping))
-            if isinstance(lines, list)
-            else (),
+            tuple(PurchaseInvoiceLine.from_row(r) for r in _rows(row, "purchaseInvoiceLines")),
         )
 
     @property
@@ -544,16 +544,11 @@ class PurchaseInvoicePage:
 
 
 @dataclass(frozen=True, slots=True)
-class SalesInvoiceBalance:
+class SalesInvoiceBalance(_SalesHead):
     """What the payment import reads of a sales invoice (a ``$select``): its status and the
     amount still open. ``remaining_amount`` is computed by BC when read (the customer ledger
     entry's remaining amount; 0 when canceled); ``None`` when BC did not send it."""
 
-    id: str
-    number: str
-    external_document_number: str
-    customer_number: str
-    status: str  # decoded: "Open", "Paid", "Canceled", "Corrective", "Draft", …
     posting_date: date | None
     currency_code: str
     total_amount_including_tax: Decimal
@@ -588,16 +583,11 @@ POSTED_CREDIT_MEMO_STATUSES = ("Open", "Paid", "Canceled")
 
 
 @dataclass(frozen=True, slots=True)
-class PostedDocument:
+class PostedDocument(_SalesHead):
     """What the reconciliation reads of a posted sales invoice or credit memo (a ``$select``):
     both pages have these fields under the same names (APIV2SalesInvoices.Page.al,
     APIV2SalesCreditMemos.Page.al). A credit memo's totals are positive."""
 
-    id: str
-    number: str
-    external_document_number: str
-    customer_number: str
-    status: str
     posting_date: date | None
     currency_code: str
     total_amount_excluding_tax: Decimal

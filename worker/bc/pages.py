@@ -85,6 +85,15 @@ class ODataPages:
             raise self._not_found(exc, service, page, keyed=bool(key)) from None
         return resp.data
 
+    async def _patch(
+        self, service: str, page: str, key: str, body: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """``PATCH`` one record with ``If-Match: *`` (whatever its etag); its new row."""
+        data = await self._call(
+            "PATCH", service, page, key=key, body=body, headers={"If-Match": "*"}
+        )
+        return data or {}
+
     @staticmethod
     def _not_found(exc: BcNotFound, service: str, page: str, *, keyed: bool) -> BcNotFound:
         if type(exc) is not BcNotFound:
@@ -143,15 +152,11 @@ class ODataPages:
     ) -> PageDimensionValue:
         """``PATCH ODATA/DimensionValues(Dimension_Code='…',Code='…')`` with ``If-Match: *``."""
         svc = self.services.dimension_values
-        data = await self._call(
-            "PATCH",
-            svc,
-            PAGE_DIMENSION_VALUES,
-            key=key_segment(svc, ("Dimension_Code", dimension_code), ("Code", code)),
-            body={"Name": name[:DIMENSION_VALUE_NAME_MAX]},
-            headers={"If-Match": "*"},
+        key = key_segment(svc, ("Dimension_Code", dimension_code), ("Code", code))
+        data = await self._patch(
+            svc, PAGE_DIMENSION_VALUES, key, {"Name": name[:DIMENSION_VALUE_NAME_MAX]}
         )
-        return PageDimensionValue.from_row(data or {})
+        return PageDimensionValue.from_row(data)
 
     # -- published? ----------------------------------------------------------------------------
 
@@ -185,15 +190,9 @@ class ODataPages:
     ) -> CustomerCard:
         """``PATCH ODATA/CustomerCard('{number}')`` with both groups and ``If-Match: *``."""
         svc = self.services.customer_card
-        data = await self._call(
-            "PATCH",
-            svc,
-            PAGE_CUSTOMER_CARD,
-            key=key_segment(svc, number),
-            body={
-                "Gen_Bus_Posting_Group": gen_bus_posting_group,
-                "Customer_Posting_Group": customer_posting_group,
-            },
-            headers={"If-Match": "*"},
-        )
-        return CustomerCard.from_row(data or {})
+        body = {
+            "Gen_Bus_Posting_Group": gen_bus_posting_group,
+            "Customer_Posting_Group": customer_posting_group,
+        }
+        data = await self._patch(svc, PAGE_CUSTOMER_CARD, key_segment(svc, number), body)
+        return CustomerCard.from_row(data)

@@ -7,7 +7,7 @@ key. Error messages name the setting and never contain a key or a secret.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -71,24 +71,18 @@ class SecretBox:
 
     def decrypt(self, token: str) -> str:
         """The secret; :class:`SecretDecryptError` when no configured key fits."""
-        try:
-            return self._all.decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError):
-            raise SecretDecryptError(
-                f"a stored client secret cannot be decrypted with the keys in {SETTING}: the key "
-                "that encrypted it was removed or changed. Put that key back (after the first "
-                "one) or save the integration again with its client secret."
-            ) from None
+        return _with_keys(
+            lambda: self._all.decrypt(token.encode("ascii")).decode("utf-8"),
+            ": the key that encrypted it was removed or changed. Put that key back (after the "
+            "first one) or save the integration again with its client secret.",
+        )
 
     def rotate(self, token: str) -> str:
         """Re-encrypt ciphertext under the first key (it may have been made with any key)."""
-        try:
-            return self._all.rotate(token.encode("ascii")).decode("ascii")
-        except (InvalidToken, UnicodeError):
-            raise SecretDecryptError(
-                f"a stored client secret cannot be decrypted with the keys in {SETTING}, so it "
-                "cannot be re-encrypted; put the old key back after the new one."
-            ) from None
+        return _with_keys(
+            lambda: self._all.rotate(token.encode("ascii")).decode("ascii"),
+            ", so it cannot be re-encrypted; put the old key back after the new one.",
+        )
 
     def is_current(self, token: str) -> bool:
         """Whether ``token`` is already encrypted under the first key."""
@@ -100,3 +94,14 @@ class SecretBox:
 
     def __repr__(self) -> str:
         return f"SecretBox(keys={self.key_count})"
+
+
+def _with_keys(use: Callable[[], str], then: str) -> str:
+    """``use()`` the configured keys on a stored ciphertext; none fits: :class:`SecretDecryptError`
+    (its message goes on with ``then``)."""
+    try:
+        return use()
+    except (InvalidToken, UnicodeError):
+        raise SecretDecryptError(
+            f"a stored client secret cannot be decrypted with the keys in {SETTING}{then}"
+        ) from None

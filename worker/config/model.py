@@ -106,7 +106,13 @@ def _trimmed(value: object, bad: re.Pattern[str], bad_says: str) -> str | None:
 
 
 def _at_most(text: str | None, limit: int, why: str = "") -> str | None:
-    if text is not None and len(text) > limit:
+    if text is not None:
+        _length_within(text, limit, why)
+    return text
+
+
+def _length_within(text: str, limit: int, why: str = "") -> str:
+    if len(text) > limit:
         raise _fail(
             "too_long", "can be at most {max_length} characters" + why + ".", max_length=limit
         )
@@ -134,14 +140,7 @@ def _code(value: object) -> str | None:
     text = _text(value)
     if text is None:
         return None
-    text = _bc_upper(text)
-    if len(text) > CODE_MAX:
-        raise _fail(
-            "too_long",
-            "can be at most {max_length} characters (a Business Central code).",
-            max_length=CODE_MAX,
-        )
-    return text
+    return _length_within(_bc_upper(text), CODE_MAX, " (a Business Central code)")
 
 
 def _guid(value: str) -> str | None:
@@ -193,8 +192,7 @@ def _client_secret(value: object) -> SecretStr | None:
     value = value.strip()
     if not value:
         return None
-    if len(value) > SECRET_MAX:
-        raise _fail("too_long", "can be at most {max_length} characters.", max_length=SECRET_MAX)
+    _length_within(value, SECRET_MAX)
     if _BAD_CHARS.search(value):
         raise _fail("invalid", "must not contain spaces, line breaks or other control characters.")
     return SecretStr(value)
@@ -209,11 +207,7 @@ def _environment(value: object) -> str:
             "invalid",
             "can only contain letters a-z, digits, '-' and '_', for example Production or Sandbox.",
         )
-    if len(text) > ENVIRONMENT_MAX:
-        raise _fail(
-            "too_long", "can be at most {max_length} characters.", max_length=ENVIRONMENT_MAX
-        )
-    return text
+    return _length_within(text, ENVIRONMENT_MAX)
 
 
 def decode_company_name(raw: str) -> str:
@@ -241,14 +235,8 @@ def _company_name(value: object, info: ValidationInfo) -> str:
         raise _fail("required", "is required.")
     if _BAD_CHARS.search(name):
         raise _fail("invalid", "must be one line without control characters.")
-    if len(name) > COMPANY_NAME_MAX:
-        raise _fail(
-            "too_long",
-            "can be at most {max_length} characters (Business Central's limit); write the name "
-            "exactly as Business Central shows it.",
-            max_length=COMPANY_NAME_MAX,
-        )
-    return name
+    why = " (Business Central's limit); write the name exactly as Business Central shows it"
+    return _length_within(name, COMPANY_NAME_MAX, why)
 
 
 def _department_source(value: object) -> str | None:

@@ -73,20 +73,15 @@ class OrgHealth:
     @property
     def problems(self) -> list[str]:
         """The problem filters this organization matches."""
-        found = []
-        if self.dead_letters:
-            found.append("dead_letters")
-        if self.open_failures:
-            found.append("failures")
-        if self.import_problem:
-            found.append("import")
-        if self.breaker_open:
-            found.append("breaker")
-        if self.throttled:
-            found.append("throttled")
-        if self.credentials_rejected:
-            found.append("credentials")
-        return found
+        matches = {
+            "dead_letters": self.dead_letters,
+            "failures": self.open_failures,
+            "import": self.import_problem,
+            "breaker": self.breaker_open,
+            "throttled": self.throttled,
+            "credentials": self.credentials_rejected,
+        }
+        return [name for name, matched in matches.items() if matched]
 
     def matches(self, text: str) -> bool:
         needle = text.casefold()

@@ -45,7 +45,7 @@ from worker.errors import info
 from worker.log import redact_text
 from worker.ops.dlq import DlqError
 from worker.ops.dlq.index import NONE_KEY, DeadLetterIndex, Query
-from worker.ops.dlq.runs import OperationBusy, Operations
+from worker.ops.dlq.runs import Operation, OperationBusy, Operations
 from worker.ops.reconcile import CLASSES, ReconcileError, Reconciler, parse_period
 from worker.store import Store
 
@@ -196,6 +196,10 @@ def _redirect(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location)
 
 
+def _error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    return render(request, "error.html", status=status, title=title, message=message)
+
+
 def _group_args(data: Any) -> tuple[str, str]:
     by = str(data.get("by") or "code")
     key = str(data.get("key") or "")
@@ -242,29 +246,22 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except Forbidden as exc:
-        return render(request, "error.html", status=403, title="Not allowed", message=str(exc))
+        return _error_page(request, 403, "Not allowed", str(exc))
     except OperationBusy as exc:
         if exc.existing:
             raise _redirect(f"{PREFIX}/operations/{exc.existing}") from None
-        return render(
-            request,
-            "error.html",
-            status=409,
-            title="Already running",
-            message="An operation on this group is already running.",
+        return _error_page(
+            request, 409, "Already running", "An operation on this group is already running."
         )
     except DlqError as exc:
-        return render(
-            request, "error.html", status=503, title="Dead letters unavailable", message=str(exc)
-        )
+        return _error_page(request, 503, "Dead letters unavailable", str(exc))
     except Exception:
         log.exception("console.request_failed", path=request.path, method=request.method)
-        return render(
+        return _error_page(
             request,
-            "error.html",
-            status=500,
-            title="Something went wrong",
-            message="The page could not be shown. The error is in the worker's log.",
+            500,
+            "Something went wrong",
+            "The page could not be shown. The error is in the worker's log.",
         )
 
 
@@ -399,12 +396,8 @@ async def organization(request: web.Request) -> web.Response:
     health = await ctx.overview.one(org)
     stored = await ctx.overview.stored_config(org)
     if health is None and stored is None:
-        return render(
-            request,
-            "error.html",
-            status=404,
-            title="Unknown organization",
-            message=f"No organization {org!r} is known here.",
+        return _error_page(
+            request, 404, "Unknown organization", f"No organization {org!r} is known here."
         )
     groups = await ctx.index.groups("code", Query(org=org))
     recent_dead = await ctx.index.page(Query(org=org), limit=10)
@@ -496,12 +489,8 @@ async def message(request: web.Request) -> web.Response:
     letter_id = request.query.get("id") or ""
     found = await ctx.index.get(letter_id)
     if found is None:
-        return render(
-            request,
-            "error.html",
-            status=404,
-            title="No such dead letter",
-            message="It was replayed, purged or never existed.",
+        return _error_page(
+            request, 404, "No such dead letter", "It was replayed, purged or never existed."
         )
     row, detail = found
     running = await ctx.operations.active_for("id", row.id)
@@ -518,16 +507,32 @@ async def confirm(request: web.Request) -> web.Response:
     query = Query(archived=action == "restore").group(by, key)
     count = await ctx.index.count(query)
     running = await ctx.operations.active_for(by, key)
+    return _confirm_page(request, action, by, key, count=count, running=running)
+
+
+def _confirm_page(
+    request: web.Request,
+    action: str,
+    by: str,
+    key: str,
+    *,
+    count: int,
+    running: Operation | None,
+    error: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    """The step before an action (and the same page again when the form was incomplete)."""
     return render(
         request,
         "confirm.html",
+        status=status,
         action=action,
         by=by,
         key=key,
         group_by=GROUP_BY,
         count=count,
         running=running,
-        error=None,
+        error=error,
     )
 
 
@@ -550,17 +555,15 @@ async def act(request: web.Request) -> web.Response:
     if action == "archive":
         reason = str(form.get("reason") or "").strip()[:REASON_MAX]
         if not reason:
-            return render(
+            return _confirm_page(
                 request,
-                "confirm.html",
-                status=422,
-                action=action,
-                by=by,
-                key=key,
-                group_by=GROUP_BY,
+                action,
+                by,
+                key,
                 count=await ctx.index.count(Query().group(by, key)),
                 running=None,
                 error="Say why these dead letters are archived (the reason is kept with them).",
+                status=422,
             )
     expected = await ctx.index.count(Query(archived=action == "restore").group(by, key))
     op = await ctx.operations.submit(
@@ -595,9 +598,7 @@ async def operation(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     op = await ctx.operations.get(request.match_info["id"])
     if op is None:
-        return render(
-            request, "error.html", status=404, title="No such operation", message="Unknown id."
-        )
+        return _error_page(request, 404, "No such operation", "Unknown id.")
     remaining = None
     if not op.active and op.group_by != "id":
         # What is still where the operation took from (e.g. dead letters that failed again).

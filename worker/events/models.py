@@ -285,14 +285,19 @@ class ExportedData(Model):
     currency_code: str | None = None
 
 
-class InvoicePaidData(Model):
-    """A posted BC sales invoice that bc-sync exported is paid in full (its status turned
-    ``Paid``: the customer ledger entry closed, by payments or applied credit memos)."""
+class _ExportedInvoice(Model):
+    """Which exported invoice a payment event is about (first in each payment event's data)."""
 
     moment_id: str = Field(description="The Moment invoice id.")
     moment_number: str = Field(description="The Moment invoice number.")
     bc_id: str = Field(description="The BC sales invoice id.")
     bc_number: str = Field(description="The posted invoice's number in BC.")
+
+
+class InvoicePaidData(_ExportedInvoice):
+    """A posted BC sales invoice that bc-sync exported is paid in full (its status turned
+    ``Paid``: the customer ledger entry closed, by payments or applied credit memos)."""
+
     amount: float = Field(description="The invoice total including tax, now paid.")
     currency_code: str
     paid_date: date = Field(
@@ -307,15 +312,11 @@ class InvoicePaidData(Model):
     seen_at: datetime = Field(description="When bc-sync read the invoice as paid.")
 
 
-class InvoicePaymentUpdatedData(Model):
+class InvoicePaymentUpdatedData(_ExportedInvoice):
     """The open amount of a posted BC sales invoice that bc-sync exported changed without it
     being paid in full: a partial payment or credit memo, or a payment reversed (then the
     remaining amount grows, and a paid invoice becomes ``Open`` again)."""
 
-    moment_id: str = Field(description="The Moment invoice id.")
-    moment_number: str = Field(description="The Moment invoice number.")
-    bc_id: str = Field(description="The BC sales invoice id.")
-    bc_number: str = Field(description="The posted invoice's number in BC.")
     amount: float = Field(description="The invoice total including tax.")
     currency_code: str
     remaining_amount: float = Field(description="What remains to be paid now.")

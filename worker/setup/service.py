@@ -76,11 +76,7 @@ class ConfigService:
         org_id = check_org_id(org_id)
         try:
             config = parse_config(body)
-            secret = config.client_secret
-            if secret is not None:
-                register_secret(secret.get_secret_value())
-            else:
-                secret = await self._stored_secret(org_id)
+            secret = await self._secret(org_id, config.client_secret)
             await verify(config, self.hub, secret=secret, timeout_s=self.timeout_s)
             status = await self.store.configs.put(org_id, config)
         except ConfigValidationError as exc:
@@ -111,12 +107,15 @@ class ConfigService:
         organization's stored one is used."""
         org_id = check_org_id(org_id)
         fields = parse_fields(body)
-        secret = fields.client_secret
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-        else:
-            secret = await self._stored_secret(org_id)
+        secret = await self._secret(org_id, fields.client_secret)
         return await options(fields, self.hub, secret=secret, timeout_s=self.timeout_s)
+
+    async def _secret(self, org_id: str, given: SecretStr | None) -> SecretStr:
+        """The secret typed in the form (masked in logs from now on), else the stored one."""
+        if given is None:
+            return await self._stored_secret(org_id)
+        register_secret(given.get_secret_value())
+        return given
 
     async def _stored_secret(self, org_id: str) -> SecretStr:
         try:

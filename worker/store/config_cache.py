@@ -14,9 +14,7 @@ is dropped. A lock lives only while a refresh holds or waits for it.
 
 from __future__ import annotations
 
-import asyncio
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from worker.config.model import IntegrationConfig
+from worker.runtime import KeyedLocks
 from worker.store.configs import StoredConfig
 from worker.store.engine import Store
 
@@ -65,7 +64,7 @@ class ConfigCache:
         self._idle_s = idle_s
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: KeyedLocks[str] = KeyedLocks()
         # Organizations being refreshed, and those of them invalidated meanwhile (their answer
         # may predate the change: not trusted for ttl). Both as small as the refreshes running.
         self._refreshing: set[str] = set()
@@ -85,11 +84,8 @@ class ConfigCache:
             self._entries.move_to_end(org_id)
             if now - entry.checked_at < self.ttl:
                 return entry.stored
-        lock = self._locks.get(org_id)
-        if lock is None:
-            lock = self._locks[org_id] = asyncio.Lock()
         # One refresh per organization at a time: a burst of messages makes one query.
-        async with lock:
+        async with self._locks.for_key(org_id):
             entry = self._entries.get(org_id)
             if entry is not None and self._clock() - entry.checked_at < self.ttl:
                 return entry.stored

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from worker.errors import Transient
 from worker.events.envelope import Event
 from worker.events.handlers import Outcome
 from worker.events.models import Model
+from worker.runtime import KeyedLocks
 from worker.sync.errors import classify
 from worker.sync.tracking import Ledger, RecordedConnection, note_exported
 
@@ -101,13 +101,9 @@ class SyncContext:
         self._facts_max = FACTS_MAX
         self._facts_swept_at = time.monotonic()
         # Weak like the claim locks: a lock lives only while a fetch holds or waits for it.
-        self._facts_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._facts_locks: KeyedLocks[tuple[str, str, str]] = KeyedLocks()
         # Weak: a lock lives only while some handler holds or waits for it.
-        self._claim_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._claim_locks: KeyedLocks[str] = KeyedLocks()
 
     async def enabled(self, org: str, toggle: str) -> IntegrationConfig | Outcome:
         """The organization's config when ``toggle`` (e.g. ``export_invoices``) is on, else the
@@ -131,10 +127,7 @@ class SyncContext:
         if cached and cached[0] > time.monotonic():
             self._facts.move_to_end(key)
             return cached[1]
-        lock = self._facts_locks.get(key)
-        if lock is None:
-            lock = self._facts_locks[key] = asyncio.Lock()
-        async with lock:
+        async with self._facts_locks.for_key(key):
             cached = self._facts.get(key)
             if cached and cached[0] > time.monotonic():
                 return cached[1]
@@ -183,10 +176,7 @@ class SyncContext:
         sends the event round the retry ladder. Every holding has its own owner token, so two
         deliveries in one process never both count as "ours".
         """
-        lock = self._claim_locks.get(name)
-        if lock is None:
-            lock = self._claim_locks[name] = asyncio.Lock()
-        async with lock:
+        async with self._claim_locks.for_key(name):
             owner = f"{self.owner}:{uuid.uuid4().hex[:8]}"
             if not await self.claims.acquire(name, owner, CLAIM_TTL_S):
                 raise Transient(

@@ -307,6 +307,32 @@ class PollStates:
         async with self._store.write() as conn:
             await conn.execute(stmt)
 
+    async def _record_success(
+        self,
+        org_id: str,
+        watermark: datetime | None,
+        *,
+        from_date: date,
+        at: datetime,
+        **built_with: Any,
+    ) -> None:
+        """A round succeeded: move the watermark (built with ``from_date`` and the table's
+        ``built_with`` columns) and clear the error and any pause."""
+        await self._upsert(
+            org_id,
+            {
+                "watermark": watermark,
+                "from_date": from_date.isoformat(),
+                **built_with,
+                "last_poll_at": at,
+                "last_success_at": at,
+                "last_error_code": None,
+                "last_error_message": None,
+                "paused_at": None,
+                "paused_version": None,
+            },
+        )
+
     async def record_error(
         self, org_id: str, code: str, message: str, *, pause_version: int | None = None
     ) -> None:
@@ -339,19 +365,9 @@ class ExpenseState(PollStates):
     ) -> None:
         """A round succeeded: move the watermark and clear the error and any pause."""
         at = at or utcnow()
-        await self._upsert(
-            org_id,
-            {
-                "watermark": watermark,
-                "from_date": from_date.isoformat(),
-                "project_dimension": project_dimension.upper(),
-                "last_poll_at": at,
-                "last_success_at": at,
-                "last_error_code": None,
-                "last_error_message": None,
-                "paused_at": None,
-                "paused_version": None,
-            },
+        dimension = project_dimension.upper()
+        await self._record_success(
+            org_id, watermark, from_date=from_date, at=at, project_dimension=dimension
         )
 
     async def unpublished(self, org_id: str, line_ids: Sequence[str]) -> set[str]:
@@ -615,14 +631,8 @@ class PollResult:
 
     def counts(self) -> dict[str, int]:
         """What the round counted (its log line and its part of :meth:`to_dict`)."""
-        return {
-            "published": self.published,
-            "already_published": self.already_published,
-            "skipped_lines": self.skipped_lines,
-            "pages": self.pages,
-            "withdrawn": self.withdrawn,
-            "checked": self.checked,
-        }
+        names = ("published", "already_published", "skipped_lines", "pages", "withdrawn", "checked")
+        return {name: getattr(self, name) for name in names}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -382,19 +382,7 @@ class PaymentState(PollStates):
         self, org_id: str, watermark: datetime | None, *, from_date: date, at: datetime
     ) -> None:
         """A round succeeded: move the watermark and clear the error and any pause."""
-        await self._upsert(
-            org_id,
-            {
-                "watermark": watermark,
-                "from_date": from_date.isoformat(),
-                "last_poll_at": at,
-                "last_success_at": at,
-                "last_error_code": None,
-                "last_error_message": None,
-                "paused_at": None,
-                "paused_version": None,
-            },
-        )
+        await self._record_success(org_id, watermark, from_date=from_date, at=at)
 
     async def counts(self, org_id: str) -> dict[str, int]:
         """How many exported invoices per status (for the status route)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time as _time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -38,7 +37,7 @@ from worker.errors import HandlerError, Permanent, Transient
 from worker.events.envelope import Event
 from worker.events.handlers import FailureReport, Handler, Observer, Outcome, subject_of
 from worker.events.models import CreditNoteExportedData, ExportedData, Model, SyncStatusData
-from worker.runtime import FlushEvery
+from worker.runtime import FlushEvery, KeyedLocks
 from worker.sync.ledger import (
     DETAIL_MAX,
     Applied,
@@ -196,36 +195,36 @@ class RecordedConnection(BcConnection):
         ticket.step(f"bc {name}", detail=f"ok in {(_time.perf_counter() - started) * 1000:.0f} ms")
         return result
 
-    async def create_customer(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("create customer", super().create_customer(*args, **kwargs))
 
-    async def update_customer(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("update customer", super().update_customer(*args, **kwargs))
+# The BC write calls recorded as steps, and each one's step name (``bc <name>``).
+RECORDED_CALLS = {
+    "create_customer": "create customer",
+    "update_customer": "update customer",
+    "set_customer_posting_groups": "set posting groups",
+    "create_dimension_value": "create dimension value",
+    "rename_dimension_value": "rename dimension value",
+    "create_sales_invoice": "create draft",
+    "set_line_dimensions": "set line dimensions",
+    "post_sales_invoice": "post invoice",
+    "delete_sales_invoice": "delete draft",
+}
 
-    async def set_customer_posting_groups(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().set_customer_posting_groups(*args, **kwargs)
-        return await self._step("set posting groups", call)
 
-    async def create_dimension_value(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().create_dimension_value(*args, **kwargs)
-        return await self._step("create dimension value", call)
+def _recorded(method: str, step: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """``method`` of the BC connection, recorded as the step ``bc <step>``."""
 
-    async def rename_dimension_value(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().rename_dimension_value(*args, **kwargs)
-        return await self._step("rename dimension value", call)
+    async def call(self: RecordedConnection, *args: Any, **kwargs: Any) -> Any:
+        return await self._step(
+            step, getattr(super(RecordedConnection, self), method)(*args, **kwargs)
+        )
 
-    async def create_sales_invoice(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("create draft", super().create_sales_invoice(*args, **kwargs))
+    call.__name__, call.__qualname__ = method, f"RecordedConnection.{method}"
+    return call
 
-    async def set_line_dimensions(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().set_line_dimensions(*args, **kwargs)
-        return await self._step("set line dimensions", call)
 
-    async def post_sales_invoice(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("post invoice", super().post_sales_invoice(*args, **kwargs))
-
-    async def delete_sales_invoice(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._step("delete draft", super().delete_sales_invoice(*args, **kwargs))
+for _method, _step_name in RECORDED_CALLS.items():
+    setattr(RecordedConnection, _method, _recorded(_method, _step_name))
+del _method, _step_name
 
 
 # --- the ledger --------------------------------------------------------------------------------
@@ -281,7 +280,7 @@ class Ledger:
         self._claim_ttl_s = claim_ttl_s
         self.owner = f"ledger-{uuid.uuid4().hex[:12]}"
         self.observer = LedgerObserver(self)
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks: KeyedLocks[str] = KeyedLocks()
 
     @property
     def claim_ttl_s(self) -> float:
@@ -297,10 +296,7 @@ class Ledger:
         await self.steps.flush()
 
     def _lock(self, name: str) -> asyncio.Lock:
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = asyncio.Lock()
-        return lock
+        return self._locks.for_key(name)
 
     def guard(self, handler: Handler, configs: ConfigSource) -> Handler:
         """``handler`` under the newest-wins rule, its outcome written to the ledger."""

@@ -6,12 +6,12 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import structlog
 from aio_pika.abc import AbstractConnection
@@ -48,6 +48,7 @@ class Moving(TypedDict, total=False):
 
 
 log = structlog.get_logger(__name__)
+_R = TypeVar("_R")
 
 # Replay publishes in flight (confirms pending) at once when no rate is set.
 REPLAY_WINDOW = 32
@@ -372,12 +373,8 @@ class MoveResult:
     error: str | None
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "move_id": self.move_id,
-            "matched": self.matched,
-            "moved": self.moved,
-            "error": self.error,
-        }
+        names = ("move_id", "matched", "moved", "error")
+        return {name: getattr(self, name) for name in names}
 
 
 async def archive(
@@ -517,31 +514,35 @@ class DeadLetters:
         finally:
             self._turn.release()
 
+    async def _call(
+        self,
+        operation: Callable[..., Awaitable[_R]],
+        *args: Any,
+        wait: float | None = None,
+        **kwargs: Any,
+    ) -> _R:
+        """Run a module-level operation on this process's connection, in its turn."""
+        async with self._guarded(wait) as lock_wait:
+            return await operation(
+                self.settings, *args, connection=self.connection, lock_wait=lock_wait, **kwargs
+            )
+
     async def list_letters(
         self, filters: Filters | None = None, *, queue: str | None = None, wait: float | None = None
     ) -> list[DeadLetter]:
         """The dead letters (of ``queue``: the archive queue's when named), read without
         consuming them; ``wait`` overrides how long to wait for another operation."""
-        async with self._guarded(wait) as wait:
-            return await list_dead_letters(
-                self.settings, filters, connection=self.connection, lock_wait=wait, queue=queue
-            )
+        return await self._call(list_dead_letters, filters, wait=wait, queue=queue)
 
     async def snapshot(
         self, queues: Sequence[str], *, wait: float | None = None
     ) -> tuple[list[DeadLetter], list[DeadLetter]]:
         """Every dead letter of the dead-letter and the archive queue, under one lock."""
-        async with self._guarded(wait) as wait:
-            dead, archived = await read_queues(
-                self.settings, queues, connection=self.connection, lock_wait=wait
-            )
+        dead, archived = await self._call(read_queues, queues, wait=wait)
         return dead, archived
 
     async def show(self, message_id: str) -> dict[str, Any] | None:
-        async with self._guarded() as wait:
-            return await show_dead_letter(
-                self.settings, message_id, connection=self.connection, lock_wait=wait
-            )
+        return await self._call(show_dead_letter, message_id)
 
     async def replay(
         self,
@@ -552,16 +553,7 @@ class DeadLetters:
         wait: float | None = None,
         **moving: Unpack[Moving],
     ) -> ReplayResult:
-        async with self._guarded(wait) as wait:
-            return await replay(
-                self.settings,
-                filters,
-                actor=actor,
-                dry_run=dry_run,
-                connection=self.connection,
-                lock_wait=wait,
-                **moving,
-            )
+        return await self._call(replay, filters, wait=wait, actor=actor, dry_run=dry_run, **moving)
 
     async def archive(
         self,
@@ -572,26 +564,9 @@ class DeadLetters:
         wait: float | None = None,
         **moving: Unpack[Moving],
     ) -> MoveResult:
-        async with self._guarded(wait) as wait:
-            return await archive(
-                self.settings,
-                filters,
-                actor=actor,
-                reason=reason,
-                connection=self.connection,
-                lock_wait=wait,
-                **moving,
-            )
+        return await self._call(archive, filters, wait=wait, actor=actor, reason=reason, **moving)
 
     async def restore(
         self, filters: Filters, *, actor: str, wait: float | None = None, **moving: Unpack[Moving]
     ) -> MoveResult:
-        async with self._guarded(wait) as wait:
-            return await restore(
-                self.settings,
-                filters,
-                actor=actor,
-                connection=self.connection,
-                lock_wait=wait,
-                **moving,
-            )
+        return await self._call(restore, filters, wait=wait, actor=actor, **moving)
