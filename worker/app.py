@@ -39,6 +39,7 @@ from worker.log import register_secret
 from worker.messaging import connection as broker
 from worker.messaging.consumer import Consumer
 from worker.messaging.publisher import Publisher
+from worker.messaging.retry_watch import RetryWatch
 from worker.messaging.topology import Topology
 from worker.notify import (
     DigestService,
@@ -58,7 +59,7 @@ from worker.ops.sampler import DeadLetterSampler
 from worker.ops.signals import SignalObserver, SignalRepository
 from worker.runtime import Service, patiently
 from worker.setup.service import ConfigService
-from worker.store import ConfigCache, Leases, Store, iso
+from worker.store import ConfigCache, Leases, ScheduledRetries, Store, iso
 from worker.store import unavailable as store_unavailable
 from worker.sync import registry
 from worker.sync.context import SyncContext
@@ -248,6 +249,7 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
                 *runtime.observers,
             ],
             connection=runtime.connection,
+            watch=_retry_watch(runtime),
         )
         consumers.append(consumer)
         services.append(consumer)
@@ -309,6 +311,20 @@ async def build_services(settings: Settings, roles: Sequence[str]) -> list[Servi
         app = create_app(ApiContext(settings, readiness=readiness))
     services.append(ApiServer(app, settings.http_host, settings.http_port))
     return services
+
+
+def _retry_watch(runtime: Runtime) -> RetryWatch | None:
+    """The consumer's record of what it put on the retry ladder (off with a grace of 0)."""
+    settings = runtime.settings
+    if settings.retry_watch_grace_s <= 0:
+        return None
+    return RetryWatch(
+        ScheduledRetries(runtime.store),
+        runtime.leases,
+        Topology.from_settings(settings),
+        grace_s=settings.retry_watch_grace_s,
+        interval_s=settings.retry_watch_interval_s,
+    )
 
 
 def _healer(runtime: Runtime) -> Healer:

@@ -52,6 +52,16 @@ PARKED = Counter(
     "share of the prefetch.",
     ["type"],
 )
+RETRIES_RECOVERED = Counter(
+    "bcsync_retries_recovered_total",
+    "Events on the retry ladder that the broker did not give back in time, published to the "
+    "exports queue again by the retry watch.",
+    ["type"],
+)
+RETRIES_UNWATCHED = Counter(
+    "bcsync_retries_unwatched_total",
+    "Events put on the retry ladder without a record for the retry watch (the store failed).",
+)
 RETRY_HOPS = Counter(
     "bcsync_retry_hops_total", "Events sent to a retry-ladder queue.", ["type", "delay"]
 )

@@ -126,6 +126,10 @@ class SoakConfig:
     # window, the first one a second after a quiet period's first failure.
     digest_first_delay_s: float = 1.0
     digest_window_s: float = 20.0
+    # The retry watch (worker/messaging/retry_watch.py): an event the broker drops on the
+    # ladder is published again this long after its wait (sooner once the queues are empty).
+    retry_watch_grace_s: float = 10.0
+    retry_watch_interval_s: float = 2.0
     database_url: str | None = None  # default: a SQLite file shared by the workers
     # A RabbitMQ cluster (tests/chaos/cluster.py): the workers get every node's address
     # (``amqp_url`` comma-separated, no proxy: no cuts or proxy outages then) and ``node_stops``
@@ -184,6 +188,7 @@ class SoakReport:
     leaders: dict[str, int] = field(default_factory=dict)  # queues each node led at the start
     # Bad events dead-lettered while PostgreSQL was down: no mail expected (see _unnotifiable).
     unnotified: set[str] = field(default_factory=set)
+    recovered: int = 0  # events the retry watch published again (the broker dropped them)
     # PostgreSQL outages: seconds down, and what readiness said meanwhile and after.
     db_outages: list[DbOutage] = field(default_factory=list)
     bc_outage_s: float = 0.0
@@ -265,7 +270,8 @@ class SoakReport:
                 f"BC outage          {self.bc_outage_s:.0f} s of 503 "
                 f"(readiness lost {self.unready_during_outage} times)",
                 f"faults injected    {faults}",
-                f"lost               {self.lost}",
+                f"lost               {self.lost} "
+                f"(published again by the retry watch: {self.recovered})",
                 f"duplicated         {self.duplicated}",
                 f"wrong content      {self.wrong_content}",
                 f"dead-lettered      {self.dead_lettered} (unexpected {self.dead_unexpected})",
@@ -693,6 +699,8 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
         "CHAOS_ROLES": "consume,notify",
         "BC_SYNC_DIGEST_FIRST_DELAY_S": str(cfg.digest_first_delay_s),
         "BC_SYNC_DIGEST_WINDOW_S": str(cfg.digest_window_s),
+        "BC_SYNC_RETRY_WATCH_GRACE_S": str(cfg.retry_watch_grace_s),
+        "BC_SYNC_RETRY_WATCH_INTERVAL_S": str(cfg.retry_watch_interval_s),
         "PYTHONPATH": str(REPO),
     }
     workers = Workers(env, cfg.workers, work)
@@ -772,6 +780,9 @@ async def run_soak(cfg: SoakConfig) -> SoakReport:
                 report.faults[name] = report.faults.get(name, 0) + int(r["applied"])
         await control.clear_faults()
         report.unnotified = _unnotifiable(workers.logs, report.db_outages)
+        report.recovered = sum(
+            log.read_bytes().count(b'"event":"retry_watch.recovered"') for log in workers.logs
+        )
         await _wait_for_digests(cfg, db_url, key, events, report.unnotified)
         phase("mailed")
         await _stop_drained(cfg, workers, connection, topo)

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     # on the retry ladder (not an attempt) instead of holding slots; off: one organization may
     # fill the prefetch (the behaviour before issue #22).
     fair_share: bool = True
+    # Retry watch (worker/messaging/retry_watch.py): every event put on the retry ladder is
+    # recorded until it comes back; one not back within its wait plus this grace is published
+    # again by the consumer (sooner once its retry queue and the exports queue are empty).
+    # 0 turns the watch off. Checked every retry_watch_interval_s.
+    retry_watch_grace_s: float = Field(900, ge=0)
+    retry_watch_interval_s: float = Field(30, gt=0)
     # NoDecode: a comma-separated list, not JSON.
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (10, 60, 600, 3600, 21600)
     poll_interval_s: float = Field(300, gt=0)

@@ -58,6 +58,7 @@ from worker.log import bound
 from worker.messaging import headers as H
 from worker.messaging.connection import connect_robust
 from worker.messaging.publisher import Publisher, make_message
+from worker.messaging.retry_watch import RetryWatch
 from worker.messaging.topology import Topology
 from worker.runtime import patiently
 from worker.store import unavailable as store_unavailable
@@ -211,8 +212,10 @@ class Consumer:
         *,
         observers: Sequence[Observer] = (),
         connection: AbstractRobustConnection | None = None,
+        watch: RetryWatch | None = None,
     ) -> None:
         self.settings = settings
+        self.watch = watch
         self.topology = Topology.from_settings(settings)
         self.registry = registry
         self.observers = list(observers)
@@ -267,6 +270,8 @@ class Consumer:
             retry=lambda exc: isinstance(exc, CONNECTION_TROUBLE),
             event="consumer.start_retry",
         )
+        if self.watch is not None:
+            await self.watch.start(connection, self.publisher)
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(1)
         log.info(
             "consumer.consuming", queue=self.topology.exports.name, prefetch=self.settings.prefetch
@@ -322,6 +327,8 @@ class Consumer:
             with suppress(Exception):
                 await self._queue.cancel(self._consumer_tag)
         metrics.CONSUMERS.labels(queue=self.topology.exports.name).set(0)
+        if self.watch is not None:
+            await self.watch.stop()
         pending = set(self._inflight)
         if pending:
             log.info("consumer.draining", in_flight=len(pending), grace_s=grace)
@@ -385,6 +392,8 @@ class Consumer:
             metrics.child(metrics.EVENTS_HANDLED, label, "dead_lettered").inc()
             return
         label = event.type
+        if self.watch is not None and (attempt > 1 or H.PARKED in hdrs or H.RECOVERED in hdrs):
+            await self.watch.back(event.id)  # off the ladder: nothing to watch any more
         if self.shares is not None and not self.shares.admit(event.org, time.monotonic()):
             with bound(org=event.org, event_id=event.id, event_type=event.type, attempt=attempt):
                 outcome_label = await self._park(message, hdrs, event, routing_key)
@@ -527,7 +536,7 @@ class Consumer:
         queue = self.topology.retry_queue(delay)
         parked = (H.integer(hdrs.get(H.PARKED)) or 0) + 1
         new_headers = {**hdrs, H.ROUTING_KEY: routing_key, H.PARKED: parked}
-        if not await self._route(message, queue, new_headers, expiration=delay):
+        if not await self._to_ladder(message, event, queue, new_headers, delay, expiration=delay):
             return "requeued"
         with suppress(Exception):
             await message.ack()
@@ -565,7 +574,8 @@ class Consumer:
         new_headers = H.retry_headers(
             hdrs, routing_key=routing_key, attempt=attempt, code=exc.code, message=exc.message
         )
-        if not await self._route(message, queue, new_headers):
+        wait = self.topology.delay_of(queue)
+        if not await self._to_ladder(message, event, queue, new_headers, wait):
             return "requeued"
         await self._report(exc, event, attempt, final=False)
         with suppress(Exception):
@@ -626,6 +636,32 @@ class Consumer:
             error=H.short(exc.message),
             error_class=error_class,
         )
+
+    async def _to_ladder(
+        self,
+        message: AbstractIncomingMessage,
+        event: Event[Any],
+        queue: str,
+        new_headers: dict[str, Any],
+        wait_s: float,
+        *,
+        expiration: float | None = None,
+    ) -> bool:
+        """Publish to a retry queue, recorded first for the retry watch (when it is on)."""
+        if self.watch is not None:
+            await self.watch.scheduled(
+                event_id=event.id,
+                org=event.org,
+                queue=queue,
+                body=message.body,
+                headers=new_headers,
+                wait_s=wait_s,
+            )
+        if await self._route(message, queue, new_headers, expiration=expiration):
+            return True
+        if self.watch is not None:
+            await self.watch.back(event.id)  # handed back to the exports queue instead
+        return False
 
     async def _route(
         self,

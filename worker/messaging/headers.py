@@ -46,6 +46,7 @@ HEAL_COUNT = "x-bc-heal-count"  # automatic replays so far
 # Times the consumer parked this message because its organization held its share of the
 # prefetch (worker.messaging.consumer): a wait, never an attempt.
 PARKED = "x-bc-parked"
+RECOVERED = "x-bc-recovered"  # times the retry watch published it again (lost on the ladder)
 
 # Every header we own starts with this prefix; a replay strips them to reset the history.
 PREFIX = "x-bc-"

@@ -566,6 +566,23 @@ MIGRATIONS: list[Migration] = [
             " ON integration_configs (import_payments, org_id)",
         ),
     ),
+    Migration(
+        13,
+        "scheduled retries: events on the retry ladder until they come back (retry watch)",
+        (
+            """CREATE TABLE scheduled_retries (
+                event_id VARCHAR(200) NOT NULL PRIMARY KEY,
+                org_id VARCHAR(100) NOT NULL,
+                queue VARCHAR(255) NOT NULL,
+                step_s DOUBLE PRECISION NOT NULL,
+                body {BLOB} NOT NULL,
+                headers TEXT NOT NULL,
+                due_at {TIMESTAMP} NOT NULL,
+                scheduled_at {TIMESTAMP} NOT NULL
+            )""",
+            "CREATE INDEX ix_scheduled_retries_due ON scheduled_retries (due_at)",
+        ),
+    ),
 ]
 
 schema_version = Table(
