@@ -595,6 +595,7 @@ def test_alerts_cover_what_ops_asked_for() -> None:
         "BcSyncNoConsumers": "bcsync_consumers",
         "BcSyncBcThrottled": "bcsync_bc_throttled_total",
         "BcSyncCredentialsRejected": "bcsync_credentials_rejected_total",
+        "BcSyncRetriesRecovered": "bcsync_retries_recovered_total",
         "BcSyncWorkerDown": "up",
     }
     for name, metric in wanted.items():
