@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.support import factories as f
-from tests.support.amqp import depth, publish, wait_depth
+from tests.support.amqp import depth, drop_topology, publish, wait_depth
 from tests.support.settings import make_settings
 from tests.support.wait import wait_for
 from worker.errors import Transient
@@ -71,6 +71,7 @@ async def running(
         yield consumer, watch, handler
     finally:
         await consumer.stop()
+        await drop_topology(settings)
 
 
 async def test_an_event_dropped_on_the_ladder_is_published_again(
