@@ -79,11 +79,7 @@ async def test_an_event_dropped_on_the_ladder_is_published_again(
 ) -> None:
     consumer, watch, handler = running
     settings, topo = consumer.settings, consumer.topology
-    retry_queue = topo.retry_queue(30)
-    before = recovered()
-
-    await publish(settings, f.customer_event("5"), CREATED)
-    await wait_depth(settings, retry_queue, 1)
+    retry_queue, before = await on_the_ladder(consumer, "5")
     [item] = await watch.retries.overdue(utcnow() + timedelta(days=1))
     assert (item.queue, item.step_s, item.headers["x-bc-attempt"]) == (retry_queue, 30.0, 2)
     assert await watch.sweep() == 0  # not due yet
@@ -108,17 +104,23 @@ async def test_an_event_still_waiting_is_left_alone(
     running: tuple[Consumer, RetryWatch, Flaky],
 ) -> None:
     consumer, watch, handler = running
-    settings, topo = consumer.settings, consumer.topology
-    retry_queue = topo.retry_queue(30)
+    await on_the_ladder(consumer, "6")
     before = recovered()
-
-    await publish(settings, f.customer_event("6"), CREATED)
-    await wait_depth(settings, retry_queue, 1)
     # Past its time but still in its retry queue (a broker running late): not published again.
     assert await watch.sweep(now=utcnow() + timedelta(seconds=40)) == 0
     assert await watch.retries.count() == 1
     assert recovered() == before
     assert handler.calls == {"6": 1}
+
+
+async def on_the_ladder(consumer: Consumer, number: str) -> tuple[str, float]:
+    """Customer ``number``'s event failed once and waits in the 30 s retry queue: that queue,
+    and the recovered count before."""
+    retry_queue = consumer.topology.retry_queue(30)
+    before = recovered()
+    await publish(consumer.settings, f.customer_event(number), CREATED)
+    await wait_depth(consumer.settings, retry_queue, 1)
+    return retry_queue, before
 
 
 async def _count(watch: RetryWatch, n: int) -> bool:

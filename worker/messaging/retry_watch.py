@@ -26,6 +26,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,25 +72,23 @@ def recorded_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items() if k not in H.BROKER_HEADERS}
 
 
+@dataclass(eq=False)
 class RetryWatch:
     """Records what the consumer puts on the ladder and publishes again what never came back."""
 
-    def __init__(
-        self,
-        retries: ScheduledRetries,
-        leases: Leases,
-        topology: Topology,
-        *,
-        grace_s: float,
-        interval_s: float,
-    ) -> None:
-        self.retries = retries
-        self.leases = leases
-        self.topology = topology
-        self.grace_s = grace_s
-        self.interval_s = interval_s
+    retries: ScheduledRetries
+    leases: Leases
+    topology: Topology
+    _: KW_ONLY
+    grace_s: float
+    interval_s: float
+    owner: str = field(init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _connection: AbstractRobustConnection | None = field(default=None, init=False)
+    _publisher: Publisher | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._task: asyncio.Task[None] | None = None
 
     # --- the consumer's side -----------------------------------------------------------------
 
@@ -169,6 +168,8 @@ class RetryWatch:
         )
         if not candidates:
             return 0
+        assert self._publisher is not None, "retry watch not started"
+        publisher = self._publisher
         exports = self.topology.exports.name
         depths = await self._depths({exports, *(c.queue for c in candidates)})
         recovered = 0
@@ -188,7 +189,7 @@ class RetryWatch:
                 content_type="application/cloudevents+json",
             )
             try:
-                await self._publisher.to_queue(exports, message)
+                await publisher.to_queue(exports, message)
             except Exception:
                 await self.retries.record(item)  # the next round tries again
                 raise
@@ -206,6 +207,7 @@ class RetryWatch:
 
     async def _depths(self, queues: Iterable[str]) -> dict[str, int]:
         """Ready messages per queue (passive declares; a queue that fails is left out)."""
+        assert self._connection is not None, "retry watch not started"
         out: dict[str, int] = {}
         for name in queues:
             channel = await self._connection.channel()
