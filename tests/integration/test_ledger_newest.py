@@ -242,3 +242,39 @@ async def test_switched_off_shows_as_skipped_and_unconfigured_leaves_no_trace(
     assert history == ["received", "skipped"]
     rows, _ = await repo.page("org-without-integration", LogFilters())
     assert rows == []
+
+
+async def test_a_handler_that_stalled_past_its_claim_never_writes_over_a_newer_change(
+    ladder: Exports,
+) -> None:
+    # Worker A's handler stalls (BC's customer lookup takes 4 s) past its claim (1 s here,
+    # 120 s in production); meanwhile worker B claims the customer for a newer change and
+    # writes it. When A resumes it must not write its older data over that (the cluster
+    # chaos test caught BC left with an older name this way).
+    a = ladder.workers[0]
+    first = await ladder.send(CUSTOMER_UPDATED, {"customer": f.customer("61009")}, time=at(0))
+    assert await ladder.done(first) == ["succeeded"]
+    b = await ladder.start_worker()
+    for worker in (a, b):
+        worker.runtime.ledger._claim_ttl_s = 1.0
+    await ladder.emulator.control.add_fault(
+        "latency", latency_ms=4000, count=1, method="GET", path=r"/customers"
+    )
+    # Only A consumes while the older change arrives; then A takes nothing new (draining).
+    await b.consumer.stop(grace=0)
+    older = await ladder.send(
+        CUSTOMER_UPDATED, {"customer": f.customer("61009", name="Version 01 AB")}, time=at(1)
+    )
+    await asyncio.sleep(0.5)
+    c = await ladder.start_worker()
+    c.runtime.ledger._claim_ttl_s = 1.0
+    draining = asyncio.create_task(a.consumer.stop(grace=30))
+    await asyncio.sleep(1.5)  # A's claim has run out while it waits on BC
+    newer = await ladder.send(
+        CUSTOMER_UPDATED, {"customer": f.customer("61009", name="Version 02 AB")}, time=at(2)
+    )
+    assert await ladder.done(newer, timeout=30) == ["succeeded"]
+    await draining
+    assert (await ladder.done(older, timeout=30))[-1] == "superseded"  # after a BC-BUSY
+    customer = await ladder.customer("61009")
+    assert customer is not None and customer["displayName"] == "Version 02 AB"

@@ -714,6 +714,33 @@ class LedgerRepository:
             )
         await self._writes.run(stmt, params)
 
+    async def extend(
+        self,
+        org_id: str,
+        object_type: str,
+        moment_id: str,
+        *,
+        owner: str,
+        ttl_s: float,
+        now: datetime,
+    ) -> bool:
+        """Extend our claim by ``ttl_s`` from ``now``; False when it is no longer ours (it
+        expired and another change of the object claimed it meanwhile)."""
+        t = self.table
+        stmt = (
+            update(t)
+            .where(
+                (t.c.org_id == org_id[:100])
+                & (t.c.object_type == object_type[:30])
+                & (t.c.moment_id == moment_id[:200])
+                & (t.c.claim_owner == owner)
+            )
+            .values(claim_expires_at=now + timedelta(seconds=ttl_s))
+        )
+        async with self._store.write() as conn:
+            result = await conn.execute(stmt)
+        return bool(result.rowcount)
+
     async def record_failure(
         self,
         org_id: str,

@@ -90,11 +90,44 @@ class Ticket:
     sequence: str | None
     number: str | None = None  # the Moment number
     exported: Exported | None = None
+    # The claims this handler holds (its object's, and an embedded snapshot's while it is
+    # written): (org, object type, Moment id), owner, and when each was taken or extended.
+    holds: list[Hold] = field(default_factory=list)
+
+    async def fence(self) -> None:
+        """Before a BC write: each claim past half its time is extended first, so a handler
+        that stalled (a slow BC, a broker failover) never writes over a newer change that
+        claimed the object after its claim ran out. Raises ``BC-BUSY`` when one was lost."""
+        ttl = self.ledger.claim_ttl_s
+        for hold in self.holds:
+            if _time.monotonic() - hold.since < ttl / 2:
+                continue
+            org, object_type, moment_id = hold.where
+            kept = await self.ledger.repo.extend(
+                org, object_type, moment_id, owner=hold.owner, ttl_s=ttl, now=self.ledger.now()
+            )
+            if not kept:
+                log.warning("ledger.claim_lost", object_type=object_type, moment_id=moment_id)
+                raise Transient(
+                    "BC-BUSY",
+                    f"Another worker took over {object_type} {self.number or moment_id} while "
+                    "this change waited; it is tried again.",
+                )
+            hold.since = _time.monotonic()
 
     def step(self, step: str, **kw: Any) -> None:
         self.ledger.steps.add(
             self.org, self.object_type, self.moment_id, step, event_id=self.event_id, **kw
         )
+
+
+@dataclass
+class Hold:
+    """A ledger claim a handler holds."""
+
+    where: tuple[str, str, str]
+    owner: str
+    since: float  # time.monotonic() when taken or last extended
 
 
 TICKET: ContextVar[Ticket | None] = ContextVar("bc_sync_ledger_ticket", default=None)
@@ -185,6 +218,11 @@ class RecordedConnection(BcConnection):
         ticket = TICKET.get()
         if ticket is None:
             return await call
+        try:
+            await ticket.fence()
+        except BaseException:
+            call.close()  # never started: nothing was written
+            raise
         started = _time.perf_counter()
         try:
             result = await call
@@ -286,6 +324,9 @@ class Ledger:
     def claim_ttl_s(self) -> float:
         return CLAIM_TTL_S if self._claim_ttl_s is None else self._claim_ttl_s
 
+    def now(self) -> datetime:
+        return self._clock()
+
     async def start(self) -> None:
         await self.steps.start()
 
@@ -340,6 +381,7 @@ class Ledger:
                 event_sequence(event),
                 number,
             )
+            ticket.holds.append(Hold(where, owner, _time.monotonic()))
             step, detail = _received_step(event)
             ticket.step(step, attempt=attempt, detail=detail)
             if claim.superseded:
@@ -507,9 +549,12 @@ class Ledger:
                 )
             inner.step("received", detail=source)
             fresh = Fresh()
+            hold = Hold(where, owner, _time.monotonic())
+            ticket.holds.append(hold)
             try:
                 yield fresh
             except BaseException as exc:
+                ticket.holds.remove(hold)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 failed = exc if isinstance(exc, HandlerError) else None
@@ -526,6 +571,7 @@ class Ledger:
                 except Exception:
                     log.warning("ledger.release_failed")
                 raise
+            ticket.holds.remove(hold)
             if not fresh.done:
                 await self._release_quietly(where, owner)
                 return
