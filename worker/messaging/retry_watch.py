@@ -2,14 +2,14 @@
 
 A later attempt (or a parked message) waits in a ``retry.<n>s`` queue until its TTL expires and
 the broker dead-letters it back to the exports queue. In a RabbitMQ cluster that move can lose
-messages when nodes stop (README, "Known gap"; ``python -m tests.chaos.dlx_loss`` shows it
-without bc-sync). So the consumer records every event it puts on the ladder
-(``scheduled_retries``) before it publishes it there, and forgets it when the event is
-delivered again. Every ``BC_SYNC_RETRY_WATCH_INTERVAL_S`` one consumer (a lease) looks for
-records past their time and publishes those events to the exports queue itself, with their
-headers as they were (same attempt), when they cannot be on their way any more. Never while
-the exports queue has ready messages: one that came back may be waiting in that backlog (the
-watch acts once it is worked off). Otherwise:
+messages when nodes stop (README, "Retries survive a cluster node loss"; ``python -m
+tests.chaos.dlx_loss`` shows it without bc-sync). So the consumer records every event it puts
+on the ladder (``scheduled_retries``) before it publishes it there, and forgets it when the
+event is delivered again. Every ``BC_SYNC_RETRY_WATCH_INTERVAL_S`` one consumer (a lease) looks
+for records past their time and publishes those events to the exports queue itself, with their
+headers as they were (same attempt), when they cannot be on their way any more. Never while the
+exports queue has ready messages: one that came back may be waiting in that backlog (the watch
+acts once it is worked off). Otherwise:
 
 - :data:`SETTLE_S` after they were due when their retry queue is empty too; or
 - the queue's whole wait plus ``BC_SYNC_RETRY_WATCH_GRACE_S`` after they were due when it is
@@ -101,9 +101,9 @@ class RetryWatch:
         body: bytes,
         headers: Mapping[str, Any],
         wait_s: float,
-    ) -> bool:
-        """Record an event about to be published to ``queue`` (back after ``wait_s``). False
-        when the store failed: the event goes on the ladder unwatched."""
+    ) -> None:
+        """Record an event about to be published to ``queue`` (back after ``wait_s``); when
+        the store fails, the event goes on the ladder unwatched (counted)."""
         now = utcnow()
         item = ScheduledRetry(
             event_id=event_id,
@@ -121,8 +121,6 @@ class RetryWatch:
         except Exception as exc:
             metrics.RETRIES_UNWATCHED.inc()
             log.warning("retry_watch.record_failed", error=type(exc).__name__)
-            return False
-        return True
 
     async def back(self, event_id: str) -> None:
         """The event was delivered again (or was never published to the ladder): forget it."""

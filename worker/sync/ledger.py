@@ -533,6 +533,8 @@ class _Statements:
         self.finish = update(t).where(ours).values(**outcome)
         self.finish_applied = update(t).where(ours).values(**outcome, **applied)
         self.release = update(t).where(ours).values(claim_owner=None, claim_expires_at=None)
+        expires = _p("expires", "claim_expires_at")
+        self.extend = update(t).where(ours).values(claim_expires_at=expires)
         # A durable failure (retry scheduled, dead-lettered): only the newest change's state.
         self.failure = (
             update(t)
@@ -726,20 +728,9 @@ class LedgerRepository:
     ) -> bool:
         """Extend our claim by ``ttl_s`` from ``now``; False when it is no longer ours (it
         expired and another change of the object claimed it meanwhile)."""
-        t = self.table
-        stmt = (
-            update(t)
-            .where(
-                (t.c.org_id == org_id[:100])
-                & (t.c.object_type == object_type[:30])
-                & (t.c.moment_id == moment_id[:200])
-                & (t.c.claim_owner == owner)
-            )
-            .values(claim_expires_at=now + timedelta(seconds=ttl_s))
-        )
-        async with self._store.write() as conn:
-            result = await conn.execute(stmt)
-        return bool(result.rowcount)
+        params = _keys(org_id, object_type, moment_id, owner)
+        params["expires"] = now + timedelta(seconds=ttl_s)
+        return bool(await self._writes.run(self._sql.extend, params))
 
     async def record_failure(
         self,

@@ -108,9 +108,10 @@ class Ticket:
             )
             if not kept:
                 log.warning("ledger.claim_lost", object_type=object_type, moment_id=moment_id)
+                name = self.number if moment_id == self.moment_id else None
                 raise Transient(
                     "BC-BUSY",
-                    f"Another worker took over {object_type} {self.number or moment_id} while "
+                    f"Another worker took over {object_type} {name or moment_id} while "
                     "this change waited; it is tried again.",
                 )
             hold.since = _time.monotonic()
